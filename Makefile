@@ -1,0 +1,76 @@
+# Two commands for a fresh machine: `make demo` (a real promotion in the local lab) and
+# `make test` (everything the suite needs, then the suite). Both install what is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENV2 := .venv-airflow2
+AWSCLI := .venv-awscli
+PY := $(VENV)/bin/python
+LAB_DEBS := skopeo podman runc docker-registry apache2-utils haproxy debootstrap openssl ca-certificates
+
+.PHONY: help venv venv-airflow2 lab-deps lint typecheck unit unit-airflow2 lab-test test demo lab-up lab-down bench clean
+
+help:
+	@echo "make demo   - start the local lab, promote a two-platform image through the operator's pod"
+	@echo "make test   - install what is missing, lint, type-check, run unit tests (Airflow 3 and 2.11) and lab tests"
+
+$(VENV)/.done: pyproject.toml requirements/airflow3.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements/airflow3.txt -e '.[test]'
+	touch $@
+
+$(VENV2)/.done: pyproject.toml requirements/airflow2.txt
+	$(PYTHON) -m venv $(VENV2)
+	$(VENV2)/bin/pip install -q --upgrade pip
+	$(VENV2)/bin/pip install -q -r requirements/airflow2.txt -e '.[test]'
+	touch $@
+
+$(AWSCLI)/.done: requirements/awscli.txt
+	$(PYTHON) -m venv $(AWSCLI)
+	$(AWSCLI)/bin/pip install -q -r requirements/awscli.txt
+	touch $@
+
+venv: $(VENV)/.done $(AWSCLI)/.done
+venv-airflow2: $(VENV2)/.done $(AWSCLI)/.done
+
+# The lab's Debian packages; needs root (CI and these machines run as root).
+lab-deps:
+	@missing=""; for p in $(LAB_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+lint: venv
+	$(VENV)/bin/ruff check airflow_ecr_promote tests dags bench
+	$(VENV)/bin/ruff format --check airflow_ecr_promote tests dags bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(PY) -m pytest -m "not lab" -q
+
+unit-airflow2: venv-airflow2
+	$(VENV2)/bin/python -m pytest -m "not lab" -q -p no:cacheprovider
+
+lab-test: venv lab-deps
+	$(PY) -m pytest -m lab -q
+
+test: lint typecheck unit unit-airflow2 lab-test
+
+demo: venv lab-deps
+	$(PY) -m tests.lab.demo
+
+lab-up: venv lab-deps
+	$(PY) -m tests.lab up
+
+lab-down:
+	$(PY) -m tests.lab down
+
+bench: venv lab-deps
+	$(PY) bench/batch_vs_pods.py
+
+clean:
+	rm -rf $(VENV) $(VENV2) $(AWSCLI) .pytest_cache .mypy_cache .ruff_cache

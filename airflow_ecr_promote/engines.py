@@ -1,0 +1,200 @@
+"""The copier engines: one row each (image, what it can do, how it is called), chosen from one table.
+
+Facts behind the capabilities (see README "Engines"):
+- kaniko rebuilds the image config on every push, so the destination digest never equals the
+  source digest (kaniko issue 673), a multi-arch index becomes one platform, and it runs as root.
+- ``skopeo copy --all --preserve-digests`` and ``crane copy`` keep the digest and every platform.
+- skopeo takes separate source and destination auth files; kaniko and crane read one Docker
+  ``config.json``, so they hold one credential per registry host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.resources import files
+
+from airflow_ecr_promote.promotion import Promotion
+from airflow_ecr_promote.refs import PromotionInputError
+
+AUTH_DIR = "/ecr-promote/auth"
+KANIKO_DOCKER_DIR = "/kaniko/.docker"  # where the original design mounts the shared volume
+SCRATCH_DIR = "/tmp"
+NON_ROOT_UID = 65532
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def script(name: str) -> str:
+    """An in-pod script shipped with the package; user values reach it only through env vars.
+
+    Comment lines are dropped: the pod spec carries the code, the package carries the docs.
+    The result never begins with a newline (podman's ``kube play`` rejects such strings).
+    """
+    text = files("airflow_ecr_promote").joinpath("scripts", name).read_text()
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class CopierCall:
+    """How the copier container is started: what KPO calls ``cmds``, ``arguments``, ``env_vars``."""
+
+    cmds: list[str] | None
+    args: list[str]
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    default_image: str
+    keeps_digest: bool
+    all_platforms: bool
+    runs_as_root: bool
+    read_only_root: bool
+    separate_auth_per_side: bool
+    can_batch: bool
+    auth_mount: str
+    summary: str
+    call: Callable[[Promotion, int], CopierCall] = field(repr=False)
+    capabilities_add: tuple[str, ...] = ()
+    writes_dockerfile: bool = False
+    on_conflict_choices: tuple[str, ...] = ("fail", "overwrite", "skip")
+    default_on_conflict: str = "fail"
+
+
+def _copies_env(promotion: Promotion) -> str:
+    return "\n".join(f"{c.source} {c.dest}" for c in promotion.copies)
+
+
+def _kaniko_call(promotion: Promotion, parallel: int) -> CopierCall:
+    return CopierCall(
+        cmds=None,  # the image's entrypoint, /kaniko/executor
+        args=[
+            f"--dockerfile={KANIKO_DOCKER_DIR}/Dockerfile",
+            f"--destination={promotion.dest}",
+            f"--digest-file={TERMINATION_LOG}",
+            "--push-retry=3",
+            "--image-download-retry=3",
+            "--verbosity=info",
+        ],
+        env={"DOCKER_CONFIG": KANIKO_DOCKER_DIR},
+    )
+
+
+def _script_call(tool: str, shell: str) -> Callable[[Promotion, int], CopierCall]:
+    def call(promotion: Promotion, parallel: int) -> CopierCall:
+        return CopierCall(
+            cmds=[shell, "-c", script("copy.sh")],
+            args=[],
+            env={
+                "COPY_TOOL": tool,
+                "COPIES": _copies_env(promotion),
+                "ON_CONFLICT": promotion.on_conflict,
+                "PARALLEL": str(parallel),
+                "RETRIES": "3",
+                "SRC_AUTH": f"{AUTH_DIR}/auth-source.json",
+                "DEST_AUTH": f"{AUTH_DIR}/auth-dest.json",
+                "DOCKER_CONFIG": AUTH_DIR,
+                "HOME": SCRATCH_DIR,
+                "TMPDIR": SCRATCH_DIR,
+            },
+        )
+
+    return call
+
+
+ENGINES: dict[str, Engine] = {
+    engine.name: engine
+    for engine in (
+        Engine(
+            name="kaniko",
+            default_image="ghcr.io/osscontainertools/kaniko:v1.28.0",
+            keeps_digest=False,
+            all_platforms=False,
+            runs_as_root=True,
+            read_only_root=False,
+            separate_auth_per_side=False,
+            can_batch=False,
+            auth_mount=KANIKO_DOCKER_DIR,
+            summary="the original design: a FROM-only build; new config, new digest, one platform",
+            call=_kaniko_call,
+            # kaniko copies the Dockerfile into /kaniko and chowns it to the source file's owner.
+            capabilities_add=("CHOWN", "DAC_OVERRIDE", "FOWNER"),
+            writes_dockerfile=True,
+            on_conflict_choices=("overwrite",),
+            default_on_conflict="overwrite",
+        ),
+        Engine(
+            name="skopeo",
+            default_image="quay.io/skopeo/stable:v1.20.0",
+            keeps_digest=True,
+            all_platforms=True,
+            runs_as_root=False,
+            read_only_root=True,
+            separate_auth_per_side=True,
+            can_batch=True,
+            auth_mount=AUTH_DIR,
+            summary="skopeo copy --all --preserve-digests: same digest, every platform",
+            call=_script_call("skopeo", "sh"),
+        ),
+        Engine(
+            name="crane",
+            # The :debug variant carries busybox: the copy script needs a shell.
+            default_image="gcr.io/go-containerregistry/crane/debug:v0.20.7",
+            keeps_digest=True,
+            all_platforms=True,
+            runs_as_root=False,
+            read_only_root=True,
+            separate_auth_per_side=False,
+            can_batch=True,
+            auth_mount=AUTH_DIR,
+            summary="crane copy: same digest, every platform, static binary",
+            call=_script_call("crane", "/busybox/sh"),
+        ),
+    )
+}
+
+DEFAULT_ENGINE = "kaniko"
+
+
+def get_engine(name: object) -> Engine:
+    if not isinstance(name, str) or name not in ENGINES:
+        raise PromotionInputError(
+            "engine", name, "is not a known engine", f"Expected one of {', '.join(map(repr, ENGINES))}"
+        )
+    return ENGINES[name]
+
+
+def check_supports(engine: Engine, promotion: Promotion) -> None:
+    """Refuse a promotion that the engine cannot carry out as asked, naming the fixes."""
+    shared = promotion.shared_hosts_with_different_roles()
+    if shared and not engine.separate_auth_per_side:
+        raise PromotionInputError(
+            "engine",
+            engine.name,
+            f"reads one Docker config.json, which holds one credential per registry host, but "
+            f"registry {shared[0]} is both source and destination with different roles "
+            f"({promotion.source_role} and {promotion.dest_role})",
+            "Fix: use one role that can both pull and push (pass the same ARN, or None, for "
+            "source_role_arn and dest_role_arn), or engine='skopeo', which reads separate source "
+            "and destination auth files",
+        )
+    if len(promotion.copies) > 1 and not engine.can_batch:
+        raise PromotionInputError(
+            "engine",
+            engine.name,
+            f"cannot promote {len(promotion.copies)} images in one pod: kaniko rebuilds each image's "
+            "config, so it can neither compare digests nor skip what is already promoted",
+            "Fix: engine='skopeo' or engine='crane' for batches, or one task per tag with "
+            ".partial(...).expand(dest_image=[...])",
+        )
+    if promotion.on_conflict not in engine.on_conflict_choices:
+        raise PromotionInputError(
+            "on_conflict",
+            promotion.on_conflict,
+            f"is not supported by engine {engine.name!r}: it gives every push a new digest, so a "
+            "destination tag can never be found 'already promoted'",
+            f"Expected one of {engine.on_conflict_choices} with {engine.name}, or a "
+            "digest-preserving engine ('skopeo', 'crane')",
+        )

@@ -1,0 +1,280 @@
+"""EcrPromoteOperator: KubernetesPodOperator plus one concern, promoting an ECR image.
+
+Inputs are plain string template fields. They are validated at construction when they are
+literal, and again after rendering, in ``build_pod_request_obj``, before any pod exists. The
+pieces of the pod come from :func:`airflow_ecr_promote.pod.plan_pod` and are set on KPO's own
+fields before KPO builds the pod, so the cluster's ``pod_mutation_hook`` sees the whole pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.common.compat.sdk import AirflowException
+from kubernetes.client import models as k8s
+
+from airflow_ecr_promote.engines import DEFAULT_ENGINE, Engine, get_engine
+from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, OWN_VOLUMES, PodPlan, plan_pod
+from airflow_ecr_promote.promotion import Promotion, parse_promotion
+from airflow_ecr_promote.refs import PromotionInputError, parse_image_ref, parse_role_arn
+from airflow_ecr_promote.result import read_pod
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+_TEMPLATE_MARKERS = ("{{", "{%")
+
+
+class EcrPromoteError(AirflowException):
+    """The promotion pod ran and failed; the message says why and for which image."""
+
+
+def _is_literal(value: object) -> bool:
+    """True for a value known at DAG parse time (not a Jinja template, not an XComArg)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not any(marker in value for marker in _TEMPLATE_MARKERS)
+    if isinstance(value, list | tuple):
+        return all(isinstance(v, str) and _is_literal(v) for v in value)
+    return isinstance(value, int | bool)
+
+
+class EcrPromoteOperator(KubernetesPodOperator):
+    """Promote (copy) an image from one account's ECR to another's in a Kubernetes pod.
+
+    An init container (aws CLI) assumes ``source_role_arn`` and ``dest_role_arn`` (or uses the
+    pod's own identity for a side whose role is None) and writes Docker credentials to an
+    in-memory volume; the copier container (``engine``) copies the image.
+
+    :param source_image: ``<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>`` or ``@sha256:...``
+    :param dest_image: the destination, with a tag
+    :param source_role_arn: role assumed to pull; None: the pod's identity (IRSA / Pod Identity)
+    :param dest_role_arn: role assumed to push; None: the pod's identity
+    :param source_account: optional; must agree with the account in ``source_image``
+    :param dest_account: optional; must agree with the account in ``dest_image``
+    :param source_region: optional; must agree with the region in ``source_image``
+    :param dest_region: optional; must agree with the region in ``dest_image``
+    :param engine: ``"kaniko"`` (the original design), ``"skopeo"`` or ``"crane"`` (digest kept)
+    :param copier_image: overrides the engine's pinned image
+    :param init_image: overrides the pinned AWS CLI image of the init container
+    :param on_conflict: when the destination tag holds another digest: ``"fail"`` (default for
+        skopeo and crane), ``"overwrite"`` or ``"skip"``; kaniko always overwrites
+    :param tags: promote these tags from the repository of ``source_image`` to the repository of
+        ``dest_image`` in one pod (skopeo, crane); the return value lists each
+    :param parallel: copies run at once in a batch
+    :param do_xcom_push: store the result dict as the task's return value (no sidecar is used)
+    """
+
+    template_fields: Sequence[str] = (
+        *KubernetesPodOperator.template_fields,
+        "source_image",
+        "dest_image",
+        "source_role_arn",
+        "dest_role_arn",
+        "source_account",
+        "dest_account",
+        "source_region",
+        "dest_region",
+        "engine",
+        "copier_image",
+        "init_image",
+        "on_conflict",
+        "tags",
+    )
+    ui_color = "#f0e4ff"
+
+    def __init__(
+        self,
+        *,
+        source_image: str,
+        dest_image: str,
+        source_role_arn: str | None = None,
+        dest_role_arn: str | None = None,
+        source_account: str | None = None,
+        dest_account: str | None = None,
+        source_region: str | None = None,
+        dest_region: str | None = None,
+        engine: str = DEFAULT_ENGINE,
+        copier_image: str | None = None,
+        init_image: str | None = None,
+        on_conflict: str | None = None,
+        tags: list[str] | None = None,
+        parallel: int = 4,
+        do_xcom_push: bool = True,
+        termination_message_policy: str = "FallbackToLogsOnError",
+        init_container_logs: Any = True,
+        **kwargs: Any,
+    ) -> None:
+        # KPO's do_xcom_push adds a sidecar; the result comes from termination messages instead.
+        super().__init__(
+            do_xcom_push=False,
+            termination_message_policy=termination_message_policy,
+            init_container_logs=init_container_logs,
+            **kwargs,
+        )
+        self.source_image = source_image
+        self.dest_image = dest_image
+        self.source_role_arn = source_role_arn
+        self.dest_role_arn = dest_role_arn
+        self.source_account = source_account
+        self.dest_account = dest_account
+        self.source_region = source_region
+        self.dest_region = dest_region
+        self.engine = engine
+        self.copier_image = copier_image
+        self.init_image = init_image
+        self.on_conflict = on_conflict
+        self.tags = tags
+        self.parallel = parallel
+        self.push_result = do_xcom_push
+        self._promotion: Promotion | None = None
+        self._engine: Engine | None = None
+        self._result: dict[str, Any] | None = None
+        self._check_literal_inputs()
+
+    def _check_literal_inputs(self) -> None:
+        """Fail at DAG parse time for literal values; templated ones are checked after rendering."""
+        if _is_literal(self.engine):
+            get_engine(self.engine)
+        if _is_literal(self.source_image) and not self.tags:
+            parse_image_ref("source_image", self.source_image)
+        if _is_literal(self.dest_image) and not self.tags:
+            parse_image_ref("dest_image", self.dest_image, need_tag=True)
+        for param in ("source_role_arn", "dest_role_arn"):
+            if _is_literal(getattr(self, param)):
+                parse_role_arn(param, getattr(self, param))
+        if not isinstance(self.parallel, int) or not 1 <= self.parallel <= 64:
+            raise PromotionInputError("parallel", self.parallel, "is out of range", "Expected 1 to 64")
+        if all(_is_literal(getattr(self, name)) for name in self._promotion_fields()):
+            self._plan()
+
+    @staticmethod
+    def _promotion_fields() -> tuple[str, ...]:
+        return (
+            "source_image",
+            "dest_image",
+            "source_role_arn",
+            "dest_role_arn",
+            "source_account",
+            "dest_account",
+            "source_region",
+            "dest_region",
+            "engine",
+            "copier_image",
+            "init_image",
+            "on_conflict",
+            "tags",
+        )
+
+    def _plan(self) -> PodPlan:
+        """Parse the (rendered) inputs and plan the pod; raises PromotionInputError."""
+        engine = get_engine(self.engine)
+        promotion = parse_promotion(
+            source_image=self.source_image,
+            dest_image=self.dest_image,
+            source_role_arn=self.source_role_arn,
+            dest_role_arn=self.dest_role_arn,
+            source_account=self.source_account,
+            dest_account=self.dest_account,
+            source_region=self.source_region,
+            dest_region=self.dest_region,
+            on_conflict=self.on_conflict or engine.default_on_conflict,
+            dest_tags=self.tags,
+        )
+        for param in ("copier_image", "init_image"):
+            value = getattr(self, param)
+            if value is not None and (not isinstance(value, str) or not value or value != value.strip()):
+                raise PromotionInputError(
+                    param, value, "is not an image reference", "Expected e.g. 'quay.io/skopeo/stable:v1.20.0'"
+                )
+        dag_id = getattr(self, "dag_id", None) or ""
+        plan = plan_pod(
+            promotion,
+            engine,
+            init_image=self.init_image,
+            copier_image=self.copier_image,
+            parallel=self.parallel,
+            role_session_name=f"ecr-promote-{dag_id}-{self.task_id}"
+            if dag_id
+            else f"ecr-promote-{self.task_id}",
+        )
+        self._promotion, self._engine = promotion, engine
+        return plan
+
+    def build_pod_request_obj(self, context: Context | None = None, *args: Any, **kwargs: Any) -> k8s.V1Pod:
+        plan = self._plan()
+        own_env = {env.name for env in plan.env}
+        user_env = self.env_vars or []
+        if isinstance(user_env, dict):
+            user_env = [k8s.V1EnvVar(name=name, value=value) for name, value in user_env.items()]
+        self.image = plan.image
+        self.cmds = plan.cmds or []
+        self.arguments = plan.args
+        self.env_vars = [e for e in user_env if getattr(e, "name", None) not in own_env] + plan.env
+        own_mounts = {m.name for m in plan.volume_mounts}
+        self.volume_mounts = [
+            m for m in self.volume_mounts or [] if getattr(m, "name", None) not in own_mounts
+        ] + plan.volume_mounts
+        self.volumes = [
+            v for v in self.volumes or [] if getattr(v, "name", None) not in OWN_VOLUMES
+        ] + plan.volumes
+        self.init_containers = [
+            c for c in self.init_containers or [] if getattr(c, "name", None) != INIT_CONTAINER_NAME
+        ] + [plan.init_container]
+        self.labels = {**(self.labels or {}), **plan.labels}
+        self.annotations = {**(self.annotations or {}), **plan.annotations}
+        if not self.security_context:
+            self.security_context = plan.pod_security_context
+        if not self.container_security_context:
+            self.container_security_context = plan.container_security_context
+        if not self.container_resources:
+            self.container_resources = plan.resources
+        return super().build_pod_request_obj(context, *args, **kwargs)
+
+    def execute(self, context: Context) -> Any:
+        self._plan()
+        super().execute(context)
+        return self._result
+
+    def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
+        if self._promotion is None:
+            self._plan()
+        super().trigger_reentry(context, event)
+        return self._result
+
+    def _fresh(self, pod: k8s.V1Pod | None, remote_pod: k8s.V1Pod | None) -> k8s.V1Pod | None:
+        """The pod as it ended: KPO may hand cleanup a copy read before the containers finished."""
+        candidate = remote_pod or pod
+        statuses = candidate.status.container_statuses if candidate and candidate.status else None
+        finished = any(s.state and s.state.terminated for s in statuses or [])
+        if candidate is not None and not finished:
+            with contextlib.suppress(Exception):
+                candidate = self.pod_manager.read_pod(candidate)
+        return candidate
+
+    def cleanup(
+        self,
+        pod: k8s.V1Pod,
+        remote_pod: k8s.V1Pod,
+        xcom_result: dict[str, Any] | None = None,
+        context: Context | None = None,
+    ) -> None:
+        final = self._fresh(pod, remote_pod)
+        outcome = None
+        if final is not None and self._promotion is not None and self._engine is not None:
+            outcome = read_pod(final, self._promotion, self._engine.name, self.base_container_name)
+            self._result = outcome.result
+            if outcome.result is not None and self.push_result and context is not None:
+                context["ti"].xcom_push(key="return_value", value=outcome.result)
+        try:
+            super().cleanup(pod=pod, remote_pod=final or remote_pod, xcom_result=xcom_result, context=context)
+        except AirflowException as error:
+            if outcome is not None and outcome.failure:
+                raise EcrPromoteError(outcome.failure) from error
+            raise
+        if outcome is not None and outcome.failure:
+            raise EcrPromoteError(outcome.failure)

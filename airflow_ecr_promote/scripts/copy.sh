@@ -1,0 +1,173 @@
+#!/bin/sh
+# Copier container of a promotion pod (skopeo or crane): copy each image, keeping its digest,
+# after comparing digests so that an image already promoted is not written again.
+#
+# Every value comes from the environment:
+#   COPY_TOOL     skopeo | crane
+#   COPIES        one line per copy: "<source ref> <destination ref>"
+#   ON_CONFLICT   fail | overwrite | skip: what to do when the destination tag holds another digest
+#   PARALLEL      how many copies run at once (default 1)
+#   RETRIES       retries of each registry call on transient errors (default 3)
+#   SRC_AUTH, DEST_AUTH   skopeo auth files for the two sides; crane reads $DOCKER_CONFIG/config.json
+# The termination message gets one line per copy: "<n> <status> <dest digest|-> <source digest|->
+# [reason]", status one of copied, present (already promoted), skipped (conflict left alone),
+# failed. Exit code 0 when no copy failed.
+set -u
+term="${TERMINATION_LOG:-/dev/termination-log}"
+work="${TMPDIR:-/tmp}/ecr-promote.$$"
+retries="${RETRIES:-3}"
+mkdir -p "$work" || exit 1
+
+say() { printf 'ecr-promote copy: %s\n' "$*" >&2; }
+
+check_ref() {
+    case "$1" in
+        "" | -* | *[!A-Za-z0-9:/_.@-]*) return 1 ;;
+    esac
+}
+
+# digest_of N SIDE REF: the manifest digest of REF on stdout; exit 2 when REF does not exist.
+digest_of() {
+    case "$COPY_TOOL" in
+        skopeo)
+            if [ "$2" = source ]; then auth="$SRC_AUTH"; else auth="$DEST_AUTH"; fi
+            if skopeo inspect --raw --retry-times "$retries" --authfile "$auth" "docker://$3" \
+                > "$work/manifest.$1" 2> "$work/inspect.$1"; then
+                sha256sum < "$work/manifest.$1" | sed 's/ .*//; s/^/sha256:/'
+                return 0
+            fi
+            ;;
+        crane)
+            if crane digest "$3" 2> "$work/inspect.$1"; then return 0; fi
+            ;;
+        *)
+            say "unknown COPY_TOOL '$COPY_TOOL'"
+            return 1
+            ;;
+    esac
+    if grep -qiE 'manifest unknown|manifest_unknown|not found|name unknown|name_unknown' \
+        "$work/inspect.$1"; then
+        return 2
+    fi
+    return 1
+}
+
+copy_image() {
+    n=$1 src=$2 dst=$3
+    case "$COPY_TOOL" in
+        skopeo)
+            skopeo copy --all --preserve-digests --retry-times "$retries" \
+                --src-authfile "$SRC_AUTH" --dest-authfile "$DEST_AUTH" \
+                --digestfile "$work/digest.$n" "docker://$src" "docker://$dst" \
+                > /dev/null 2> "$work/copy.$n" && cat "$work/digest.$n"
+            ;;
+        crane)
+            crane copy "$src" "$dst" > /dev/null 2> "$work/copy.$n" && crane digest "$dst" 2>> "$work/copy.$n"
+            ;;
+    esac
+}
+
+reason() {
+    tr '\n' ' ' < "$1" | sed 's/  */ /g' | cut -c1-300
+}
+
+# promote N SRC DST: one copy, its result line written to $work/result.N.
+promote() {
+    n=$1 src=$2 dst=$3
+    result="$work/result.$n"
+    if ! check_ref "$src" || ! check_ref "$dst"; then
+        echo "$n failed - - refusing a malformed reference" > "$result"
+        return
+    fi
+    src_digest=$(digest_of "$n" source "$src")
+    case $? in
+        0) ;;
+        2)
+            say "$src: not found"
+            echo "$n failed - - source $src not found" > "$result"
+            return
+            ;;
+        *)
+            say "$src: $(reason "$work/inspect.$n")"
+            echo "$n failed - - cannot read source $src: $(reason "$work/inspect.$n")" > "$result"
+            return
+            ;;
+    esac
+    dst_digest=$(digest_of "$n" dest "$dst")
+    case $? in
+        0)
+            if [ "$dst_digest" = "$src_digest" ]; then
+                say "$dst already holds $src_digest: nothing to copy"
+                echo "$n present $dst_digest $src_digest" > "$result"
+                return
+            fi
+            case "$ON_CONFLICT" in
+                overwrite) say "$dst holds $dst_digest, overwriting with $src_digest" ;;
+                skip)
+                    say "$dst holds $dst_digest, not $src_digest: left as it is (on_conflict=skip)"
+                    echo "$n skipped $dst_digest $src_digest destination holds another digest" > "$result"
+                    return
+                    ;;
+                *)
+                    say "$dst holds $dst_digest, not $src_digest: refusing to overwrite"
+                    echo "$n failed $dst_digest $src_digest destination tag holds another digest" > "$result"
+                    return
+                    ;;
+            esac
+            ;;
+        2) ;;
+        *)
+            say "$dst: $(reason "$work/inspect.$n")"
+            echo "$n failed - $src_digest cannot read destination $dst: $(reason "$work/inspect.$n")" > "$result"
+            return
+            ;;
+    esac
+    say "copying $src ($src_digest) to $dst"
+    if new_digest=$(copy_image "$n" "$src" "$dst"); then
+        say "copied $dst: $new_digest"
+        echo "$n copied $new_digest $src_digest" > "$result"
+    else
+        say "copy to $dst failed: $(reason "$work/copy.$n")"
+        echo "$n failed - $src_digest copy failed: $(reason "$work/copy.$n")" > "$result"
+    fi
+}
+
+parallel="${PARALLEL:-1}"
+case "$parallel" in "" | *[!0-9]* | 0) parallel=1 ;; esac
+n=0
+running=0
+while read -r src dst; do
+    [ -n "$src" ] || continue
+    n=$((n + 1))
+    promote "$n" "$src" "$dst" &
+    running=$((running + 1))
+    if [ "$running" -ge "$parallel" ]; then
+        wait
+        running=0
+    fi
+done <<EOF
+${COPIES:-}
+EOF
+wait
+
+failed=0
+i=1
+: > "$work/results"
+while [ "$i" -le "$n" ]; do
+    if [ ! -s "$work/result.$i" ]; then
+        echo "$i failed - - no result" > "$work/result.$i"
+    fi
+    cat "$work/result.$i" >> "$work/results"
+    case "$(cut -d' ' -f2 "$work/result.$i")" in failed) failed=$((failed + 1)) ;; esac
+    i=$((i + 1))
+done
+cat "$work/results"
+# A Kubernetes termination message holds at most 4096 bytes: keep whole lines only.
+awk '{ size += length($0) + 1; if (size > 4096) exit; print }' "$work/results" > "$term" 2>/dev/null || true
+rm -rf "$work"
+if [ "$n" -eq 0 ]; then
+    say "COPIES is empty: nothing to promote"
+    exit 1
+fi
+say "$n copies, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,143 @@
+#!/bin/sh
+# Init container of a promotion pod: log in to every registry of the promotion and write Docker
+# auth files on the shared in-memory volume. Needs only sh, the aws CLI and coreutils.
+#
+# Every value comes from the environment, never from text pasted into this script:
+#   LOGINS             one line per login: "<host> <region> <role ARN or -> <sides>"
+#                      (sides: source, dest or source,dest)
+#   ROLE_SESSION_NAME  session name for sts assume-role (shows in CloudTrail)
+#   WRITE_CONFIG       1: also write config.json with every host (engines that read one file)
+#   SOURCE_IMAGE       if set, write a Dockerfile "FROM $SOURCE_IMAGE" (kaniko)
+#   AUTH_DIR           the shared volume (default /work)
+# Outputs in AUTH_DIR: auth-source.json, auth-dest.json, [config.json], [Dockerfile].
+# On failure the reason goes to stderr and to the termination message, and the exit code is 1.
+set -u
+umask 077
+out="${AUTH_DIR:-/work}"
+term="${TERMINATION_LOG:-/dev/termination-log}"
+export AWS_PAGER=""
+
+fail() {
+    printf 'ecr-promote login: %s\n' "$*" >&2
+    printf 'ecr-promote login: %s\n' "$*" > "$term" 2>/dev/null || true
+    rm -f "$out"/.pw-* "$out"/.err-*
+    exit 1
+}
+
+# The values were validated before the pod was built; refuse anything else all the same.
+check() {
+    case "$2" in
+        "" | *[!A-Za-z0-9:/_+=,.@-]*) fail "refusing $1 value '$2': unexpected characters" ;;
+    esac
+}
+
+last_error() {
+    tr '\n' ' ' < "$1" | sed 's/^ *//; s/  */ /g' | cut -c1-600
+}
+
+# login N HOST REGION ROLE: writes the ECR password to $out/.pw-N, or a reason to $out/.err-N.
+login() {
+    n=$1 host=$2 region=$3 role=$4
+    if [ "$role" != "-" ]; then
+        if ! creds=$(aws sts assume-role --region "$region" --role-arn "$role" \
+            --role-session-name "$ROLE_SESSION_NAME" \
+            --query 'Credentials.[AccessKeyId,SecretAccessKey,SessionToken]' \
+            --output text 2> "$out/.err-$n"); then
+            printf 'cannot assume role %s for registry %s: %s\n' "$role" "$host" \
+                "$(last_error "$out/.err-$n")" > "$out/.err-$n"
+            return 1
+        fi
+        # shellcheck disable=SC2086 # split the three tab-separated fields
+        set -- $creds
+        if [ $# -ne 3 ]; then
+            printf 'sts assume-role for %s returned no credentials\n' "$role" > "$out/.err-$n"
+            return 1
+        fi
+        export AWS_ACCESS_KEY_ID="$1" AWS_SECRET_ACCESS_KEY="$2" AWS_SESSION_TOKEN="$3"
+        unset AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE AWS_PROFILE \
+            AWS_CONTAINER_CREDENTIALS_FULL_URI AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE
+        who="role $role"
+    else
+        who="the pod's own identity"
+    fi
+    if ! aws ecr get-login-password --region "$region" > "$out/.pw-$n" 2> "$out/.err-$n"; then
+        printf 'cannot get an ECR login password for registry %s in %s as %s: %s\n' "$host" \
+            "$region" "$who" "$(last_error "$out/.err-$n")" > "$out/.err-$n"
+        return 1
+    fi
+    if [ ! -s "$out/.pw-$n" ]; then
+        printf 'empty ECR login password for registry %s as %s\n' "$host" "$who" > "$out/.err-$n"
+        return 1
+    fi
+    printf 'ecr-promote login: got a password for %s (%s) as %s\n' "$host" "$region" "$who" >&2
+}
+
+[ -n "${LOGINS:-}" ] || fail "LOGINS is empty: nothing to log in to"
+check ROLE_SESSION_NAME "${ROLE_SESSION_NAME:-}"
+
+# Start every login at once (they are independent network round trips), then wait for each.
+n=0
+pids=""
+while read -r host region role sides; do
+    [ -n "$host" ] || continue
+    n=$((n + 1))
+    check host "$host"
+    check region "$region"
+    check role "$role"
+    check sides "$sides"
+    printf '%s %s\n' "$host" "$sides" > "$out/.host-$n"
+    (login "$n" "$host" "$region" "$role") &
+    pids="$pids $!"
+done <<EOF
+$LOGINS
+EOF
+
+i=0
+errors=""
+for pid in $pids; do
+    i=$((i + 1))
+    if ! wait "$pid"; then
+        errors="$errors$(cat "$out/.err-$i" 2>/dev/null || echo "login $i failed"); "
+    fi
+done
+[ -z "$errors" ] || fail "${errors%; }"
+
+# entry N: one "host": {"auth": base64("AWS:<password>")} member of an auths object.
+entry() {
+    read -r host _ < "$out/.host-$1"
+    auth=$(printf 'AWS:%s' "$(cat "$out/.pw-$1")" | base64 | tr -d '\n')
+    printf '"%s":{"auth":"%s"}' "$host" "$auth"
+}
+
+# write_auths FILE SIDE: every login used by SIDE ("any" for all hosts) into one config.json.
+write_auths() {
+    file=$1 side=$2 body="" seen=" "
+    i=1
+    while [ "$i" -le "$n" ]; do
+        read -r host sides < "$out/.host-$i"
+        case ",$sides," in *",$side,"*) use=1 ;; *) use=0 ;; esac
+        if [ "$side" = any ]; then
+            case "$seen" in *" $host "*) use=0 ;; *) use=1 ;; esac
+        fi
+        if [ "$use" = 1 ]; then
+            seen="$seen$host "
+            [ -z "$body" ] || body="$body,"
+            body="$body$(entry "$i")"
+        fi
+        i=$((i + 1))
+    done
+    printf '{"auths":{%s}}\n' "$body" > "$file.tmp" && mv "$file.tmp" "$file"
+}
+
+write_auths "$out/auth-source.json" source || fail "cannot write $out/auth-source.json"
+write_auths "$out/auth-dest.json" dest || fail "cannot write $out/auth-dest.json"
+if [ "${WRITE_CONFIG:-0}" = 1 ]; then
+    write_auths "$out/config.json" any || fail "cannot write $out/config.json"
+fi
+if [ -n "${SOURCE_IMAGE:-}" ]; then
+    check SOURCE_IMAGE "$SOURCE_IMAGE"
+    printf 'FROM %s\n' "$SOURCE_IMAGE" > "$out/Dockerfile" || fail "cannot write $out/Dockerfile"
+fi
+rm -f "$out"/.pw-* "$out"/.err-* "$out"/.host-*
+chmod 0444 "$out"/*.json "$out"/Dockerfile 2>/dev/null
+printf 'ecr-promote login: wrote auth files for %s registries\n' "$n" >&2
