@@ -65,7 +65,7 @@ class Promotion:
                 ("source", copy.source, self.source_role),
                 ("dest", copy.dest, self.dest_role),
             ):
-                region, sides = found.setdefault((ref.host, role), (ref.region, []))
+                _, sides = found.setdefault((ref.host, role), (ref.region, []))
                 if side not in sides:
                     sides.append(side)
         return tuple(

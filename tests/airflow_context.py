@@ -19,7 +19,9 @@ class RecordingTaskInstance(SimpleNamespace):
     """The ``ti`` of the context: identifies the task, records what the operator pushes."""
 
     def __init__(self, dag_id: str, task_id: str, map_index: int = -1, xcoms: dict[str, Any] | None = None):
-        super().__init__(dag_id=dag_id, task_id=task_id, map_index=map_index, try_number=1, run_id="manual__1")
+        super().__init__(
+            dag_id=dag_id, task_id=task_id, map_index=map_index, try_number=1, run_id="manual__1"
+        )
         self.pushed: dict[str, Any] = {}
         self.upstream = xcoms or {}
 
@@ -30,9 +32,10 @@ class RecordingTaskInstance(SimpleNamespace):
         return self.upstream.get(task_ids if isinstance(task_ids, str) else task_ids[0])
 
 
-def make_context(task: Any, *, conf: dict[str, Any] | None = None, map_index: int = -1,
-                 xcoms: dict[str, Any] | None = None) -> dict[str, Any]:
-    dag = task.dag
+def make_context(
+    task: Any, *, conf: dict[str, Any] | None = None, map_index: int = -1, xcoms: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    dag = task.dag if task.has_dag() else None
     params = {key: dag.params[key] for key in dag.params} if dag else {}
     params.update(conf or {})
     ti = RecordingTaskInstance(dag.dag_id if dag else "adhoc", task.task_id, map_index, xcoms)

@@ -195,7 +195,8 @@ def test_expand_kwargs_over_tags_gives_one_pod_per_tag(dagbag: DagBag) -> None:
     mapped = dag.get_task("promote")
     tags = ["1.4.0", "1.4.1", "1.4.2"]
     upstream = [
-        {"source_image": f"{SOURCE_HOST}/team/app:{t}", "dest_image": f"{DEST_HOST}/team/app:{t}"} for t in tags
+        {"source_image": f"{SOURCE_HOST}/team/app:{t}", "dest_image": f"{DEST_HOST}/team/app:{t}"}
+        for t in tags
     ]
     pods = []
     for index in range(len(tags)):
@@ -215,12 +216,13 @@ def test_partial_expand_over_dest_images() -> None:
         from airflow import DAG  # type: ignore[assignment,no-redef]
     from datetime import datetime
 
+    europe = "210987654321.dkr.ecr.eu-west-1.amazonaws.com/team/app:3.0"
     with DAG("expand_dest", schedule=None, start_date=datetime(2026, 1, 1)):
         mapped = EcrPromoteOperator.partial(
             task_id="fan_out", source_image=f"{SOURCE_HOST}/team/app:3.0", engine="crane"
-        ).expand(dest_image=[f"{DEST_HOST}/team/app:3.0", "210987654321.dkr.ecr.eu-west-1.amazonaws.com/team/app:3.0"])
+        ).expand(dest_image=[f"{DEST_HOST}/team/app:3.0", europe])
     copies = []
     for index in range(2):
         _, pod = render_pod(mapped, map_index=index)
         copies.append(env_of(containers(pod)["base"])["COPIES"].split()[1])
-    assert copies == [f"{DEST_HOST}/team/app:3.0", "210987654321.dkr.ecr.eu-west-1.amazonaws.com/team/app:3.0"]
+    assert copies == [f"{DEST_HOST}/team/app:3.0", europe]

@@ -1,0 +1,100 @@
+"""A stand-in for the Kubernetes API under KubernetesPodOperator, and nothing else.
+
+No API server can run on these machines, so the calls KPO makes to the cluster (create, find,
+wait, read, delete) are answered by ``run``: a function that takes the pod KPO built and
+returns that pod with the status a kubelet would report. Unit tests pass canned statuses; the
+lab passes ``podman kube play``, which really runs the pod. Everything above the API (KPO's
+execute, deferral re-entry, cleanup, and the operator) runs unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.utils.pod_manager import PodManager
+from kubernetes.client import models as k8s
+
+RunPod = Callable[[k8s.V1Pod], k8s.V1Pod]
+
+
+def terminated(name: str, exit_code: int, message: str | None = None) -> k8s.V1ContainerStatus:
+    return k8s.V1ContainerStatus(
+        name=name,
+        image="",
+        image_id="",
+        ready=False,
+        restart_count=0,
+        state=k8s.V1ContainerState(
+            terminated=k8s.V1ContainerStateTerminated(
+                exit_code=exit_code, reason="Completed" if exit_code == 0 else "Error", message=message
+            )
+        ),
+    )
+
+
+def finished(
+    pod: k8s.V1Pod, init: list[k8s.V1ContainerStatus], main: list[k8s.V1ContainerStatus]
+) -> k8s.V1Pod:
+    done = copy.deepcopy(pod)
+    ok = all(s.state.terminated and s.state.terminated.exit_code == 0 for s in [*init, *main])
+    done.status = k8s.V1PodStatus(
+        phase="Succeeded" if ok and main else "Failed", init_container_statuses=init, container_statuses=main
+    )
+    return done
+
+
+class StandIn:
+    """Records the pods KPO asked for and what was deleted."""
+
+    def __init__(self, run: RunPod) -> None:
+        self.run = run
+        self.created: list[k8s.V1Pod] = []
+        self.deleted: list[str] = []
+        self.final: k8s.V1Pod | None = None
+
+    def create(self, operator: KubernetesPodOperator, pod_request_obj: k8s.V1Pod, context: Any) -> k8s.V1Pod:
+        self.created.append(pod_request_obj)
+        self.final = self.run(pod_request_obj)
+        return pod_request_obj
+
+    def read(self, pod: k8s.V1Pod) -> k8s.V1Pod:
+        assert self.final is not None, "read before create"
+        return self.final
+
+
+@contextmanager
+def kubernetes_stand_in(monkeypatch: pytest.MonkeyPatch, run: RunPod) -> Iterator[StandIn]:
+    stand_in = StandIn(run)
+    nothing = lambda *args, **kwargs: None  # noqa: E731
+    monkeypatch.setattr(
+        KubernetesPodOperator,
+        "get_or_create_pod",
+        lambda self, pod_request_obj, context: stand_in.create(self, pod_request_obj, context),
+    )
+    monkeypatch.setattr(
+        KubernetesPodOperator, "find_pod", lambda self, namespace, context, **kw: stand_in.final
+    )
+    monkeypatch.setattr(KubernetesPodOperator, "await_pod_start", nothing)
+    monkeypatch.setattr(KubernetesPodOperator, "await_init_containers_completion", nothing)
+    monkeypatch.setattr(KubernetesPodOperator, "await_pod_completion", nothing)
+    monkeypatch.setattr(KubernetesPodOperator, "patch_already_checked", nothing)
+    monkeypatch.setattr(KubernetesPodOperator, "_write_logs", nothing)
+    monkeypatch.setattr(
+        KubernetesPodOperator,
+        "process_pod_deletion",
+        lambda self, pod, *, reraise=True: stand_in.deleted.append(pod.metadata.name) or True,
+    )
+    monkeypatch.setattr(
+        PodManager, "await_pod_completion", lambda self, pod, *args, **kwargs: stand_in.read(pod)
+    )
+    monkeypatch.setattr(PodManager, "read_pod", lambda self, pod: stand_in.read(pod))
+    monkeypatch.setattr(
+        "airflow.providers.cncf.kubernetes.hooks.kubernetes.KubernetesHook.get_pod",
+        lambda self, name, namespace: stand_in.final,
+    )
+    yield stand_in

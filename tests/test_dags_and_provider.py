@@ -1,0 +1,42 @@
+"""The example DAGs load cleanly and Airflow finds the provider through its entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from airflow.models.dagbag import DagBag
+
+from airflow_ecr_promote import __version__
+from tests.conftest import REPO
+
+EXAMPLES = REPO / "dags" / "examples"
+
+
+def test_example_dags_load_with_zero_import_errors() -> None:
+    bag = DagBag(dag_folder=str(EXAMPLES))
+    assert bag.import_errors == {}
+    files = {Path(dag.fileloc).name for dag in bag.dags.values()}
+    assert files == {p.name for p in EXAMPLES.glob("*.py")}, "every example file defines a DAG"
+    assert {"ecr_promote_on_demand", "ecr_promote_nightly", "ecr_promote_backfill"} <= set(bag.dags)
+
+
+def test_provider_is_registered_with_airflow() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    providers = ProvidersManager().providers
+    assert "airflow-ecr-promote" in providers
+    assert providers["airflow-ecr-promote"].version == __version__
+
+
+def test_airflow_providers_list_shows_it() -> None:
+    airflow = Path(sys.executable).parent / "airflow"
+    done = subprocess.run(
+        [str(airflow), "providers", "list", "--output", "plain"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "airflow-ecr-promote" in done.stdout

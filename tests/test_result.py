@@ -1,0 +1,170 @@
+"""The task's return value and failure messages, through KPO's real execute / deferral paths.
+
+Only the Kubernetes API is stood in for (tests/kube_stand_in.py); the pod statuses here are the
+ones a kubelet reports, with the termination messages the in-pod scripts write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes.client import models as k8s
+
+from airflow_ecr_promote.operators import EcrPromoteError, EcrPromoteOperator
+from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
+from tests.airflow_context import make_context
+from tests.conftest import DEST_HOST, SOURCE_HOST
+from tests.kube_stand_in import finished, kubernetes_stand_in, terminated
+
+SOURCE = f"{SOURCE_HOST}/team/app:1.0"
+DEST = f"{DEST_HOST}/team/app:1.0"
+DIGEST = "sha256:" + "a" * 64
+OTHER = "sha256:" + "b" * 64
+PULL = "arn:aws:iam::123456789012:role/pull"
+
+
+def operator(**kwargs: Any) -> EcrPromoteOperator:
+    return EcrPromoteOperator(
+        task_id="promote", namespace="ns", **{"source_image": SOURCE, "dest_image": DEST, **kwargs}
+    )
+
+
+def ends_with(init_code: int, init_message: str | None, copier: k8s.V1ContainerStatus | None):  # type: ignore[no-untyped-def]
+    def run(pod: k8s.V1Pod) -> k8s.V1Pod:
+        return finished(
+            pod, [terminated(INIT_CONTAINER_NAME, init_code, init_message)], [copier] if copier else []
+        )
+
+    return run
+
+
+def test_skopeo_success_returns_and_pushes_the_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    op = operator(engine="skopeo")
+    context = make_context(op)
+    run = ends_with(0, None, terminated("base", 0, f"1 copied {DIGEST} {DIGEST}\n"))
+    with kubernetes_stand_in(monkeypatch, run) as cluster:
+        result = op.execute(context)
+    assert result == {
+        "source_image": SOURCE,
+        "dest_image": DEST,
+        "engine": "skopeo",
+        "status": "copied",
+        "digest": DIGEST,
+        "source_digest": DIGEST,
+        "digest_kept": True,
+    }
+    assert context["ti"].pushed["return_value"] == result
+    assert len(cluster.created) == 1
+    assert cluster.deleted == [cluster.created[0].metadata.name]
+
+
+def test_already_promoted_is_reported_as_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    op = operator(engine="crane")
+    run = ends_with(0, None, terminated("base", 0, f"1 present {DIGEST} {DIGEST}"))
+    with kubernetes_stand_in(monkeypatch, run):
+        result = op.execute(make_context(op))
+    assert (result["status"], result["digest_kept"]) == ("present", True)
+
+
+def test_kaniko_reports_the_new_digest_and_that_it_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    op = operator(engine="kaniko", source_image=f"{SOURCE_HOST}/team/app@{DIGEST}")
+    run = ends_with(0, None, terminated("base", 0, OTHER))
+    with kubernetes_stand_in(monkeypatch, run):
+        result = op.execute(make_context(op))
+    assert (result["digest"], result["source_digest"], result["digest_kept"]) == (OTHER, DIGEST, False)
+
+
+def test_kaniko_by_tag_does_not_claim_to_know_the_source_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    op = operator(engine="kaniko")
+    with kubernetes_stand_in(monkeypatch, ends_with(0, None, terminated("base", 0, OTHER))):
+        result = op.execute(make_context(op))
+    assert (result["digest"], result["digest_kept"]) == (OTHER, None)
+
+
+def test_login_failure_names_the_cause_and_the_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    op = operator(engine="skopeo", source_role_arn=PULL)
+    reason = f"ecr-promote login: cannot assume role {PULL} for registry {SOURCE_HOST}: AccessDenied"
+    with kubernetes_stand_in(monkeypatch, ends_with(1, reason, None)) as cluster:
+        with pytest.raises(EcrPromoteError) as caught:
+            op.execute(make_context(op))
+    message = str(caught.value)
+    assert "logging in to the registries" in message
+    assert PULL in message
+    assert SOURCE in message
+    assert DEST in message
+    assert cluster.deleted, "the failed pod is still cleaned up by KPO"
+
+
+def test_missing_source_fails_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    op = operator(engine="skopeo")
+    line = f"1 failed - - source {SOURCE} not found"
+    with kubernetes_stand_in(monkeypatch, ends_with(0, None, terminated("base", 1, line))):
+        with pytest.raises(EcrPromoteError, match=f"source {SOURCE} not found"):
+            op.execute(make_context(op))
+
+
+def test_conflict_shows_both_digests(monkeypatch: pytest.MonkeyPatch) -> None:
+    op = operator(engine="skopeo")
+    line = f"1 failed {OTHER} {DIGEST} destination tag holds another digest"
+    context = make_context(op)
+    with kubernetes_stand_in(monkeypatch, ends_with(0, None, terminated("base", 1, line))):
+        with pytest.raises(EcrPromoteError, match="destination tag holds another digest"):
+            op.execute(context)
+    pushed = context["ti"].pushed["return_value"]
+    assert (pushed["digest"], pushed["source_digest"], pushed["digest_kept"]) == (OTHER, DIGEST, False)
+
+
+def test_image_pull_failure_of_the_copier_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    op = operator(engine="skopeo")
+    waiting = k8s.V1ContainerStatus(
+        name="base",
+        image="",
+        image_id="",
+        ready=False,
+        restart_count=0,
+        state=k8s.V1ContainerState(
+            waiting=k8s.V1ContainerStateWaiting(reason="ImagePullBackOff", message="no such image")
+        ),
+    )
+    with kubernetes_stand_in(monkeypatch, ends_with(0, None, waiting)):
+        with pytest.raises(EcrPromoteError, match="ImagePullBackOff: no such image"):
+            op.execute(make_context(op))
+
+
+def test_batch_reports_every_tag_and_fails_naming_the_missing_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    op = operator(engine="skopeo", tags=["1.0", "1.1", "1.2"])
+    lines = "\n".join(
+        [
+            f"1 copied {DIGEST} {DIGEST}",
+            f"2 failed - - source {SOURCE_HOST}/team/app:1.1 not found",
+            f"3 present {OTHER} {OTHER}",
+        ]
+    )
+    context = make_context(op)
+    with kubernetes_stand_in(monkeypatch, ends_with(0, None, terminated("base", 1, lines))):
+        with pytest.raises(EcrPromoteError) as caught:
+            op.execute(context)
+    assert "1 of 3 promotions failed" in str(caught.value)
+    assert f"{SOURCE_HOST}/team/app:1.1 not found" in str(caught.value)
+    result = context["ti"].pushed["return_value"]
+    assert [p["status"] for p in result["promotions"]] == ["copied", "failed", "present"]
+    assert (result["copied"], result["failed"], result["present"]) == (1, 1, 1)
+
+
+def test_deferrable_mode_returns_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    op = operator(engine="skopeo", deferrable=True)
+    context = make_context(op)
+    run = ends_with(0, None, terminated("base", 0, f"1 copied {DIGEST} {DIGEST}"))
+    with kubernetes_stand_in(monkeypatch, run) as cluster:
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(context)
+        name = cluster.created[0].metadata.name
+        assert deferred.value.method_name == "trigger_reentry"
+        fresh = operator(engine="skopeo", deferrable=True)  # a resumed task is a new instance
+        result = fresh.trigger_reentry(context, {"status": "success", "name": name, "namespace": "ns"})
+    assert result["digest"] == DIGEST
+    assert result["digest_kept"] is True
+    assert context["ti"].pushed["return_value"] == result
