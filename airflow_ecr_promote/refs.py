@@ -21,6 +21,7 @@ __all__ = [
 ]
 
 EXAMPLE_IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/team/app:1.4.2"
+EXAMPLE_DEST = "210987654321.dkr.ecr.us-east-1.amazonaws.com/team/app:1.4.2"
 EXAMPLE_ROLE = "arn:aws:iam::123456789012:role/ecr-promote-pull"
 
 _REGION = r"[a-z]{2}(?:-[a-z]+){1,2}-\d{1,2}"
@@ -175,7 +176,7 @@ def parse_image_ref(param: str, value: object, *, need_tag: bool = False) -> Ima
             param,
             value,
             "a destination is written by tag, so it needs a tag and no digest",
-            f"Expected for example {EXAMPLE_IMAGE.replace('123456789012', '210987654321')!r}",
+            f"Expected for example {EXAMPLE_DEST!r}",
         )
     if not need_tag and tag is None and not at:
         raise PromotionInputError(
