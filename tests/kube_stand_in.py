@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
+from unittest.mock import patch
 
-import pytest
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.utils.pod_manager import PodManager
 from kubernetes.client import models as k8s
@@ -68,33 +69,35 @@ class StandIn:
 
 
 @contextmanager
-def kubernetes_stand_in(monkeypatch: pytest.MonkeyPatch, run: RunPod) -> Iterator[StandIn]:
+def kubernetes_stand_in(run: RunPod) -> Iterator[StandIn]:
+    """Answer KPO's Kubernetes API calls with ``run`` for the duration of the block."""
     stand_in = StandIn(run)
-    nothing = lambda *args, **kwargs: None  # noqa: E731
-    monkeypatch.setattr(
-        KubernetesPodOperator,
-        "get_or_create_pod",
-        lambda self, pod_request_obj, context: stand_in.create(self, pod_request_obj, context),
-    )
-    monkeypatch.setattr(
-        KubernetesPodOperator, "find_pod", lambda self, namespace, context, **kw: stand_in.final
-    )
-    monkeypatch.setattr(KubernetesPodOperator, "await_pod_start", nothing)
-    monkeypatch.setattr(KubernetesPodOperator, "await_init_containers_completion", nothing)
-    monkeypatch.setattr(KubernetesPodOperator, "await_pod_completion", nothing)
-    monkeypatch.setattr(KubernetesPodOperator, "patch_already_checked", nothing)
-    monkeypatch.setattr(KubernetesPodOperator, "_write_logs", nothing)
-    monkeypatch.setattr(
-        KubernetesPodOperator,
-        "process_pod_deletion",
-        lambda self, pod, *, reraise=True: stand_in.deleted.append(pod.metadata.name) or True,
-    )
-    monkeypatch.setattr(
-        PodManager, "await_pod_completion", lambda self, pod, *args, **kwargs: stand_in.read(pod)
-    )
-    monkeypatch.setattr(PodManager, "read_pod", lambda self, pod: stand_in.read(pod))
-    monkeypatch.setattr(
-        "airflow.providers.cncf.kubernetes.hooks.kubernetes.KubernetesHook.get_pod",
-        lambda self, name, namespace: stand_in.final,
-    )
-    yield stand_in
+
+    def nothing(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    def delete(self: Any, pod: k8s.V1Pod, *, reraise: bool = True) -> bool:
+        stand_in.deleted.append(pod.metadata.name)
+        return True
+
+    replacements: list[tuple[Any, str, Any]] = [
+        (
+            KubernetesPodOperator,
+            "get_or_create_pod",
+            lambda self, pod_request_obj, context: stand_in.create(self, pod_request_obj, context),
+        ),
+        (KubernetesPodOperator, "find_pod", lambda self, namespace, context, **kw: stand_in.final),
+        (KubernetesPodOperator, "await_pod_start", nothing),
+        (KubernetesPodOperator, "await_init_containers_completion", nothing),
+        (KubernetesPodOperator, "await_pod_completion", nothing),
+        (KubernetesPodOperator, "patch_already_checked", nothing),
+        (KubernetesPodOperator, "_write_logs", nothing),
+        (KubernetesPodOperator, "process_pod_deletion", delete),
+        (PodManager, "await_pod_completion", lambda self, pod, *args, **kwargs: stand_in.read(pod)),
+        (PodManager, "read_pod", lambda self, pod: stand_in.read(pod)),
+        (KubernetesHook, "get_pod", lambda self, name, namespace: stand_in.final),
+    ]
+    with ExitStack() as stack:
+        for owner, name, value in replacements:
+            stack.enter_context(patch.object(owner, name, value))
+        yield stand_in

@@ -39,11 +39,11 @@ def ends_with(init_code: int, init_message: str | None, copier: k8s.V1ContainerS
     return run
 
 
-def test_skopeo_success_returns_and_pushes_the_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_skopeo_success_returns_and_pushes_the_digest() -> None:
     op = operator(engine="skopeo")
     context = make_context(op)
     run = ends_with(0, None, terminated("base", 0, f"1 copied {DIGEST} {DIGEST}\n"))
-    with kubernetes_stand_in(monkeypatch, run) as cluster:
+    with kubernetes_stand_in(run) as cluster:
         result = op.execute(context)
     assert result == {
         "source_image": SOURCE,
@@ -59,33 +59,33 @@ def test_skopeo_success_returns_and_pushes_the_digest(monkeypatch: pytest.Monkey
     assert cluster.deleted == [cluster.created[0].metadata.name]
 
 
-def test_already_promoted_is_reported_as_present(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_already_promoted_is_reported_as_present() -> None:
     op = operator(engine="crane")
     run = ends_with(0, None, terminated("base", 0, f"1 present {DIGEST} {DIGEST}"))
-    with kubernetes_stand_in(monkeypatch, run):
+    with kubernetes_stand_in(run):
         result = op.execute(make_context(op))
     assert (result["status"], result["digest_kept"]) == ("present", True)
 
 
-def test_kaniko_reports_the_new_digest_and_that_it_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kaniko_reports_the_new_digest_and_that_it_differs() -> None:
     op = operator(engine="kaniko", source_image=f"{SOURCE_HOST}/team/app@{DIGEST}")
     run = ends_with(0, None, terminated("base", 0, OTHER))
-    with kubernetes_stand_in(monkeypatch, run):
+    with kubernetes_stand_in(run):
         result = op.execute(make_context(op))
     assert (result["digest"], result["source_digest"], result["digest_kept"]) == (OTHER, DIGEST, False)
 
 
-def test_kaniko_by_tag_does_not_claim_to_know_the_source_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kaniko_by_tag_does_not_claim_to_know_the_source_digest() -> None:
     op = operator(engine="kaniko")
-    with kubernetes_stand_in(monkeypatch, ends_with(0, None, terminated("base", 0, OTHER))):
+    with kubernetes_stand_in(ends_with(0, None, terminated("base", 0, OTHER))):
         result = op.execute(make_context(op))
     assert (result["digest"], result["digest_kept"]) == (OTHER, None)
 
 
-def test_login_failure_names_the_cause_and_the_images(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_login_failure_names_the_cause_and_the_images() -> None:
     op = operator(engine="skopeo", source_role_arn=PULL)
     reason = f"ecr-promote login: cannot assume role {PULL} for registry {SOURCE_HOST}: AccessDenied"
-    with kubernetes_stand_in(monkeypatch, ends_with(1, reason, None)) as cluster:
+    with kubernetes_stand_in(ends_with(1, reason, None)) as cluster:
         with pytest.raises(EcrPromoteError) as caught:
             op.execute(make_context(op))
     message = str(caught.value)
@@ -96,26 +96,26 @@ def test_login_failure_names_the_cause_and_the_images(monkeypatch: pytest.Monkey
     assert cluster.deleted, "the failed pod is still cleaned up by KPO"
 
 
-def test_missing_source_fails_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_source_fails_naming_it() -> None:
     op = operator(engine="skopeo")
     line = f"1 failed - - source {SOURCE} not found"
-    with kubernetes_stand_in(monkeypatch, ends_with(0, None, terminated("base", 1, line))):
+    with kubernetes_stand_in(ends_with(0, None, terminated("base", 1, line))):
         with pytest.raises(EcrPromoteError, match=f"source {SOURCE} not found"):
             op.execute(make_context(op))
 
 
-def test_conflict_shows_both_digests(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conflict_shows_both_digests() -> None:
     op = operator(engine="skopeo")
     line = f"1 failed {OTHER} {DIGEST} destination tag holds another digest"
     context = make_context(op)
-    with kubernetes_stand_in(monkeypatch, ends_with(0, None, terminated("base", 1, line))):
+    with kubernetes_stand_in(ends_with(0, None, terminated("base", 1, line))):
         with pytest.raises(EcrPromoteError, match="destination tag holds another digest"):
             op.execute(context)
     pushed = context["ti"].pushed["return_value"]
     assert (pushed["digest"], pushed["source_digest"], pushed["digest_kept"]) == (OTHER, DIGEST, False)
 
 
-def test_image_pull_failure_of_the_copier_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_image_pull_failure_of_the_copier_is_explained() -> None:
     op = operator(engine="skopeo")
     waiting = k8s.V1ContainerStatus(
         name="base",
@@ -127,12 +127,12 @@ def test_image_pull_failure_of_the_copier_is_explained(monkeypatch: pytest.Monke
             waiting=k8s.V1ContainerStateWaiting(reason="ImagePullBackOff", message="no such image")
         ),
     )
-    with kubernetes_stand_in(monkeypatch, ends_with(0, None, waiting)):
+    with kubernetes_stand_in(ends_with(0, None, waiting)):
         with pytest.raises(EcrPromoteError, match="ImagePullBackOff: no such image"):
             op.execute(make_context(op))
 
 
-def test_batch_reports_every_tag_and_fails_naming_the_missing_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_reports_every_tag_and_fails_naming_the_missing_one() -> None:
     op = operator(engine="skopeo", tags=["1.0", "1.1", "1.2"])
     lines = "\n".join(
         [
@@ -142,7 +142,7 @@ def test_batch_reports_every_tag_and_fails_naming_the_missing_one(monkeypatch: p
         ]
     )
     context = make_context(op)
-    with kubernetes_stand_in(monkeypatch, ends_with(0, None, terminated("base", 1, lines))):
+    with kubernetes_stand_in(ends_with(0, None, terminated("base", 1, lines))):
         with pytest.raises(EcrPromoteError) as caught:
             op.execute(context)
     assert "1 of 3 promotions failed" in str(caught.value)
@@ -152,13 +152,13 @@ def test_batch_reports_every_tag_and_fails_naming_the_missing_one(monkeypatch: p
     assert (result["copied"], result["failed"], result["present"]) == (1, 1, 1)
 
 
-def test_deferrable_mode_returns_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deferrable_mode_returns_the_same_result() -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 
     op = operator(engine="skopeo", deferrable=True)
     context = make_context(op)
     run = ends_with(0, None, terminated("base", 0, f"1 copied {DIGEST} {DIGEST}"))
-    with kubernetes_stand_in(monkeypatch, run) as cluster:
+    with kubernetes_stand_in(run) as cluster:
         with pytest.raises(TaskDeferred) as deferred:
             op.execute(context)
         name = cluster.created[0].metadata.name
