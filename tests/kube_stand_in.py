@@ -57,14 +57,20 @@ class StandIn:
         self.created: list[k8s.V1Pod] = []
         self.deleted: list[str] = []
         self.final: k8s.V1Pod | None = None
+        self.error: Exception | None = None
 
     def create(self, operator: KubernetesPodOperator, pod_request_obj: k8s.V1Pod, context: Any) -> k8s.V1Pod:
         self.created.append(pod_request_obj)
-        self.final = self.run(pod_request_obj)
+        try:
+            self.final = self.run(pod_request_obj)
+        except Exception as error:
+            self.error = error
+            raise
         return pod_request_obj
 
     def read(self, pod: k8s.V1Pod) -> k8s.V1Pod:
-        assert self.final is not None, "read before create"
+        if self.final is None:
+            raise RuntimeError(f"pod {pod.metadata.name} was never run: {self.error!r}")
         return self.final
 
 

@@ -1,0 +1,62 @@
+"""CLI: `python -m tests.lab up|down|status [--state-dir DIR]`.
+
+`up` leaves the lab running (PIDs recorded in the state folder) and prints the
+values a shell needs; `down` stops exactly the recorded PIDs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .lab import Lab
+from .procs import LabError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--state-dir", help="default: $ECR_PROMOTE_LAB_DIR or /tmp/ecr-promote-lab")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            lab = Lab(args.state_dir).start()
+            print(
+                json.dumps(
+                    {
+                        "state_dir": str(lab.state_dir),
+                        "moto_endpoint": lab.moto_endpoint,
+                        "ca_bundle": str(lab.ca_bundle),
+                        "hosts_file": str(lab.hosts_file),
+                        "init_image": lab.init_image,
+                        "copier_image": lab.copier_image,
+                        "pids": {n: p.pid for n, p in lab.procs.items()},
+                        "enter": f"nsenter --target={lab.procs['ns'].pid} --mount -- bash",
+                        "seconds": round(lab.timings["start"], 2),
+                    },
+                    indent=2,
+                )
+            )
+            return 0
+        lab = Lab.attach(args.state_dir)
+        if args.command == "down":
+            lab.stop()
+            print(f"stopped lab in {lab.state_dir}")
+            return 0
+        status = lab.status()
+        print(
+            json.dumps(
+                {"state_dir": str(lab.state_dir), "alive": status, "moto_endpoint": lab.moto_endpoint},
+                indent=2,
+            )
+        )
+        return 0 if all(status.values()) else 1
+    except LabError as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

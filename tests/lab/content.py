@@ -1,0 +1,143 @@
+"""What is in the lab registries: push the generated test image, read digests and platforms.
+
+Host-side skopeo runs through `Lab.run` (inside the lab namespace, so the real ECR host
+names resolve and the lab CA is trusted) with the registry's htpasswd credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .ocigen import write_layout
+from .paths import Account, account
+from .procs import LabError
+
+AccountRef = str | Account
+
+
+class RegistryContent:
+    """Mixin for `Lab`: needs `cache_dir`, `state_dir`, `run` and `authfile`."""
+
+    cache_dir: Path
+    state_dir: Path
+
+    def run(
+        self,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        timeout: float = 120.0,
+        *,
+        check: bool = False,
+        input: str | bytes | None = None,
+        text: bool = True,
+        cwd: Path | str | None = None,
+    ) -> subprocess.CompletedProcess[Any]:
+        raise NotImplementedError
+
+    def authfile(self, which: AccountRef) -> Path:
+        raise NotImplementedError
+
+    def push_image(self, which: AccountRef, repo: str, tag: str, *, extra_mb: int = 0, seed: int = 0) -> str:
+        """Copy the generated two-platform image to that registry (`skopeo copy --all`); return its digest."""
+        acct = account(which)
+        layout = self.cache_dir / "oci" / f"seed{seed}-mb{extra_mb}"
+        digest_file = layout / "DIGEST"
+        if not digest_file.exists():
+            tmp = layout.with_name(layout.name + f".tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            digest = write_layout(tmp, extra_mb=extra_mb, seed=seed)
+            (tmp / "DIGEST").write_text(digest)
+            shutil.rmtree(layout, ignore_errors=True)
+            tmp.rename(layout)
+        digest = digest_file.read_text().strip()
+        out = self.state_dir / "pods" / f"push-{os.getpid()}-{time.monotonic_ns()}.digest"
+        self.run(
+            [
+                "skopeo",
+                "copy",
+                "--all",
+                "--preserve-digests",
+                "--quiet",
+                "--dest-authfile",
+                str(self.authfile(acct)),
+                "--digestfile",
+                str(out),
+                f"oci:{layout}:latest",
+                f"docker://{acct.registry_host}/{repo}:{tag}",
+            ],
+            check=True,
+            timeout=600,
+        )
+        pushed = out.read_text().strip()
+        out.unlink()
+        if pushed != digest:
+            raise LabError(f"pushed digest {pushed} != generated {digest}")
+        return digest
+
+    def inspect_raw(self, which: AccountRef, repo: str, ref: str) -> bytes | None:
+        """Manifest bytes of repo:ref (or repo@sha256:...) in that registry; None when absent."""
+        acct = account(which)
+        sep = "@" if ref.startswith("sha256:") else ":"
+        res = self.run(
+            [
+                "skopeo",
+                "inspect",
+                "--raw",
+                "--authfile",
+                str(self.authfile(acct)),
+                f"docker://{acct.registry_host}/{repo}{sep}{ref}",
+            ],
+            text=False,
+            timeout=60,
+        )
+        if res.returncode == 0:
+            return bytes(res.stdout)
+        err = res.stderr.decode(errors="replace")
+        if any(s in err.lower() for s in ("manifest unknown", "name unknown", "not found")):
+            return None
+        raise LabError(f"skopeo inspect {repo}{sep}{ref} at {acct.account_id} failed: {err}")
+
+    def digest(self, which: AccountRef, repo: str, ref: str) -> str | None:
+        """sha256 of the manifest bytes (= the digest registries and ECR report), None when absent."""
+        raw = self.inspect_raw(which, repo, ref)
+        return None if raw is None else "sha256:" + hashlib.sha256(raw).hexdigest()
+
+    def platforms(self, which: AccountRef, repo: str, ref: str) -> list[str]:
+        """["linux/amd64", ...] of an index, or the single platform of a manifest; [] when absent."""
+        raw = self.inspect_raw(which, repo, ref)
+        if raw is None:
+            return []
+        doc = json.loads(raw)
+        if "manifests" in doc:
+            return [
+                "/".join(
+                    filter(
+                        None,
+                        (m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")),
+                    )
+                )
+                for m in doc["manifests"]
+                if "platform" in m
+            ]
+        acct = account(which)
+        sep = "@" if ref.startswith("sha256:") else ":"
+        res = self.run(
+            [
+                "skopeo",
+                "inspect",
+                "--config",
+                "--authfile",
+                str(self.authfile(acct)),
+                f"docker://{acct.registry_host}/{repo}{sep}{ref}",
+            ],
+            check=True,
+        )
+        cfg = json.loads(res.stdout)
+        return ["/".join(filter(None, (cfg.get("os"), cfg.get("architecture"), cfg.get("variant"))))]

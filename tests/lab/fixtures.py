@@ -1,0 +1,72 @@
+"""pytest fixture `lab`: one lab per test session.
+
+Without root or a prerequisite binary the lab tests are skipped with the reason,
+except under CI=true, where that is a failure (CI installs the prerequisites).
+Set ECR_PROMOTE_LAB_REUSE=1 to use a lab already started by
+`python -m tests.lab up` (it is then left running).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from .lab import Lab
+from .paths import AWS_CLI, state_dir_default
+from .procs import LabError
+
+PREREQUISITES = (
+    "skopeo",
+    "podman",
+    "runc",
+    "docker-registry",
+    "htpasswd",
+    "haproxy",
+    "debootstrap",
+    "unshare",
+    "nsenter",
+    "openssl",
+    "tar",
+    AWS_CLI,
+)
+
+
+def missing_prerequisites() -> list[str]:
+    """Why the lab cannot run here (empty when it can)."""
+    problems = [f"missing binary {b}" for b in PREREQUISITES if shutil.which(b) is None]
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        problems.append("missing Python package moto[server]")
+    if os.geteuid() != 0:
+        problems.insert(0, "not root (the lab needs mount namespaces, port 443 and podman as root)")
+    return problems
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"lab prerequisites missing under CI=true: {reason}", pytrace=False)
+    pytest.skip(f"lab unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A running lab (images built on first use, cached afterwards); stopped at session end."""
+    problems = missing_prerequisites()
+    if problems:
+        _unavailable("; ".join(problems))
+    if os.environ.get("ECR_PROMOTE_LAB_REUSE") == "1":
+        try:
+            running: Lab | None = Lab.attach(state_dir_default())
+        except LabError:
+            running = None
+        if running is not None and running.status() and all(running.status().values()):
+            yield running
+            return
+    state = os.environ.get("ECR_PROMOTE_LAB_DIR") or tmp_path_factory.mktemp("ecr-promote-lab")
+    lab = Lab(state)
+    with lab:
+        yield lab

@@ -1,0 +1,183 @@
+"""Build the lab's container images once and keep them in the cache folder.
+
+debootstrap (minbase bookworm) -> `podman import` -> `podman build` adding the
+tools. Images are tagged with a hash of their recipe (Containerfile, lab CA,
+base image), so a warm start only checks `podman image exists`.
+The images bake in what a real cluster provides by other means (the lab CA in the
+trust store, dummy base AWS keys standing in for IRSA) so the operator's pod runs
+unchanged, and they run as uid 65532 with a read-only root filesystem.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .podman import podman_env
+
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+REPO_PREFIX = "localhost/ecr-promote-lab"
+NONROOT_UID = 65532
+
+_COMMON_TAIL = """\
+COPY lab-ca.crt /usr/local/share/ca-certificates/ecr-promote-lab.crt
+RUN update-ca-certificates \\
+ && groupadd -g {uid} nonroot \\
+ && useradd -u {uid} -g {uid} -d /home/nonroot -m -s /bin/sh nonroot
+ENV AWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab HOME=/home/nonroot
+USER {uid}:{uid}
+WORKDIR /home/nonroot
+"""
+
+_APT = """\
+FROM {base}
+RUN apt-get -o Acquire::Check-Valid-Until=false update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {packages} \\
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
+"""
+
+PACKAGES = {
+    "awscli": "awscli ca-certificates coreutils",
+    "skopeo": "skopeo ca-certificates",
+}
+
+# Debian's aws CLI v2 vendors botocore with its own cacert.pem and ignores the system
+# store: point it at the system bundle so the baked-in lab CA is trusted without
+# AWS_CA_BUNDLE in the pod (real ECR certificates chain to CAs in both stores).
+EXTRA = {
+    "awscli": "RUN ln -sf /etc/ssl/certs/ca-certificates.crt"
+    " /usr/lib/python3/dist-packages/awscli/botocore/cacert.pem\n",
+    "skopeo": "",
+}
+
+
+@dataclass(frozen=True)
+class LabImages:
+    """Names of the built images (`localhost/ecr-promote-lab/<name>:<hash>`)."""
+
+    awscli: str
+    skopeo: str
+
+
+def _sha(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt on this machine uses (the only reachable one)."""
+    for src in (*Path("/etc/apt/sources.list.d").glob("*.sources"), Path("/etc/apt/sources.list")):
+        if src.is_file():
+            m = re.search(r"^(?:URIs:\s*|deb\s+(?:\[[^]]*\]\s+)?)(\S+/debian)/?\s*$", src.read_text(), re.M)
+            if m:
+                return m.group(1)
+    return DEFAULT_MIRROR
+
+
+class ImageBuilder:
+    """Builds (or finds) the lab images in the podman storage under `cache_dir`."""
+
+    def __init__(self, cache_dir: Path, ca_cert: Path, log: Callable[[str], None] = print) -> None:
+        self.cache_dir = cache_dir
+        self.ca_cert = ca_cert
+        self.env = podman_env(cache_dir)
+        self.log = log
+        self.mirror = debian_mirror()
+
+    def _podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["podman", *args], env=self.env, check=check, capture_output=True, text=True)
+
+    def exists(self, ref: str) -> bool:
+        """True when `ref` is in the lab's podman storage."""
+        return self._podman("image", "exists", ref, check=False).returncode == 0
+
+    def base_image(self) -> str:
+        """The debootstrapped base, imported once; the rootfs tarball is cached too."""
+        tag = _sha("debootstrap", SUITE, "minbase", self.mirror, "v1")
+        ref = f"{REPO_PREFIX}/base:{tag}"
+        if self.exists(ref):
+            return ref
+        tarball = self.cache_dir / "rootfs" / f"{SUITE}-minbase-{tag}.tar"
+        if not tarball.exists():
+            self._debootstrap(tarball)
+        t0 = time.monotonic()
+        self._podman("import", "--change", 'CMD ["/bin/bash"]', str(tarball), ref)
+        self.log(f"lab: imported {ref} in {time.monotonic() - t0:.1f}s")
+        return ref
+
+    def _debootstrap(self, tarball: Path) -> None:
+        tarball.parent.mkdir(parents=True, exist_ok=True)
+        work = tarball.with_suffix(".d")
+        shutil.rmtree(work, ignore_errors=True)
+        t0 = time.monotonic()
+        try:
+            subprocess.run(
+                ["debootstrap", "--variant=minbase", SUITE, str(work), self.mirror],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+                for f in (work / junk).glob("*"):
+                    if f.is_file():
+                        f.unlink()
+            tmp = tarball.with_suffix(".tmp")
+            subprocess.run(["tar", "-C", str(work), "--numeric-owner", "-cf", str(tmp), "."], check=True)
+            tmp.rename(tarball)
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"debootstrap failed: {exc.stderr[-3000:] if exc.stderr else exc}") from exc
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        self.log(f"lab: debootstrap {SUITE} minbase in {time.monotonic() - t0:.1f}s")
+
+    def recipe(self, name: str, base: str) -> str:
+        """The Containerfile of one tool image."""
+        return (
+            _APT.format(base=base, packages=PACKAGES[name])
+            + EXTRA[name]
+            + _COMMON_TAIL.format(uid=NONROOT_UID)
+        )
+
+    def tool_image(self, name: str, base: str) -> str:
+        """Build `name` on `base` unless an image with the same recipe hash exists."""
+        containerfile = self.recipe(name, base)
+        ref = f"{REPO_PREFIX}/{name}:{_sha(containerfile, self.ca_cert.read_bytes())}"
+        if self.exists(ref):
+            return ref
+        ctx = self.cache_dir / "build" / name
+        shutil.rmtree(ctx, ignore_errors=True)
+        ctx.mkdir(parents=True)
+        (ctx / "Containerfile").write_text(containerfile)
+        shutil.copy(self.ca_cert, ctx / "lab-ca.crt")
+        t0 = time.monotonic()
+        res = self._podman(
+            "build", "--pull=never", "-t", ref, "-f", str(ctx / "Containerfile"), str(ctx), check=False
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"podman build {name} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+        self.log(f"lab: built {ref} in {time.monotonic() - t0:.1f}s")
+        return ref
+
+    def ensure(self) -> LabImages:
+        """Return the lab images, building what is missing (serialised by a file lock)."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_dir / ".build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            base = self.base_image()
+            return LabImages(awscli=self.tool_image("awscli", base), skopeo=self.tool_image("skopeo", base))
+
+
+def ensure_images(cache_dir: Path, ca_cert: Path, log: Callable[[str], None] = print) -> LabImages:
+    """Build or find the lab images; see `ImageBuilder`."""
+    return ImageBuilder(cache_dir, ca_cert, log).ensure()

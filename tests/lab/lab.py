@@ -1,0 +1,415 @@
+"""The lab: two fake ECR registries, STS/ECR API (moto), an SNI router and a
+mount namespace whose /etc/hosts sends the real AWS host names to them.
+
+`Lab` starts and stops everything with one call (context manager, or the CLI
+`python -m tests.lab up|down|status`, which records PIDs in the state folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import procs, registry
+from .content import RegistryContent
+from .images import LabImages, ensure_images
+from .paths import (
+    ACCOUNTS,
+    AWS_CLI,
+    SYSTEM_CA_BUNDLE,
+    Account,
+    account,
+    cache_dir_default,
+    moto_hosts,
+    state_dir_default,
+)
+from .podman import podman_env
+from .procs import LabError, Proc
+from .tls import ensure_ca, issue_cert, write_bundle
+
+AccountRef = str | Account
+_STATE_SUBDIRS = ("tls", "registries", "logs", "auth", "pods", "ns")
+HAPROXY_HEAD = """\
+global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    # no retries: a stopped registry must fail fast in fault tests (default: 3 tries, 1 s apart)
+    retries 0
+    timeout client 1h
+    timeout server 1h
+frontend sni
+    bind {bind}:443
+    tcp-request inspect-delay 5s
+    tcp-request content accept if {{ req_ssl_hello_type 1 }}
+"""
+SKOPEO_CACHE = "/var/lib/containers/cache"  # skopeo as root always writes a blob-info cache here
+
+
+class Lab(RegistryContent):
+    """Handle on one lab; `start()` or `attach()` before use.
+
+    Attributes after start: `moto_endpoint` (https://<bind>:<port>, reachable
+    without the hosts file), `ca_cert` (lab CA), `ca_bundle` (system + lab CA),
+    `hosts_file`, `init_image` / `copier_image` (aws-cli / skopeo images).
+    """
+
+    def __init__(
+        self,
+        state_dir: Path | str | None = None,
+        cache_dir: Path | str | None = None,
+        *,
+        bind: str | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir) if state_dir else state_dir_default()
+        self.cache_dir = Path(cache_dir) if cache_dir else cache_dir_default()
+        self.bind = bind or os.environ.get("ECR_PROMOTE_LAB_BIND", "127.0.0.1")
+        self.log: Callable[[str], None] = log or (lambda msg: print(msg, file=sys.stderr))
+        self.procs: dict[str, Proc] = {}
+        self._popen: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+        self.images: LabImages | None = None
+        self.timings: dict[str, float] = {}
+        self.ca_cert = self.cache_dir / "ca" / "lab-ca.crt"
+        self.ca_bundle = self.state_dir / "tls" / "ca-bundle.pem"
+        self.hosts_file = self.state_dir / "ns" / "hosts"
+        self._state_file = self.state_dir / "lab.json"
+
+    # ----------------------------------------------------------------- lifecycle
+    def __enter__(self) -> Lab:
+        return self if self.procs else self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self, *, build_images: bool = True) -> Lab:
+        """Build/find images, start every server, wait until each answers. Stops all on failure."""
+        if self._state_file.exists() and any(p.alive() for p in procs.load(self._state_file)[0]):
+            raise LabError(f"a lab is already running in {self.state_dir}: `python -m tests.lab down` first")
+        if procs.port_in_use(self.bind, 443):
+            raise LabError(f"{self.bind}:443 is busy (another lab? set ECR_PROMOTE_LAB_BIND=127.0.0.N)")
+        t0 = time.monotonic()
+        self._prepare_dirs()
+        ca = ensure_ca(self.cache_dir)
+        if build_images:
+            self.images = ensure_images(self.cache_dir, ca[0], self.log)
+        self.timings["images"] = time.monotonic() - t0
+        try:
+            self._start_servers(ca)
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["start"] = time.monotonic() - t0
+        return self
+
+    def _prepare_dirs(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for sub in _STATE_SUBDIRS:
+            shutil.rmtree(self.state_dir / sub, ignore_errors=True)
+            (self.state_dir / sub).mkdir()
+        self._state_file.unlink(missing_ok=True)
+
+    def _start_servers(self, ca: tuple[Path, Path]) -> None:
+        tls_dir = self.state_dir / "tls"
+        write_bundle(ca[0], self.ca_bundle)
+        self.ports["moto"] = procs.free_port(self.bind)
+        cert, key = issue_cert(ca, tls_dir, "moto", [*moto_hosts(), self.bind, "localhost"])
+        port = str(self.ports["moto"])
+        tls_args = ["-c", str(cert), "-k", str(key)]
+        argv = [sys.executable, "-m", "moto.server", "-H", self.bind, "-p", port, *tls_args]
+        self._spawn("moto", argv)
+        for acct in ACCOUNTS.values():
+            self.ports[acct.account_id] = procs.free_port(self.bind)
+            self._write_registry(ca, acct)
+            self._start_registry_proc(acct)
+        self._write_hosts()
+        self._write_haproxy()
+        self._spawn("haproxy", ["haproxy", "-db", "-f", str(self.state_dir / "ns" / "haproxy.cfg")])
+        self._spawn_namespace()
+        for acct in ACCOUNTS.values():
+            self._wait_registry(acct)
+        self._wait(
+            "moto",
+            lambda: (
+                procs.https_status(self.bind, self.ports["moto"], self.bind, self.ca_cert, "/moto-api/")
+                == 200
+            ),
+        )
+        for name in [*moto_hosts(), *(a.registry_host for a in ACCOUNTS.values())]:
+            self._wait(
+                f"haproxy route {name}",
+                lambda n=name: procs.https_status(self.bind, 443, n, self.ca_cert) > 0,
+            )
+        self._wait(
+            "mount namespace",
+            lambda: Path(f"/proc/{self.procs['ns'].pid}/comm").read_text().strip() == "sleep",
+        )
+        for proc in self.procs.values():  # record the settled command line (after exec) for `down`
+            proc.argv = proc.cmdline() or proc.argv
+        self._save()
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        proc, popen = procs.spawn(name, argv, self.state_dir / "logs" / f"{name}.log")
+        self.procs[name], self._popen[name] = proc, popen
+
+    def _wait(self, what: str, probe: Any, timeout: float = 30.0) -> None:
+        procs.wait_until(
+            what, probe, [(p, self._popen[n]) for n, p in self.procs.items() if n in self._popen], timeout
+        )
+
+    def _spawn_namespace(self) -> None:
+        """A long-lived process holding the mount namespace every lab command enters (nsenter).
+
+        Inside it: the lab hosts file over /etc/hosts, the system CA bundle + lab CA over the
+        system bundle (host-side skopeo/aws/podman trust the lab like they trust real ECR),
+        and a tmpfs over skopeo's root blob-info cache (it changes later copies).
+        """
+        Path(SKOPEO_CACHE).mkdir(parents=True, exist_ok=True)
+        script = (
+            'mount --bind "$1" /etc/hosts && mount --bind "$2" "$3" '
+            '&& mount -t tmpfs -o mode=0700 lab-skopeo-cache "$4" && exec sleep infinity'
+        )
+        mounts = [str(self.hosts_file), str(self.ca_bundle), str(SYSTEM_CA_BUNDLE), SKOPEO_CACHE]
+        unshare = ["unshare", "--mount", "--propagation", "private", "--"]
+        self._spawn("ns", [*unshare, "sh", "-c", script, "sh", *mounts])
+
+    def _write_hosts(self) -> None:
+        names = [*moto_hosts(), *(a.registry_host for a in ACCOUNTS.values())]
+        system = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else "127.0.0.1 localhost\n"
+        self.hosts_file.write_text(
+            system.rstrip("\n") + "\n# ecr-promote lab\n" + "".join(f"{self.bind} {n}\n" for n in names)
+        )
+
+    def _write_haproxy(self) -> None:
+        routes = [
+            (f"reg_{a.account_id}", a.registry_host, self.ports[a.account_id]) for a in ACCOUNTS.values()
+        ]
+        routes += [("moto", h, self.ports["moto"]) for h in moto_hosts()]
+        lines = HAPROXY_HEAD.format(bind=self.bind).splitlines()
+        lines += [f"    use_backend {b} if {{ req_ssl_sni -i {h} }}" for b, h, _ in routes]
+        for backend in dict.fromkeys(b for b, _, _ in routes):
+            port = next(p for b, _, p in routes if b == backend)
+            lines += [f"backend {backend}", f"    server s1 {self.bind}:{port}"]
+        (self.state_dir / "ns" / "haproxy.cfg").write_text("\n".join(lines) + "\n")
+
+    # ---------------------------------------------------------------- registries
+    def _reg_dir(self, acct: Account) -> Path:
+        return self.state_dir / "registries" / acct.account_id
+
+    def _write_registry(self, ca: tuple[Path, Path], acct: Account) -> None:
+        d = self._reg_dir(acct)
+        cert, key = issue_cert(ca, d, "tls", [acct.registry_host, self.bind])
+        registry.write_htpasswd(d / "htpasswd", "AWS", acct.password)
+        registry.write_config(
+            d / "config.yml",
+            addr=f"{self.bind}:{self.ports[acct.account_id]}",
+            storage=d / "data",
+            cert=cert,
+            key=key,
+            htpasswd=d / "htpasswd",
+            host=acct.registry_host,
+        )
+        auth = json.dumps({"auths": {acct.registry_host: {"auth": _b64(f"AWS:{acct.password}")}}})
+        self.authfile(acct).write_text(auth)
+
+    def _start_registry_proc(self, acct: Account) -> None:
+        d = self._reg_dir(acct)
+        proc, popen = procs.spawn(
+            f"registry-{acct.account_id}",
+            ["docker-registry", "serve", str(d / "config.yml")],
+            d / "registry.log",
+        )
+        self.procs[proc.name], self._popen[proc.name] = proc, popen
+
+    def _wait_registry(self, acct: Account) -> None:
+        self._wait(
+            f"registry {acct.account_id}",
+            lambda: (
+                procs.https_status(
+                    self.bind, self.ports[acct.account_id], acct.registry_host, self.ca_cert, "/v2/"
+                )
+                == 401
+            ),
+        )
+
+    def stop_registry(self, which: AccountRef) -> None:
+        """Stop one account's registry (storage is kept): for fault tests."""
+        name = f"registry-{account(which).account_id}"
+        if name in self.procs:
+            procs.stop(self.procs[name], self._popen.get(name))
+
+    def start_registry(self, which: AccountRef) -> None:
+        """Start one account's registry again on the same port with the same storage."""
+        acct = account(which)
+        name = f"registry-{acct.account_id}"
+        if name in self.procs and self.procs[name].alive():
+            return
+        self._start_registry_proc(acct)
+        self._wait_registry(acct)
+        self.procs[name].argv = self.procs[name].cmdline() or self.procs[name].argv
+        self._save()
+
+    def registry_log(self, which: AccountRef) -> Path:
+        """The registry's JSON log (appended across restarts)."""
+        return self._reg_dir(account(which)) / "registry.log"
+
+    def requests(self, which: AccountRef) -> list[registry.Request]:
+        """Every request the account's registry answered so far."""
+        return registry.read_requests(self.registry_log(which))
+
+    def upload_requests(self, which: AccountRef) -> list[tuple[str, str]]:
+        """(method, path) of blob-upload requests (POST/PATCH/PUT on /v2/<repo>/blobs/uploads...)."""
+        return [(r.method, r.path) for r in self.requests(which) if r.is_blob_upload]
+
+    def uploaded_bytes(self, which: AccountRef) -> int:
+        """Bytes received by completed blob uploads (from the registry's upload state tokens)."""
+        return sum(
+            registry.upload_offset(r)
+            for r in self.requests(which)
+            if r.is_blob_upload and r.method == "PUT" and r.status == 201
+        )
+
+    def authfile(self, which: AccountRef) -> Path:
+        """A Docker config.json holding that registry's credentials (for host-side skopeo)."""
+        return self.state_dir / "auth" / f"{account(which).account_id}.json"
+
+    def registry_host(self, which: AccountRef) -> str:
+        """`<account>.dkr.ecr.<region>.amazonaws.com`."""
+        return account(which).registry_host
+
+    # --------------------------------------------------------------------- stop
+    def stop(self) -> None:
+        """Stop every recorded PID (exactly those), namespace holder last."""
+        order = [n for n in self.procs if n != "ns"] + (["ns"] if "ns" in self.procs else [])
+        errors = []
+        for name in order:
+            try:
+                procs.stop(self.procs[name], self._popen.get(name))
+            except OSError as exc:  # keep going: every PID must get its signal
+                errors.append(f"{name}: {exc}")
+        self.procs.clear()
+        self._popen.clear()
+        self._state_file.unlink(missing_ok=True)
+        if errors:
+            raise LabError("errors stopping the lab: " + "; ".join(errors))
+
+    def _save(self) -> None:
+        procs.save(
+            self._state_file,
+            list(self.procs.values()),
+            {
+                "bind": self.bind,
+                "ports": self.ports,
+                "cache_dir": str(self.cache_dir),
+                "images": self.images.__dict__ if self.images else None,
+            },
+        )
+
+    @classmethod
+    def attach(cls, state_dir: Path | str | None = None) -> Lab:
+        """A handle on a lab started elsewhere (`python -m tests.lab up`), from its state file."""
+        lab = cls(state_dir)
+        if not lab._state_file.exists():
+            raise LabError(f"no lab state in {lab.state_dir}")
+        plist, extra = procs.load(lab._state_file)
+        lab.procs = {p.name: p for p in plist}
+        lab.bind, lab.ports = str(extra["bind"]), {k: int(v) for k, v in dict(extra["ports"]).items()}  # type: ignore[call-overload]
+        lab.cache_dir = Path(str(extra["cache_dir"]))
+        lab.ca_cert = lab.cache_dir / "ca" / "lab-ca.crt"
+        if extra.get("images"):
+            lab.images = LabImages(**extra["images"])  # type: ignore[arg-type]
+        return lab
+
+    def status(self) -> dict[str, bool]:
+        """Process name -> alive."""
+        return {name: p.alive() for name, p in self.procs.items()}
+
+    # ---------------------------------------------------------------- accessors
+    @property
+    def moto_endpoint(self) -> str:
+        """moto's URL on the loopback address: for in-process boto3 (no hosts file needed)."""
+        return f"https://{self.bind}:{self.ports['moto']}"
+
+    @property
+    def init_image(self) -> str:
+        """aws-cli image (awscli, ca-certificates, coreutils), non-root, lab CA + dummy keys baked in."""
+        return self._images().awscli
+
+    @property
+    def copier_image(self) -> str:
+        """skopeo image, non-root, lab CA + dummy keys baked in."""
+        return self._images().skopeo
+
+    def _images(self) -> LabImages:
+        if self.images is None:
+            raise LabError("lab images were not built (start(build_images=False)?)")
+        return self.images
+
+    def podman_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment naming the lab's podman configuration."""
+        return podman_env(self.cache_dir, base)
+
+    def aws_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """Env for `/usr/bin/aws` (run via `run`) or boto3: lab CA bundle, dummy keys, no user config."""
+        env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("AWS_")}
+        env.update(
+            {
+                "AWS_CA_BUNDLE": str(self.ca_bundle),
+                "AWS_ACCESS_KEY_ID": "lab",
+                "AWS_SECRET_ACCESS_KEY": "lab",
+                "AWS_CONFIG_FILE": "/dev/null",
+                "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+                "AWS_DEFAULT_REGION": "us-west-2",
+                "AWS_PAGER": "",
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }
+        )
+        return env
+
+    # ---------------------------------------------------------------------- run
+    def run(
+        self,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        timeout: float = 120.0,
+        *,
+        check: bool = False,
+        input: str | bytes | None = None,
+        text: bool = True,
+        cwd: Path | str | None = None,
+    ) -> subprocess.CompletedProcess[Any]:
+        """Run `argv` inside the lab's mount namespace (lab /etc/hosts, tmpfs skopeo cache); capture output.
+
+        nsenter would start the command in / (entering a mount namespace resets the
+        working directory), so the caller's cwd (or `cwd`) is passed explicitly.
+        """
+        if "ns" not in self.procs:
+            raise LabError("lab is not running")
+        wd = str(cwd or os.getcwd())
+        cmd = ["nsenter", f"--target={self.procs['ns'].pid}", "--mount", f"--wd={wd}", "--", *argv]
+        res = subprocess.run(cmd, env=env, timeout=timeout, capture_output=True, input=input, text=text)
+        if check and res.returncode != 0:
+            raise LabError(f"{argv} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+        return res
+
+    def aws(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """`/usr/bin/aws ARGS` against the lab (convenience for tests)."""
+        return self.run([AWS_CLI, *args], env=self.aws_env(), timeout=timeout)
+
+
+def _b64(s: str) -> str:
+    import base64
+
+    return base64.b64encode(s.encode()).decode()

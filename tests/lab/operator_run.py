@@ -1,0 +1,135 @@
+"""Run an example DAG's task through the operator, with the lab as its cluster.
+
+The task is loaded from the example DAGs with Airflow's DagBag, rendered with a real context
+(the lab's images chosen through the operator's own ``init_image`` / ``copier_image``
+parameters), and executed by KubernetesPodOperator's own ``execute``. Only the Kubernetes API
+is stood in for: the pod KPO builds is played by podman, and its status (exit codes,
+termination messages) is what KPO reads back. Container logs are written to the task's log as
+KPO does when it follows a pod's logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from kubernetes.client import ApiClient
+from kubernetes.client import models as k8s
+
+from tests.airflow_context import make_context
+from tests.conftest import REPO
+from tests.kube_stand_in import kubernetes_stand_in
+
+from .runner import PodOutcome, play_pod
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+
+@dataclass
+class TaskRun:
+    result: Any = None
+    error: BaseException | None = None
+    pods: list[k8s.V1Pod] = field(default_factory=list)
+    outcomes: list[PodOutcome] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    pushed: dict[str, Any] = field(default_factory=dict)
+    rendered: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def captured_task_log(lines: list[str]) -> Iterator[None]:
+    """Everything logged while the task runs: structlog events (Airflow 3) and stdlib records."""
+    handler = _ListHandler(lines)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        import structlog.testing
+
+        with structlog.testing.capture_logs() as events:
+            yield
+        for event in events:
+            text = str(event.get("event", ""))
+            args = event.get("positional_args")
+            with suppress(TypeError, ValueError):
+                text = text % tuple(args) if args else text
+            lines.append(
+                " ".join(
+                    [text, *(f"{k}={v}" for k, v in event.items() if k not in ("event", "positional_args"))]
+                )
+            )
+    finally:
+        root.removeHandler(handler)
+
+
+@cache
+def example_dags() -> Any:
+    from airflow.models.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / "examples"))
+    if bag.import_errors:
+        raise RuntimeError(f"example DAGs failed to import: {bag.import_errors}")
+    return bag
+
+
+def lab_conf(lab: Lab, **conf: Any) -> dict[str, Any]:
+    """A dag_run.conf for the on-demand example that uses the lab's images."""
+    return {"init_image": lab.init_image, "copier_image": lab.copier_image, **conf}
+
+
+def run_task(
+    lab: Lab,
+    *,
+    dag_id: str = "ecr_promote_on_demand",
+    task_id: str = "promote",
+    conf: dict[str, Any] | None = None,
+    prepare: Any = None,
+    task: Any = None,
+) -> TaskRun:
+    """Render and execute the task; ``prepare(pod) -> pod`` may adjust the pod before it runs."""
+    run = TaskRun()
+    if task is None:
+        task = example_dags().dags[dag_id].get_task(task_id)
+    task = task.prepare_for_execution()
+    context = make_context(task, conf=conf)
+    task.render_template_fields(context)
+    operator = context["task"]
+    run.rendered = {name: getattr(operator, name, None) for name in operator.template_fields}
+
+    def play(pod: k8s.V1Pod) -> k8s.V1Pod:
+        if prepare is not None:
+            pod = prepare(pod)
+        run.pods.append(pod)
+        outcome = play_pod(lab, ApiClient().sanitize_for_serialization(pod))
+        run.outcomes.append(outcome)
+        for container in [*outcome.init_containers, *outcome.containers]:
+            for line in container.logs.splitlines():
+                operator.log.info("[%s] %s", container.name, line)
+        return outcome.as_v1pod(pod)
+
+    started = time.monotonic()
+    try:
+        with captured_task_log(run.log), kubernetes_stand_in(play):
+            run.result = operator.execute(context)
+    except Exception as error:  # the caller asserts on it
+        run.error = error
+        run.log.append(str(error))
+    finally:
+        run.seconds = time.monotonic() - started
+    run.pushed = dict(context["ti"].pushed)
+    return run

@@ -1,0 +1,187 @@
+"""End-to-end promotions through the operator's own pod, in the lab.
+
+The on-demand example DAG's task is rendered with a real context and executed by KPO; podman
+runs the pod it builds (tests/lab/operator_run.py). Registries, STS/ECR (moto), the aws CLI and
+skopeo are all real.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import urllib.request
+
+import pytest
+from kubernetes.client import ApiClient
+from kubernetes.client import models as k8s
+
+from airflow_ecr_promote.operators import EcrPromoteError
+from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
+
+from .lab import Lab
+from .operator_run import TaskRun, lab_conf, run_task
+
+pytestmark = pytest.mark.lab
+
+REPO = "team/app"
+SOURCE, DEST = SOURCE_ACCOUNT, DEST_ACCOUNT
+PULL_ROLE = "arn:aws:iam::123456789012:role/ecr-promote-pull"
+PUSH_ROLE = "arn:aws:iam::210987654321:role/ecr-promote-push"
+
+
+def promote(lab: Lab, source: str, dest: str, **conf: object) -> TaskRun:
+    return run_task(lab, conf=lab_conf(lab, source_image=source, dest_image=dest, engine="skopeo", **conf))
+
+
+def test_two_platform_image_is_promoted_with_its_digest(lab: Lab) -> None:
+    digest = lab.push_image(SOURCE, REPO, "2.0.0", seed=1)
+    run = promote(lab, f"{SOURCE_HOST}/{REPO}:2.0.0", f"{DEST_HOST}/{REPO}:2.0.0")
+    assert run.error is None, "\n".join(run.log[-30:])
+    assert lab.digest(DEST, REPO, "2.0.0") == digest
+    assert sorted(lab.platforms(DEST, REPO, "2.0.0")) == ["linux/amd64", "linux/arm64"]
+    for platform_digest in _platform_digests(lab, DEST, "2.0.0"):
+        assert lab.inspect_raw(DEST, REPO, platform_digest) is not None
+    assert run.result["digest"] == digest
+    assert run.result["source_digest"] == digest
+    assert run.result["digest_kept"] is True
+    assert run.result["status"] == "copied"
+    assert run.pushed["return_value"] == run.result
+
+
+def test_rerun_succeeds_with_the_same_digest_and_uploads_nothing(lab: Lab) -> None:
+    digest = lab.push_image(SOURCE, REPO, "2.1.0", seed=2)
+    first = promote(lab, f"{SOURCE_HOST}/{REPO}:2.1.0", f"{DEST_HOST}/{REPO}:2.1.0")
+    assert first.error is None, "\n".join(first.log[-30:])
+    uploads_before = len(lab.upload_requests(DEST))
+    manifests_before = _manifest_puts(lab)
+    second = promote(lab, f"{SOURCE_HOST}/{REPO}:2.1.0", f"{DEST_HOST}/{REPO}:2.1.0")
+    assert second.error is None, "\n".join(second.log[-30:])
+    assert second.result["status"] == "present"
+    assert second.result["digest"] == digest
+    assert len(lab.upload_requests(DEST)) == uploads_before, "no blob upload on a re-run"
+    assert _manifest_puts(lab) == manifests_before, "no manifest written on a re-run"
+
+
+def test_promotion_by_source_digest_to_a_tag(lab: Lab) -> None:
+    digest = lab.push_image(SOURCE, REPO, "2.2.0", seed=3)
+    run = promote(lab, f"{SOURCE_HOST}/{REPO}@{digest}", f"{DEST_HOST}/{REPO}:from-digest")
+    assert run.error is None, "\n".join(run.log[-30:])
+    assert lab.digest(DEST, REPO, "from-digest") == digest
+    assert run.result["digest_kept"] is True
+
+
+def test_kaniko_init_step_logs_in_to_both_registries_and_writes_the_dockerfile(lab: Lab) -> None:
+    """Kaniko itself cannot run here (no binary, no Go toolchain new enough), so the copier of
+    the operator's kaniko pod is swapped for a checker that USES what the real init container
+    wrote: it pulls from account A and pushes to account B with that one config.json."""
+    digest = lab.push_image(SOURCE, REPO, "2.3.0", seed=4)
+    source = f"{SOURCE_HOST}/{REPO}:2.3.0"
+    check_dest = f"{DEST_HOST}/{REPO}:kaniko-login-check"
+    checker = (
+        'set -eu; d=/kaniko/.docker; test "$(cat $d/Dockerfile)" = "FROM $SOURCE"; '
+        "skopeo copy --all --authfile $d/config.json docker://$SOURCE docker://$CHECK_DEST >&2; "
+        "skopeo inspect --raw --authfile $d/config.json docker://$CHECK_DEST | sha256sum "
+        "| sed 's/ .*//; s/^/sha256:/' | tr -d '\\n' > /dev/termination-log"
+    )
+
+    def swap_copier(pod: k8s.V1Pod) -> k8s.V1Pod:
+        kaniko = pod.spec.containers[0]
+        assert kaniko.args[1] == f"--destination={DEST_HOST}/{REPO}:2.3.0"
+        kaniko.image = lab.copier_image
+        kaniko.command = ["sh", "-c", checker]
+        kaniko.args = []
+        kaniko.env = [
+            k8s.V1EnvVar(name="SOURCE", value=source),
+            k8s.V1EnvVar(name="CHECK_DEST", value=check_dest),
+        ]
+        return pod
+
+    run = run_task(
+        lab,
+        conf=lab_conf(lab, source_image=source, dest_image=f"{DEST_HOST}/{REPO}:2.3.0", engine="kaniko"),
+        prepare=swap_copier,
+    )
+    assert run.error is None, "\n".join(run.log[-30:])
+    init = run.pods[0].spec.init_containers[0]
+    assert init.image == lab.init_image
+    assert {e.name: e.value for e in init.env}["WRITE_CONFIG"] == "1"
+    assert lab.digest(DEST, REPO, "kaniko-login-check") == digest
+    assert run.result["digest"] == digest
+
+
+def test_destination_role_in_the_wrong_account_fails_naming_the_image(lab: Lab) -> None:
+    lab.push_image(SOURCE, REPO, "2.4.0", seed=5)
+    wrong = "arn:aws:iam::123456789012:role/ecr-promote-push"
+    run = promote(
+        lab,
+        f"{SOURCE_HOST}/{REPO}:2.4.0",
+        f"{DEST_HOST}/{REPO}:2.4.0",
+        source_role_arn=PULL_ROLE,
+        dest_role_arn=wrong,
+    )
+    assert isinstance(run.error, EcrPromoteError)
+    message = str(run.error)
+    assert f"{DEST_HOST}/{REPO}:2.4.0" in message
+    assert any(word in message.lower() for word in ("unauthorized", "authentication required", "denied")), (
+        message
+    )
+    assert lab.digest(DEST, REPO, "2.4.0") is None
+
+
+def test_missing_source_tag_fails_naming_it(lab: Lab) -> None:
+    source = f"{SOURCE_HOST}/{REPO}:does-not-exist"
+    run = promote(lab, source, f"{DEST_HOST}/{REPO}:does-not-exist")
+    assert isinstance(run.error, EcrPromoteError)
+    assert f"source {source} not found" in str(run.error)
+
+
+def test_no_password_or_session_key_reaches_logs_results_or_the_pod(lab: Lab) -> None:
+    lab.push_image(SOURCE, REPO, "2.5.0", seed=6)
+    run = promote(
+        lab,
+        f"{SOURCE_HOST}/{REPO}:2.5.0",
+        f"{DEST_HOST}/{REPO}:2.5.0",
+        source_role_arn=PULL_ROLE,
+        dest_role_arn=PUSH_ROLE,
+    )
+    assert run.error is None, "\n".join(run.log[-30:])
+    # podman drops the logs of init containers that succeed (a kubelet keeps them); the login
+    # script's own output is checked for secrets in tests/test_login_script.py.
+    assert any("ecr-promote copy:" in line for line in run.log), "the copier's log was captured"
+    seen = "\n".join(
+        [
+            *run.log,
+            json.dumps(run.result),
+            json.dumps(run.pushed, default=str),
+            json.dumps(run.rendered, default=str),
+            *(json.dumps(ApiClient().sanitize_for_serialization(p)) for p in run.pods),
+            *(c.message + c.logs for o in run.outcomes for c in [*o.init_containers, *o.containers]),
+        ]
+    )
+    for account in ("123456789012", "210987654321"):
+        password = f"{account}-auth-token"
+        assert password not in seen
+        assert base64.b64encode(f"AWS:{password}".encode()).decode() not in seen
+    for secret in _session_secrets(lab):
+        assert secret not in seen
+
+
+def _platform_digests(lab: Lab, which: str, tag: str) -> list[str]:
+    index = json.loads(lab.inspect_raw(which, REPO, tag) or b"{}")
+    return [m["digest"] for m in index.get("manifests", [])]
+
+
+def _manifest_puts(lab: Lab) -> int:
+    return sum(1 for r in lab.requests(DEST) if r.method == "PUT" and "/manifests/" in r.path)
+
+
+def _session_secrets(lab: Lab) -> list[str]:
+    """The secret keys and session tokens moto handed out to the pods' assume-role calls."""
+    context = ssl.create_default_context(cafile=str(lab.ca_bundle))
+    with urllib.request.urlopen(f"{lab.moto_endpoint}/moto-api/data.json", context=context) as response:
+        data = json.load(response)
+    roles = data.get("sts", {}).get("AssumedRole", [])
+    secrets = [r[key] for r in roles for key in ("secret_access_key", "session_token")]
+    assert secrets, "the pods assumed roles, so moto must have handed out session keys"
+    return secrets
