@@ -70,3 +70,11 @@ def containers(pod: k8s.V1Pod) -> dict[str, k8s.V1Container]:
 
 def env_of(container: k8s.V1Container) -> dict[str, str]:
     return {e.name: e.value for e in container.env or []}
+
+
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow 2.11
+    from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+__all__ = ["DagBag", "containers", "env_of", "make_context", "render_pod"]

@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from airflow.models.dagbag import DagBag
-
 from airflow_ecr_promote import __version__
+from tests.airflow_context import DagBag
 from tests.conftest import REPO
 
 EXAMPLES = REPO / "dags" / "examples"

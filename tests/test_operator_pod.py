@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from airflow import __version__ as airflow_version
-from airflow.models.dagbag import DagBag
 from airflow.providers.cncf.kubernetes.operators import pod as kpo_module
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
@@ -16,7 +15,7 @@ from kubernetes.client import models as k8s
 from airflow_ecr_promote.engines import ENGINES, script
 from airflow_ecr_promote.operators import EcrPromoteOperator
 from airflow_ecr_promote.pod import AUTH_VOLUME, DEFAULT_INIT_IMAGE, INIT_CONTAINER_NAME, SCRATCH_VOLUME
-from tests.airflow_context import containers, env_of, render_pod
+from tests.airflow_context import DagBag, containers, env_of, render_pod
 from tests.conftest import DEST_HOST, REPO, SOURCE_HOST
 
 AIRFLOW_3 = int(airflow_version.split(".")[0]) >= 3

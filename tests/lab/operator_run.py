@@ -79,7 +79,7 @@ def captured_task_log(lines: list[str]) -> Iterator[None]:
 
 @cache
 def example_dags() -> Any:
-    from airflow.models.dagbag import DagBag
+    from tests.airflow_context import DagBag
 
     bag = DagBag(dag_folder=str(REPO / "dags" / "examples"))
     if bag.import_errors:
