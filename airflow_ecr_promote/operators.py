@@ -39,7 +39,9 @@ def _is_literal(value: object) -> bool:
     if isinstance(value, str):
         return not any(marker in value for marker in _TEMPLATE_MARKERS)
     if isinstance(value, list | tuple):
-        return all(isinstance(v, str) and _is_literal(v) for v in value)
+        return all(isinstance(v, str | dict) and _is_literal(v) for v in value)
+    if isinstance(value, dict):
+        return all(_is_literal(v) for v in value.values())
     return isinstance(value, int | bool)
 
 
@@ -65,6 +67,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
         skopeo and crane), ``"overwrite"`` or ``"skip"``; kaniko always overwrites
     :param tags: promote these tags from the repository of ``source_image`` to the repository of
         ``dest_image`` in one pod (skopeo, crane); the return value lists each
+    :param promotions: instead of ``source_image`` / ``dest_image``: a list of
+        ``{"source_image", "dest_image"[, "source_role_arn", "dest_role_arn"]}`` copied in one
+        pod, e.g. one source fanned out to several accounts or regions (skopeo, crane)
     :param parallel: copies run at once in a batch
     :param do_xcom_push: store the result dict as the task's return value (no sidecar is used)
     """
@@ -84,14 +89,15 @@ class EcrPromoteOperator(KubernetesPodOperator):
         "init_image",
         "on_conflict",
         "tags",
+        "promotions",
     )
     ui_color = "#f0e4ff"
 
     def __init__(
         self,
         *,
-        source_image: str,
-        dest_image: str,
+        source_image: str | None = None,
+        dest_image: str | None = None,
         source_role_arn: str | None = None,
         dest_role_arn: str | None = None,
         source_account: str | None = None,
@@ -103,6 +109,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         init_image: str | None = None,
         on_conflict: str | None = None,
         tags: list[str] | None = None,
+        promotions: list[dict[str, str]] | None = None,
         parallel: int = 4,
         do_xcom_push: bool = True,
         termination_message_policy: str = "FallbackToLogsOnError",
@@ -129,6 +136,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.init_image = init_image
         self.on_conflict = on_conflict
         self.tags = tags
+        self.promotions = promotions
         self.parallel = parallel
         self.push_result = do_xcom_push
         self._promotion: Promotion | None = None
@@ -140,9 +148,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
         """Fail at DAG parse time for literal values; templated ones are checked after rendering."""
         if _is_literal(self.engine):
             get_engine(self.engine)
-        if _is_literal(self.source_image) and not self.tags:
+        single = not self.tags and self.promotions is None
+        if _is_literal(self.source_image) and single:
             parse_image_ref("source_image", self.source_image)
-        if _is_literal(self.dest_image) and not self.tags:
+        if _is_literal(self.dest_image) and single:
             parse_image_ref("dest_image", self.dest_image, need_tag=True)
         for param in ("source_role_arn", "dest_role_arn"):
             if _is_literal(getattr(self, param)):
@@ -168,6 +177,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
             "init_image",
             "on_conflict",
             "tags",
+            "promotions",
         )
 
     def _plan(self) -> PodPlan:
@@ -184,6 +194,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
             dest_region=self.dest_region,
             on_conflict=self.on_conflict or engine.default_on_conflict,
             dest_tags=self.tags,
+            pairs=self.promotions,
         )
         for param in ("copier_image", "init_image"):
             value = getattr(self, param)

@@ -6,7 +6,7 @@ The pod builder derives everything from it; it never sees a raw string.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from airflow_ecr_promote.refs import (
@@ -24,10 +24,12 @@ ON_CONFLICT_CHOICES = ("fail", "overwrite", "skip")
 
 @dataclass(frozen=True)
 class Copy:
-    """One image copied from ``source`` to ``dest``."""
+    """One image copied from ``source`` to ``dest``, read and written under these roles."""
 
     source: ImageRef
     dest: ImageRef
+    source_role: RoleArn | None = None
+    dest_role: RoleArn | None = None
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,9 @@ class Login:
 
 @dataclass(frozen=True)
 class Promotion:
+    """The copies one pod makes: one image, a batch of tags, or any list of pairs (fan-out)."""
+
     copies: tuple[Copy, ...]
-    source_role: RoleArn | None
-    dest_role: RoleArn | None
     on_conflict: str = "fail"
 
     @property
@@ -57,31 +59,47 @@ class Promotion:
         return self.copies[0].dest
 
     @property
+    def source_role(self) -> RoleArn | None:
+        return self.copies[0].source_role
+
+    @property
+    def dest_role(self) -> RoleArn | None:
+        return self.copies[0].dest_role
+
+    def _uses(self) -> list[tuple[str, ImageRef, RoleArn | None]]:
+        return [
+            use
+            for copy in self.copies
+            for use in (("source", copy.source, copy.source_role), ("dest", copy.dest, copy.dest_role))
+        ]
+
+    @property
     def logins(self) -> tuple[Login, ...]:
         """One login per (registry host, role): a host read and written with one role logs in once."""
         found: dict[tuple[str, RoleArn | None], tuple[str, list[str]]] = {}
-        for copy in self.copies:
-            for side, ref, role in (
-                ("source", copy.source, self.source_role),
-                ("dest", copy.dest, self.dest_role),
-            ):
-                _, sides = found.setdefault((ref.host, role), (ref.region, []))
-                if side not in sides:
-                    sides.append(side)
+        for side, ref, role in self._uses():
+            _, sides = found.setdefault((ref.host, role), (ref.region, []))
+            if side not in sides:
+                sides.append(side)
         return tuple(
             Login(host, region, role, tuple(sides)) for (host, role), (region, sides) in found.items()
         )
 
+    def roles_by_host(self, side: str | None = None) -> dict[str, set[RoleArn | None]]:
+        """The roles each registry host is used with, on one side or on both."""
+        roles: dict[str, set[RoleArn | None]] = {}
+        for use_side, ref, role in self._uses():
+            if side is None or side == use_side:
+                roles.setdefault(ref.host, set()).add(role)
+        return roles
+
     def shared_hosts_with_different_roles(self) -> list[str]:
-        """Hosts that are both read and written under two different roles.
+        """Hosts used under two different roles (typically read as source, written as dest).
 
         One Docker ``config.json`` holds one credential per host, so an engine that reads only
-        that file cannot serve both sides of such a host.
+        that file cannot serve such a host.
         """
-        if self.source_role == self.dest_role:
-            return []
-        sources = {c.source.host for c in self.copies}
-        return sorted(sources & {c.dest.host for c in self.copies})
+        return sorted(host for host, roles in self.roles_by_host().items() if len(roles) > 1)
 
 
 def _check_agrees(param: str, value: object, derived: str, image_param: str, kind: str) -> None:
@@ -120,8 +138,8 @@ def parse_on_conflict(value: object) -> str:
 
 def parse_promotion(
     *,
-    source_image: object,
-    dest_image: object,
+    source_image: object = None,
+    dest_image: object = None,
     source_role_arn: object = None,
     dest_role_arn: object = None,
     source_account: object = None,
@@ -130,28 +148,93 @@ def parse_promotion(
     dest_region: object = None,
     on_conflict: object = "fail",
     dest_tags: Sequence[object] | None = None,
+    pairs: Sequence[object] | None = None,
 ) -> Promotion:
     """Validate the operator's inputs into a :class:`Promotion`.
 
-    With ``dest_tags``, ``source_image`` and ``dest_image`` name repositories (a tag on them is
-    ignored) and each tag is copied from the source repository to the destination one.
+    Three forms: one ``source_image`` -> ``dest_image``; ``dest_tags``, where the two images name
+    repositories and each tag is copied between them; or ``pairs``, a list of mappings with
+    ``source_image``, ``dest_image`` and optional ``source_role_arn`` / ``dest_role_arn``
+    (defaulting to the top-level roles), e.g. one source fanned out to several accounts.
     """
     source_role = parse_role_arn("source_role_arn", source_role_arn)
     dest_role = parse_role_arn("dest_role_arn", dest_role_arn)
-    if dest_tags is None:
+    if pairs is not None:
+        if dest_tags is not None or source_image is not None or dest_image is not None:
+            raise PromotionInputError(
+                "promotions",
+                pairs,
+                "cannot be combined with source_image, dest_image or tags",
+                "Expected either promotions=[{'source_image': ..., 'dest_image': ...}, ...] alone, "
+                "or source_image and dest_image (with tags for a batch)",
+            )
+        copies = _pair_copies(pairs, source_role, dest_role)
+    elif dest_tags is not None:
+        copies = tuple(
+            Copy(c.source, c.dest, source_role, dest_role)
+            for c in _tag_copies(source_image, dest_image, dest_tags)
+        )
+    else:
         source = parse_image_ref("source_image", source_image)
         dest = parse_image_ref("dest_image", dest_image, need_tag=True)
-        copies: tuple[Copy, ...] = (Copy(source, dest),)
-    else:
-        copies = _tag_copies(source_image, dest_image, dest_tags)
-    first = copies[0]
-    _check_agrees("source_account", source_account, first.source.account, "source_image", "account")
-    _check_agrees("dest_account", dest_account, first.dest.account, "dest_image", "account")
-    _check_agrees("source_region", source_region, first.source.region, "source_image", "region")
-    _check_agrees("dest_region", dest_region, first.dest.region, "dest_image", "region")
-    _check_role_partition("source_role_arn", source_role, first.source, "source_image")
-    _check_role_partition("dest_role_arn", dest_role, first.dest, "dest_image")
-    return Promotion(copies, source_role, dest_role, parse_on_conflict(on_conflict))
+        copies = (Copy(source, dest, source_role, dest_role),)
+    for copy in copies:
+        _check_agrees("source_account", source_account, copy.source.account, "source_image", "account")
+        _check_agrees("dest_account", dest_account, copy.dest.account, "dest_image", "account")
+        _check_agrees("source_region", source_region, copy.source.region, "source_image", "region")
+        _check_agrees("dest_region", dest_region, copy.dest.region, "dest_image", "region")
+        _check_role_partition("source_role_arn", copy.source_role, copy.source, "source_image")
+        _check_role_partition("dest_role_arn", copy.dest_role, copy.dest, "dest_image")
+    promotion = Promotion(copies, parse_on_conflict(on_conflict))
+    for side in ("source", "dest"):
+        for host, roles in promotion.roles_by_host(side).items():
+            if len(roles) > 1:
+                names = sorted(str(r) if r else "the pod's own identity" for r in roles)
+                raise PromotionInputError(
+                    f"{side}_role_arn",
+                    names,
+                    f"gives {side} registry {host} more than one role in one pod",
+                    f"Expected one role per {side} registry host; split the promotions into two tasks",
+                )
+    return promotion
+
+
+_PAIR_KEYS = ("source_image", "dest_image", "source_role_arn", "dest_role_arn")
+
+
+def _pair_copies(pairs: object, source_role: RoleArn | None, dest_role: RoleArn | None) -> tuple[Copy, ...]:
+    expected = (
+        "Expected a non-empty list like [{'source_image': '<ecr image>', 'dest_image': '<ecr image:tag>'}]"
+    )
+    if isinstance(pairs, str | bytes) or not isinstance(pairs, Sequence) or not pairs:
+        raise PromotionInputError("promotions", pairs, "is not a non-empty list of mappings", expected)
+    copies = []
+    for index, pair in enumerate(pairs):
+        param = f"promotions[{index}]"
+        if not isinstance(pair, Mapping) or not {"source_image", "dest_image"} <= set(pair):
+            raise PromotionInputError(
+                param, pair, "is not a mapping with source_image and dest_image", expected
+            )
+        unknown = sorted(set(pair) - set(_PAIR_KEYS))
+        if unknown:
+            raise PromotionInputError(
+                param, pair, f"has unknown keys {unknown}", f"Expected keys among {_PAIR_KEYS}"
+            )
+        own_source_role = parse_role_arn(f"{param}.source_role_arn", pair.get("source_role_arn"))
+        own_dest_role = parse_role_arn(f"{param}.dest_role_arn", pair.get("dest_role_arn"))
+        copies.append(
+            Copy(
+                parse_image_ref(f"{param}.source_image", pair["source_image"]),
+                parse_image_ref(f"{param}.dest_image", pair["dest_image"], need_tag=True),
+                own_source_role or source_role,
+                own_dest_role or dest_role,
+            )
+        )
+    dests = [str(c.dest) for c in copies]
+    repeated = sorted({d for d in dests if dests.count(d) > 1})
+    if repeated:
+        raise PromotionInputError("promotions", pairs, f"writes {repeated} more than once", expected)
+    return tuple(copies)
 
 
 def _repository_ref(param: str, value: object) -> ImageRef:

@@ -173,3 +173,76 @@ def test_huge_value_is_shortened_in_the_message() -> None:
         EcrPromoteOperator(task_id="promote", source_image="x" * 100_000, dest_image=DEST)
     assert len(str(caught.value)) < 600
     assert "100002 chars" in str(caught.value)
+
+
+EUROPE = "210987654321.dkr.ecr.eu-west-1.amazonaws.com/team/app:1.0"
+OTHER_ACCOUNT = "345678901234.dkr.ecr.us-east-1.amazonaws.com/team/app:1.0"
+PUSH_B = "arn:aws:iam::210987654321:role/push"
+PUSH_C = "arn:aws:iam::345678901234:role/push"
+
+BAD_PAIRS = [
+    (
+        {"source_image": SOURCE, "promotions": [{"source_image": SOURCE, "dest_image": DEST}]},
+        "promotions",
+        "cannot be combined",
+    ),
+    ({"promotions": []}, "promotions", "non-empty list"),
+    ({"promotions": [{"source_image": SOURCE}]}, "promotions[0]", "with source_image and dest_image"),
+    (
+        {"promotions": [{"source_image": SOURCE, "dest_image": DEST, "role": "x"}]},
+        "promotions[0]",
+        "unknown keys",
+    ),
+    (
+        {"promotions": [{"source_image": SOURCE, "dest_image": f"{DEST_HOST}/team/app"}]},
+        "promotions[0].dest_image",
+        "needs a tag",
+    ),
+    ({"promotions": [{"source_image": SOURCE, "dest_image": DEST}] * 2}, "promotions", "more than once"),
+    (
+        {
+            "promotions": [
+                {"source_image": SOURCE, "dest_image": DEST, "dest_role_arn": PUSH_B},
+                {"source_image": SOURCE, "dest_image": f"{DEST_HOST}/other/app:1.0", "dest_role_arn": PUSH_C},
+            ],
+        },
+        "dest_role_arn",
+        f"gives dest registry {DEST_HOST} more than one role",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "param", "fragment"), BAD_PAIRS)
+def test_bad_promotion_lists(kwargs: dict[str, Any], param: str, fragment: str) -> None:
+    with pytest.raises(PromotionInputError) as caught:
+        EcrPromoteOperator(task_id="promote", engine="skopeo", **kwargs)
+    assert caught.value.param == param
+    assert fragment in str(caught.value)
+
+
+def test_fan_out_to_two_accounts_logs_in_once_per_registry_and_role() -> None:
+    from airflow_ecr_promote.engines import ENGINES
+    from airflow_ecr_promote.pod import plan_pod
+
+    promotion = parse_promotion(
+        source_role_arn="arn:aws:iam::123456789012:role/pull",
+        pairs=[
+            {"source_image": SOURCE, "dest_image": DEST, "dest_role_arn": PUSH_B},
+            {"source_image": SOURCE, "dest_image": EUROPE, "dest_role_arn": PUSH_B},
+            {"source_image": SOURCE, "dest_image": OTHER_ACCOUNT, "dest_role_arn": PUSH_C},
+        ],
+    )
+    plan = plan_pod(promotion, ENGINES["crane"])
+    env = {e.name: e.value for e in plan.init_container.env}
+    assert env["LOGINS"].splitlines() == [
+        f"{SOURCE_HOST} us-west-2 arn:aws:iam::123456789012:role/pull source",
+        f"{DEST_HOST} us-east-1 {PUSH_B} dest",
+        f"210987654321.dkr.ecr.eu-west-1.amazonaws.com eu-west-1 {PUSH_B} dest",
+        f"345678901234.dkr.ecr.us-east-1.amazonaws.com us-east-1 {PUSH_C} dest",
+    ]
+    copier_env = {e.name: e.value for e in plan.env}
+    assert copier_env["COPIES"].splitlines() == [
+        f"{SOURCE} {DEST}",
+        f"{SOURCE} {EUROPE}",
+        f"{SOURCE} {OTHER_ACCOUNT}",
+    ]
