@@ -17,7 +17,13 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Amazon ECR promotion",
-                "python-modules": ["airflow_ecr_promote.operators"],
+                "python-modules": ["airflow_ecr_promote.operators", "airflow_ecr_promote.discovery"],
             }
+        ],
+        "sensors": [
+            {"integration-name": "Amazon ECR promotion", "python-modules": ["airflow_ecr_promote.sensors"]}
+        ],
+        "triggers": [
+            {"integration-name": "Amazon ECR promotion", "python-modules": ["airflow_ecr_promote.triggers"]}
         ],
     }
