@@ -1,6 +1,9 @@
 # Two commands for a fresh machine: `make demo` (a real promotion in the local lab) and
 # `make test` (everything the suite needs, then the suite). Both install what is missing.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip warns about every local index folder this machine's pip.conf names; keep the rest.
+QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PYTHON ?= python3
 VENV := .venv
 VENV2 := .venv-airflow2
@@ -16,19 +19,19 @@ help:
 
 $(VENV)/.done: pyproject.toml requirements/airflow3.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements/airflow3.txt -e '.[test]'
+	$(VENV)/bin/pip install -q --upgrade pip $(QUIET_PIP)
+	$(VENV)/bin/pip install -q -r requirements/airflow3.txt -e '.[test]' $(QUIET_PIP)
 	touch $@
 
 $(VENV2)/.done: pyproject.toml requirements/airflow2.txt
 	$(PYTHON) -m venv $(VENV2)
-	$(VENV2)/bin/pip install -q --upgrade pip
-	$(VENV2)/bin/pip install -q -r requirements/airflow2.txt -e '.[test]'
+	$(VENV2)/bin/pip install -q --upgrade pip $(QUIET_PIP)
+	$(VENV2)/bin/pip install -q -r requirements/airflow2.txt -e '.[test]' $(QUIET_PIP)
 	touch $@
 
 $(AWSCLI)/.done: requirements/awscli.txt
 	$(PYTHON) -m venv $(AWSCLI)
-	$(AWSCLI)/bin/pip install -q -r requirements/awscli.txt
+	$(AWSCLI)/bin/pip install -q -r requirements/awscli.txt $(QUIET_PIP)
 	touch $@
 
 venv: $(VENV)/.done $(AWSCLI)/.done

@@ -52,7 +52,18 @@ def make_context(
         "ds_nodash": LOGICAL_DATE.strftime("%Y%m%d"),
         "ts": LOGICAL_DATE.isoformat(),
         "var": {},
+        "macros": _macros(),
+        "data_interval_start": None,
+        "data_interval_end": None,
     }
+
+
+def _macros() -> Any:
+    try:
+        from airflow.sdk.execution_time import macros
+    except ImportError:  # Airflow 2.11
+        from airflow import macros  # type: ignore[no-redef]
+    return macros
 
 
 def render_pod(task: Any, **kwargs: Any) -> tuple[Any, k8s.V1Pod]:

@@ -39,3 +39,19 @@ def test_airflow_providers_list_shows_it() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "airflow-ecr-promote" in done.stdout
+
+
+def test_discovery_window_renders_for_scheduled_and_manual_runs() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.airflow_context import make_context
+
+    task = DagBag(dag_folder=str(EXAMPLES)).dags["ecr_backfill_discovered"].get_task("discover")
+    for interval_end in (datetime(2026, 11, 29, 3, tzinfo=UTC), None):
+        rendered = task.prepare_for_execution()
+        context = make_context(rendered)
+        context["data_interval_end"] = interval_end
+        rendered.render_template_fields(context)
+        since = datetime.fromisoformat(rendered.pushed_since)
+        expected = (interval_end or datetime.now(UTC)) - timedelta(days=7)
+        assert abs((since - expected).total_seconds()) < 60
