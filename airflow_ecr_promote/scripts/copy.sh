@@ -139,6 +139,12 @@ running=0
 while read -r src dst; do
     [ -n "$src" ] || continue
     n=$((n + 1))
+    # The first copy runs alone: images of one batch usually share base layers, and copies
+    # started together would each upload a blob the destination does not have yet.
+    if [ "$n" -eq 1 ]; then
+        promote "$n" "$src" "$dst"
+        continue
+    fi
     promote "$n" "$src" "$dst" &
     running=$((running + 1))
     if [ "$running" -ge "$parallel" ]; then

@@ -43,7 +43,10 @@ with DAG(
         pattern="1.*",
         # The 7 days before this run's data interval ends (the run's nightly point in time).
         # A manual run on Airflow 3 may have no data interval: count back from now then.
-        pushed_since="{{ ((data_interval_end or macros.datetime.now(macros.dateutil.tz.UTC)) - macros.timedelta(days=7)).isoformat() }}",
+        pushed_since=(
+            "{{ ((data_interval_end or macros.datetime.now(macros.dateutil.tz.UTC))"
+            " - macros.timedelta(days=7)).isoformat() }}"
+        ),
         sort="semver",
         descending=True,
         limit=20,

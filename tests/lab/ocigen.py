@@ -68,15 +68,21 @@ class _Writer:
         return self.blob(gz, OCI_LAYER_GZIP, "sha256:" + hashlib.sha256(tar_bytes).hexdigest())
 
 
-def write_layout(path: Path, *, extra_mb: int = 0, seed: int = 0, ref: str = "latest") -> str:
+def write_layout(
+    path: Path, *, extra_mb: int = 0, seed: int = 0, ref: str = "latest", base_mb: int = 0
+) -> str:
     """Write the OCI layout at `path` (reference `ref`) and return the index digest.
 
     Layers: a base layer shared by both platforms and all seeds (like a common
-    base image), a small per-platform layer depending on `seed`, and, when
-    `extra_mb` > 0, one shared random layer of that many MiB seeded by `seed`.
+    base image; `base_mb` MiB of random bytes that are the same for every seed),
+    a small per-platform layer depending on `seed`, and, when `extra_mb` > 0, one
+    shared random layer of that many MiB seeded by `seed`.
     """
     w = _Writer(path)
-    base = w.layer({"etc/lab-release": b"ecr-promote lab base\n"})
+    base_files = {"etc/lab-release": b"ecr-promote lab base\n"}
+    if base_mb > 0:
+        base_files["usr/lib/base.bin"] = random.Random("base").randbytes(base_mb * 1024 * 1024)
+    base = w.layer(base_files, level=0 if base_mb else 6)
     shared = [base]
     if extra_mb > 0:
         payload = random.Random(f"extra-{seed}").randbytes(extra_mb * 1024 * 1024)

@@ -45,6 +45,9 @@ class ContainerOutcome:
     logs: str = ""  # empty for init containers that succeeded (podman removes them)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # What podman actually applied (from `podman container inspect`): user, read-only root fs,
+    # effective capabilities, no-new-privileges. Empty for containers podman already removed.
+    applied: dict[str, Any] = field(default_factory=dict)
 
     @property
     def terminated(self) -> bool:
@@ -223,6 +226,7 @@ class _Runtime:
         started, finished = _time(state.get("StartedAt")), _time(state.get("FinishedAt"))
         if started and finished and finished < started:  # podman stamps FinishedAt a hair before StartedAt
             finished = started
+        host = info.get("HostConfig") or {}
         return _outcome(
             c,
             init,
@@ -231,6 +235,12 @@ class _Runtime:
             logs=self.logs(f"{self.pod}-{c['name']}"),
             started_at=started,
             finished_at=finished,
+            applied={
+                "user": (info.get("Config") or {}).get("User", ""),
+                "read_only_root": bool(host.get("ReadonlyRootfs")),
+                "effective_caps": sorted(info.get("EffectiveCaps") or []),
+                "no_new_privileges": any("no-new-privileges" in o for o in host.get("SecurityOpt") or []),
+            },
         )
 
     def finish(self, mains: list[dict[str, Any]], timeout: float) -> list[ContainerOutcome]:
