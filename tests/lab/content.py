@@ -44,15 +44,21 @@ class RegistryContent:
     def authfile(self, which: AccountRef) -> Path:
         raise NotImplementedError
 
-    def push_image(self, which: AccountRef, repo: str, tag: str, *, extra_mb: int = 0, seed: int = 0) -> str:
-        """Copy the generated two-platform image to that registry (`skopeo copy --all`); return its digest."""
+    def push_image(
+        self, which: AccountRef, repo: str, tag: str, *, extra_mb: int = 0, seed: int = 0, base_mb: int = 0
+    ) -> str:
+        """Copy the generated two-platform image to that registry (`skopeo copy --all`); return its digest.
+
+        `base_mb` makes the base layer (the same for every seed) that large, as images built on
+        one base image share it.
+        """
         acct = account(which)
-        layout = self.cache_dir / "oci" / f"seed{seed}-mb{extra_mb}"
+        layout = self.cache_dir / "oci" / f"seed{seed}-mb{extra_mb}-base{base_mb}"
         digest_file = layout / "DIGEST"
         if not digest_file.exists():
             tmp = layout.with_name(layout.name + f".tmp{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
-            digest = write_layout(tmp, extra_mb=extra_mb, seed=seed)
+            digest = write_layout(tmp, extra_mb=extra_mb, seed=seed, base_mb=base_mb)
             (tmp / "DIGEST").write_text(digest)
             shutil.rmtree(layout, ignore_errors=True)
             tmp.rename(layout)
