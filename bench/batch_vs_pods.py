@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from airflow_ecr_promote.operators import EcrPromoteOperator  # noqa: E402
-from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST  # noqa: E402
-from tests.lab.fixtures import missing_prerequisites  # noqa: E402
-from tests.lab.lab import Lab  # noqa: E402
-from tests.lab.operator_run import TaskRun, run_task  # noqa: E402
+from airflow_ecr_promote.operators import EcrPromoteOperator
+from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
+from tests.lab.fixtures import missing_prerequisites
+from tests.lab.lab import Lab
+from tests.lab.operator_run import TaskRun, run_task
 
 PULL_ROLE = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-pull"
 PUSH_ROLE = f"arn:aws:iam::{DEST_ACCOUNT}:role/ecr-promote-push"
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             tags=tags,
             parallel=args.parallel,
         )
-        batch, runs = measure(lab, "one batch pod", [batch_task])
+        batch, _ = measure(lab, "one batch pod", [batch_task])
         rerun, reruns = measure(lab, "batch re-run", [batch_task])
         statuses = [p["status"] for p in reruns[0].result["promotions"]]
 
