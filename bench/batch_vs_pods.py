@@ -142,9 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{'run':<22}{'pods':>6}{'wall s':>10}{'uploaded MiB':>15}{'upload reqs':>13}")
     for row in rows:
-        print(
-            f"{row.name:<22}{row.pods:>6}{row.seconds:>10.1f}{row.uploaded / mib:>15.1f}{row.upload_requests:>13}"
-        )
+        uploaded = row.uploaded / mib
+        print(f"{row.name:<22}{row.pods:>6}{row.seconds:>10.1f}{uploaded:>15.1f}{row.upload_requests:>13}")
     speedup = singles.seconds / batch.seconds
     rerun_share = rerun.seconds / batch.seconds
     print()
