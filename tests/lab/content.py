@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,13 @@ from .procs import LabError
 AccountRef = str | Account
 
 
-class RegistryContent:
-    """Mixin for `Lab`: needs `cache_dir`, `state_dir`, `run` and `authfile`."""
+class RegistryContent(ABC):
+    """Base of `Lab`: needs `cache_dir`, `state_dir`, `run` and `authfile`."""
 
     cache_dir: Path
     state_dir: Path
 
+    @abstractmethod
     def run(
         self,
         argv: list[str],
@@ -38,11 +40,10 @@ class RegistryContent:
         input: str | bytes | None = None,
         text: bool = True,
         cwd: Path | str | None = None,
-    ) -> subprocess.CompletedProcess[Any]:
-        raise NotImplementedError
+    ) -> subprocess.CompletedProcess[Any]: ...
 
-    def authfile(self, which: AccountRef) -> Path:
-        raise NotImplementedError
+    @abstractmethod
+    def authfile(self, which: AccountRef) -> Path: ...
 
     def push_image(
         self, which: AccountRef, repo: str, tag: str, *, extra_mb: int = 0, seed: int = 0, base_mb: int = 0
