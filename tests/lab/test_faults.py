@@ -1,13 +1,14 @@
 """Faults in the middle of a promotion, in the lab: after each, the destination holds either the
 complete image or nothing new under the tag, never a partial one, and a clear message says why.
 
-| fault | expected |
-| --- | --- |
-| destination registry stops during a large copy, comes back | the engine's retries recover, or the task fails clearly and a re-run completes |
-| STS refuses the source role | fails naming the role and the registry; nothing written |
-| the registry refuses the login password | fails naming the registry; nothing written |
-| destination tag holds another digest (as an immutable ECR tag would) | fails showing both digests; destination unchanged (tests/lab/test_batch_e2e.py) |
-| the same digest is already there | success, status present, nothing written (tests/lab/test_promote_e2e.py) |
+- destination registry stops during a large copy and comes back: the engine's retries
+  recover, or the task fails clearly and a re-run completes;
+- STS refuses the source role: fails naming the role and the registry; nothing written;
+- the registry refuses the login password: fails naming the registry; nothing written;
+- destination tag holds another digest (as an immutable ECR tag would): fails showing both
+  digests, destination unchanged (tests/lab/test_batch_e2e.py);
+- the same digest is already there: success, status present, nothing written
+  (tests/lab/test_promote_e2e.py).
 """
 
 from __future__ import annotations
