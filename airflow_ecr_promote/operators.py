@@ -18,9 +18,10 @@ from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.engines import DEFAULT_ENGINE, Engine, get_engine
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, OWN_VOLUMES, PodPlan, plan_pod
+from airflow_ecr_promote.precheck import already_promoted
 from airflow_ecr_promote.promotion import Promotion, parse_promotion
 from airflow_ecr_promote.refs import PromotionInputError, parse_image_ref, parse_role_arn
-from airflow_ecr_promote.result import read_pod
+from airflow_ecr_promote.result import present, read_pod, summarize
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -71,6 +72,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
         ``{"source_image", "dest_image"[, "source_role_arn", "dest_role_arn"]}`` copied in one
         pod, e.g. one source fanned out to several accounts or regions (skopeo, crane)
     :param parallel: copies run at once in a batch
+    :param dest_aws_conn_id: an Airflow AWS connection that can call ``ecr:DescribeImages`` on
+        the destination: when set, the worker compares digests through the ECR API first and
+        starts no pod when every destination tag already holds its source's digest
+    :param source_aws_conn_id: the same for the source (default: ``dest_aws_conn_id``)
     :param do_xcom_push: store the result dict as the task's return value (no sidecar is used)
     """
 
@@ -90,6 +95,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
         "on_conflict",
         "tags",
         "promotions",
+        "source_aws_conn_id",
+        "dest_aws_conn_id",
     )
     ui_color = "#f0e4ff"
 
@@ -111,6 +118,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
         tags: list[str] | None = None,
         promotions: list[dict[str, str]] | None = None,
         parallel: int = 4,
+        source_aws_conn_id: str | None = None,
+        dest_aws_conn_id: str | None = None,
         do_xcom_push: bool = True,
         termination_message_policy: str = "FallbackToLogsOnError",
         init_container_logs: Any = True,
@@ -138,6 +147,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.tags = tags
         self.promotions = promotions
         self.parallel = parallel
+        self.source_aws_conn_id = source_aws_conn_id
+        self.dest_aws_conn_id = dest_aws_conn_id
         self.push_result = do_xcom_push
         self._promotion: Promotion | None = None
         self._engine: Engine | None = None
@@ -248,8 +259,31 @@ class EcrPromoteOperator(KubernetesPodOperator):
 
     def execute(self, context: Context) -> Any:
         self._plan()
+        if self._skip_if_promoted(context):
+            return self._result
         super().execute(context)
         return self._result
+
+    def _skip_if_promoted(self, context: Context) -> bool:
+        if self.dest_aws_conn_id is None or self._promotion is None or self._engine is None:
+            return False
+        promotion = self._promotion
+        digests = already_promoted(
+            promotion,
+            source_conn_id=self.source_aws_conn_id or self.dest_aws_conn_id,
+            dest_conn_id=self.dest_aws_conn_id,
+        )
+        if digests is None:
+            return False
+        self.log.info(
+            "All %d images are already at their destination with the source's digest "
+            "(compared through the ECR API): no pod started.",
+            len(digests),
+        )
+        self._result = summarize(present(promotion, digests), promotion, self._engine.name)
+        if self.push_result:
+            context["ti"].xcom_push(key="return_value", value=self._result)
+        return True
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         if self._promotion is None:

@@ -140,13 +140,25 @@ def read_pod(pod: k8s.V1Pod, promotion: Promotion, engine: str, copier: str) -> 
             for e in entries:
                 if e["status"] == "unknown":
                     e["reason"] = message[-1500:] or f"copier exit code {done.exit_code}"
+    result = summarize(entries, promotion, engine)
     failed = [e for e in entries if e["status"] in ("failed", "unknown")]
-    if len(promotion.copies) == 1:
-        result: dict[str, Any] = {**entries[0], "engine": engine}
-    else:
-        counts = {s: sum(e["status"] == s for e in entries) for s in STATUSES}
-        result = {"engine": engine, "promotions": entries, **counts}
     if failed or done.exit_code != 0:
         detail = _describe_failures(entries) if failed else message[-1500:]
         return PodOutcome(result, f"Promotion {images} failed: {detail}")
     return PodOutcome(result, None)
+
+
+def summarize(entries: list[dict[str, Any]], promotion: Promotion, engine: str) -> dict[str, Any]:
+    """The task's return value: the one entry of a single promotion, or every entry of a batch."""
+    if len(promotion.copies) == 1:
+        return {**entries[0], "engine": engine}
+    counts = {s: sum(e["status"] == s for e in entries) for s in STATUSES}
+    return {"engine": engine, "promotions": entries, **counts}
+
+
+def present(promotion: Promotion, digests: list[str]) -> list[dict[str, Any]]:
+    """Entries for copies found already promoted (destination digest == source digest)."""
+    return [
+        _entry(c.source, c.dest, "present", d, d, None)
+        for c, d in zip(promotion.copies, digests, strict=True)
+    ]
