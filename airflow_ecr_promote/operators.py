@@ -76,6 +76,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
         the destination: when set, the worker compares digests through the ECR API first and
         starts no pod when every destination tag already holds its source's digest
     :param source_aws_conn_id: the same for the source (default: ``dest_aws_conn_id``)
+    :param role_session_name: the STS session name CloudTrail shows for the assumed roles
+        (default: ``ecr-promote-<dag_id>-<task_id>``)
     :param do_xcom_push: store the result dict as the task's return value (no sidecar is used)
     """
 
@@ -120,6 +122,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         parallel: int = 4,
         source_aws_conn_id: str | None = None,
         dest_aws_conn_id: str | None = None,
+        role_session_name: str | None = None,
         do_xcom_push: bool = True,
         termination_message_policy: str = "FallbackToLogsOnError",
         init_container_logs: Any = True,
@@ -149,6 +152,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.parallel = parallel
         self.source_aws_conn_id = source_aws_conn_id
         self.dest_aws_conn_id = dest_aws_conn_id
+        self.role_session_name = role_session_name
         self.push_result = do_xcom_push
         self._promotion: Promotion | None = None
         self._engine: Engine | None = None
@@ -213,16 +217,15 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 raise PromotionInputError(
                     param, value, "is not an image reference", "Expected e.g. 'quay.io/skopeo/stable:v1.20.0'"
                 )
-        dag_id = getattr(self, "dag_id", None) or ""
+        dag_id = self.dag_id if self.has_dag() else ""  # type: ignore[no-untyped-call]
+        session = self.role_session_name or "-".join(p for p in ("ecr-promote", dag_id, self.task_id) if p)
         plan = plan_pod(
             promotion,
             engine,
             init_image=self.init_image,
             copier_image=self.copier_image,
             parallel=self.parallel,
-            role_session_name=f"ecr-promote-{dag_id}-{self.task_id}"
-            if dag_id
-            else f"ecr-promote-{self.task_id}",
+            role_session_name=session,
         )
         self._promotion, self._engine = promotion, engine
         return plan
