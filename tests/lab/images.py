@@ -4,8 +4,10 @@ debootstrap (minbase bookworm) -> `podman import` -> `podman build` adding the
 tools. Images are tagged with a hash of their recipe (Containerfile, lab CA,
 base image), so a warm start only checks `podman image exists`.
 The images bake in what a real cluster provides by other means (the lab CA in the
-trust store, dummy base AWS keys standing in for IRSA) so the operator's pod runs
-unchanged, and they run as uid 65532 with a read-only root filesystem.
+trust store, the base AWS keys standing in for IRSA: the IAM user `ecr-promote-pod`'s access
+key `AKIALABECRPROMOTEPOD`, seeded in moto by tests/lab/moto_iam.py) so the operator's pod runs
+unchanged, and they run as uid 65532 with a read-only root filesystem. The keys are part of
+the recipe, so changing them changes the image tag and rebuilds the images.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .moto_iam import BASE_ACCESS_KEY_ID, BASE_SECRET_ACCESS_KEY
 from .podman import podman_env
 
 SUITE = "bookworm"
@@ -32,7 +35,7 @@ COPY lab-ca.crt /usr/local/share/ca-certificates/ecr-promote-lab.crt
 RUN update-ca-certificates \\
  && groupadd -g {uid} nonroot \\
  && useradd -u {uid} -g {uid} -d /home/nonroot -m -s /bin/sh nonroot
-ENV AWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab HOME=/home/nonroot
+ENV AWS_ACCESS_KEY_ID={key_id} AWS_SECRET_ACCESS_KEY={secret} HOME=/home/nonroot
 USER {uid}:{uid}
 WORKDIR /home/nonroot
 """
@@ -146,7 +149,7 @@ class ImageBuilder:
         return (
             _APT.format(base=base, packages=PACKAGES[name])
             + EXTRA[name]
-            + _COMMON_TAIL.format(uid=NONROOT_UID)
+            + _COMMON_TAIL.format(uid=NONROOT_UID, key_id=BASE_ACCESS_KEY_ID, secret=BASE_SECRET_ACCESS_KEY)
         )
 
     def tool_image(self, name: str, base: str) -> str:

@@ -3,6 +3,17 @@ mount namespace whose /etc/hosts sends the real AWS host names to them.
 
 `Lab` starts and stops everything with one call (context manager, or the CLI
 `python -m tests.lab up|down|status`, which records PIDs in the state folder).
+
+moto enforces IAM like AWS (tests/lab/moto_iam.py): every STS/ECR call must be signed with a
+known key and allowed by the caller's policies. The pod's base identity (what IRSA / Pod
+Identity gives a real pod) is the IAM user `arn:aws:iam::123456789012:user/ecr-promote-pod`,
+access key id `AKIALABECRPROMOTEPOD` (secret `moto_iam.BASE_SECRET_ACCESS_KEY`), baked into the
+lab images as ENV and returned by `Lab.aws_env()`. It may call `ecr:GetAuthorizationToken` and
+`sts:AssumeRole` on exactly two roles, which exist and trust it:
+`arn:aws:iam::123456789012:role/ecr-promote-pull` (pull actions) and
+`arn:aws:iam::210987654321:role/ecr-promote-push` (pull + push actions). Any other role ->
+`AccessDenied ... sts:AssumeRole on resource: <role ARN>`; unknown key -> `InvalidClientTokenId`;
+wrong secret -> `SignatureDoesNotMatch`; unsigned -> `MissingAuthenticationToken`.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import procs, registry
+from . import moto_iam, procs, registry
 from .content import RegistryContent
 from .images import LabImages, ensure_images
 from .paths import (
@@ -128,7 +139,8 @@ class Lab(RegistryContent):
         cert, key = issue_cert(ca, tls_dir, "moto", [*moto_hosts(), self.bind, "localhost"])
         port = str(self.ports["moto"])
         tls_args = ["-c", str(cert), "-k", str(key)]
-        argv = [sys.executable, "-m", "moto.server", "-H", self.bind, "-p", port, *tls_args]
+        # moto with IAM enforced and the lab's identities seeded (tests/lab/moto_iam.py), run by path
+        argv = [sys.executable, str(Path(moto_iam.__file__)), "-H", self.bind, "-p", port, *tls_args]
         self._spawn("moto", argv)
         for acct in ACCOUNTS.values():
             self.ports[acct.account_id] = procs.free_port(self.bind)
@@ -344,12 +356,12 @@ class Lab(RegistryContent):
 
     @property
     def init_image(self) -> str:
-        """aws-cli image (awscli, ca-certificates, coreutils), non-root, lab CA + dummy keys baked in."""
+        """aws-cli image (awscli, ca-certificates, coreutils), non-root, lab CA + base keys baked in."""
         return self._images().awscli
 
     @property
     def copier_image(self) -> str:
-        """skopeo image, non-root, lab CA + dummy keys baked in."""
+        """skopeo image, non-root, lab CA + base identity keys baked in."""
         return self._images().skopeo
 
     def _images(self) -> LabImages:
@@ -362,13 +374,14 @@ class Lab(RegistryContent):
         return podman_env(self.cache_dir, base)
 
     def aws_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        """Env for `/usr/bin/aws` (run via `run`) or boto3: lab CA bundle, dummy keys, no user config."""
+        """Env for `/usr/bin/aws` (run via `run`) or boto3: lab CA bundle, the pod's base identity
+        (`moto_iam.BASE_ACCESS_KEY_ID`, the same keys the lab images bake in), no user config."""
         env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("AWS_")}
         env.update(
             {
                 "AWS_CA_BUNDLE": str(self.ca_bundle),
-                "AWS_ACCESS_KEY_ID": "lab",
-                "AWS_SECRET_ACCESS_KEY": "lab",
+                "AWS_ACCESS_KEY_ID": moto_iam.BASE_ACCESS_KEY_ID,
+                "AWS_SECRET_ACCESS_KEY": moto_iam.BASE_SECRET_ACCESS_KEY,
                 "AWS_CONFIG_FILE": "/dev/null",
                 "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
                 "AWS_DEFAULT_REGION": "us-west-2",

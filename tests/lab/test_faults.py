@@ -36,18 +36,15 @@ PUSH_ROLE = "arn:aws:iam::210987654321:role/ecr-promote-push"
 
 
 def promote(lab: Lab, repo: str, tag: str, **conf: object) -> TaskRun:
-    return run_task(
-        lab,
-        conf=lab_conf(
-            lab,
-            source_image=f"{SOURCE_HOST}/{repo}:{tag}",
-            dest_image=f"{DEST_HOST}/{repo}:{tag}",
-            engine="skopeo",
-            source_role_arn=PULL_ROLE,
-            dest_role_arn=PUSH_ROLE,
-            **conf,
-        ),
-    )
+    inputs: dict[str, object] = {
+        "source_image": f"{SOURCE_HOST}/{repo}:{tag}",
+        "dest_image": f"{DEST_HOST}/{repo}:{tag}",
+        "engine": "skopeo",
+        "source_role_arn": PULL_ROLE,
+        "dest_role_arn": PUSH_ROLE,
+        **conf,
+    }
+    return run_task(lab, conf=lab_conf(lab, **inputs))
 
 
 def assert_complete_or_absent(lab: Lab, repo: str, tag: str, source_digest: str) -> bool:

@@ -47,7 +47,7 @@ def promote_pod(
     repo: str,
     tag: str,
     *,
-    role: str = "arn:aws:iam::210987654321:role/x",
+    role: str = "arn:aws:iam::210987654321:role/ecr-promote-push",  # moto enforces IAM: an allowed role
     login_script: str | None = None,
 ) -> dict[str, Any]:
     """A minimal promotion pod: aws-cli init container writes config.json, skopeo copies."""

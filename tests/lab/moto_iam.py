@@ -1,0 +1,213 @@
+"""moto with IAM enforced, as the lab's STS + ECR API: the entry point and the identities it seeds.
+
+Run as a script (`python tests/lab/moto_iam.py -H HOST -p PORT -c CERT -k KEY`, the same
+options as `python -m moto.server`). Before serving, it writes straight into moto's IAM
+backends what a real pair of accounts would hold, then turns on moto's IAM enforcement from
+the very first request (`INITIAL_NO_AUTH_ACTION_COUNT=0`):
+
+- account 123456789012: IAM user `ecr-promote-pod`, the pod's base identity (IRSA / Pod
+  Identity stand-in), with the fixed access key `BASE_ACCESS_KEY_ID` / `BASE_SECRET_ACCESS_KEY`
+  (moto's API cannot choose a key id, so the key is rewritten in the model). Its inline policy
+  allows `sts:AssumeRole` ONLY on the two roles below, plus `ecr:GetAuthorizationToken` (the
+  pod-identity path: login with the base identity, no role);
+- role `arn:aws:iam::123456789012:role/ecr-promote-pull` (source account): pull actions;
+- role `arn:aws:iam::210987654321:role/ecr-promote-push` (destination account): pull + push.
+  Both trust exactly the user's ARN and allow `ecr:GetAuthorizationToken`.
+
+What is enforced (moto's access control, 5.x): every STS/ECR request must be SigV4-signed
+with a known key (an unknown key id -> `InvalidClientTokenId`, a wrong secret ->
+`SignatureDoesNotMatch`, an unsigned request -> `MissingAuthenticationToken`, all 403; ECR
+answers in JSON as AWS does: `UnrecognizedClientException`, `InvalidSignatureException`,
+`MissingAuthenticationTokenException`, `AccessDeniedException`);
+the caller's policies must allow the action (`AccessDenied` otherwise); `sts:AssumeRole` is
+matched against the role ARN (the only Resource moto compares: ECR actions are checked
+against `*`, so the role policies name `*`); keys handed out by assume-role act with the
+role's policies, in the role's account. Three small patches, applied only in this process,
+bring the assume-role check closer to AWS: the role's trust policy is read from the ROLE's
+account (moto only looks in the caller's, so cross-account trust was never checked), a role
+that does not exist is refused, and the AccessDenied message names the role
+("... is not authorized to perform: sts:AssumeRole on resource: <role ARN>").
+Not enforced: resource policies, permission boundaries, conditions other than moto's trust
+policy ones; `/moto-api/` stays open (the lab reads `/moto-api/data.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+SOURCE_ACCOUNT = "123456789012"
+DEST_ACCOUNT = "210987654321"
+PARTITION = "aws"
+
+BASE_USER = "ecr-promote-pod"
+BASE_USER_ARN = f"arn:aws:iam::{SOURCE_ACCOUNT}:user/{BASE_USER}"
+BASE_ACCESS_KEY_ID = "AKIALABECRPROMOTEPOD"  # 20 characters, AKIA: a long-term user key
+BASE_SECRET_ACCESS_KEY = "lab/ecr-promote/base+identity/secret0000"  # 40 characters
+
+PULL_ROLE_ARN = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-pull"
+PUSH_ROLE_ARN = f"arn:aws:iam::{DEST_ACCOUNT}:role/ecr-promote-push"
+
+PULL_ACTIONS = [
+    "ecr:GetAuthorizationToken",
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:BatchGetImage",
+    "ecr:DescribeImages",
+    "ecr:DescribeRepositories",
+    "ecr:ListImages",
+]
+PUSH_ACTIONS = [
+    *PULL_ACTIONS,
+    "ecr:InitiateLayerUpload",
+    "ecr:UploadLayerPart",
+    "ecr:CompleteLayerUpload",
+    "ecr:PutImage",
+    "ecr:CreateRepository",
+]
+
+
+def _doc(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+BASE_POLICY = _doc(
+    {"Sid": "AssumeThePromotionRoles", "Effect": "Allow", "Action": "sts:AssumeRole",
+     "Resource": [PULL_ROLE_ARN, PUSH_ROLE_ARN]},
+    {"Sid": "PodIdentityLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+)  # fmt: skip
+TRUST_POLICY = _doc({"Effect": "Allow", "Principal": {"AWS": BASE_USER_ARN}, "Action": "sts:AssumeRole"})
+ROLES = {  # role ARN -> actions its inline policy allows (on "*": moto compares ECR actions to "*")
+    PULL_ROLE_ARN: PULL_ACTIONS,
+    PUSH_ROLE_ARN: PUSH_ACTIONS,
+}
+
+
+JSON_ERRORS = {  # query-protocol code (STS) -> JSON-protocol code (ECR), as AWS names them
+    "AccessDenied": "AccessDeniedException",
+    "InvalidClientTokenId": "UnrecognizedClientException",
+    "SignatureDoesNotMatch": "InvalidSignatureException",
+    "MissingAuthenticationToken": "MissingAuthenticationTokenException",
+}
+
+
+def seed() -> None:
+    """Create the base user (fixed key), its policy, and the two roles in moto's IAM backends."""
+    from moto.iam.models import iam_backends
+
+    src = iam_backends[SOURCE_ACCOUNT][PARTITION]
+    src.create_user(region_name="us-east-1", user_name=BASE_USER)
+    key = src.create_access_key(BASE_USER)
+    del src.access_keys[key.access_key_id]  # re-key the model: the API cannot choose the id
+    key.access_key_id, key.secret_access_key = BASE_ACCESS_KEY_ID, BASE_SECRET_ACCESS_KEY
+    src.access_keys[key.access_key_id] = key
+    src.put_user_policy(BASE_USER, "ecr-promote-base", BASE_POLICY)
+    for arn, actions in ROLES.items():
+        backend = iam_backends[arn.split(":")[4]][PARTITION]
+        name = arn.rsplit("/", 1)[1]
+        backend.create_role(
+            role_name=name,
+            assume_role_policy_document=TRUST_POLICY,
+            path="/",
+            permissions_boundary=None,
+            description="ecr-promote lab role",
+            tags=[],
+            max_session_duration="3600",
+        )
+        backend.put_role_policy(name, name, _doc({"Effect": "Allow", "Action": actions, "Resource": "*"}))
+
+
+def enforce() -> None:
+    """IAM checks from the first request on, plus the three assume-role patches (docstring)."""
+    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.core.exceptions import AccessDeniedError, JsonRESTError, _RESTError
+    from moto.iam import access_control
+    from moto.iam.exceptions import NotFoundException
+    from moto.iam.models import iam_backends
+    from moto.iam.utils import REQUIRE_RESOURCE_ACCESS_POLICIES_CHECK, format_incoming_conditional_values
+
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    ActionAuthenticatorMixin.request_count = 0
+
+    class MissingAuthenticationToken(_RESTError):
+        code = 403
+
+        def __init__(self) -> None:
+            super().__init__("MissingAuthenticationToken", "Request is missing Authentication Token")
+
+    original_authorize = ActionAuthenticatorMixin._authenticate_and_authorize_action
+
+    def authorize(self: Any, iam_request_cls: type, resource: str = "*") -> None:
+        try:
+            if "Authorization" not in self.headers:  # moto would fail with a KeyError (HTTP 500)
+                raise MissingAuthenticationToken()
+            original_authorize(self, iam_request_cls, resource)
+        except _RESTError as error:
+            if "X-Amz-Target" not in self.headers or isinstance(error, JsonRESTError):
+                raise
+            # a JSON-protocol service (ECR): AWS answers in JSON with its own error names
+            as_json = JsonRESTError(JSON_ERRORS.get(error.error_type, error.error_type), error.message)
+            as_json.code = error.code
+            raise as_json from None
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = authorize  # type: ignore[method-assign]
+
+    base = access_control.IAMRequestBase
+    original_check = base.check_action_permitted
+
+    def check_action_permitted(self: Any, resource: str) -> None:
+        self._lab_resource = resource
+        original_check(self, resource)
+
+    def is_assuming_role_operation(self: Any, resource_arn: str) -> bool:
+        return self._action in REQUIRE_RESOURCE_ACCESS_POLICIES_CHECK and ":role/" in resource_arn
+
+    def check_role_trust_relationship(self: Any, role_arn: str) -> bool:
+        parts = role_arn.split(":")
+        if len(parts) < 6 or not parts[4].isdigit():
+            return False
+        try:
+            role = iam_backends[parts[4]][parts[1]].get_role_by_arn(role_arn)
+        except (NotFoundException, KeyError):
+            return False  # AWS refuses to assume a role that does not exist
+        trust = access_control.IAMPolicy(role.assume_role_policy_document)
+        result = trust.is_action_permitted(
+            self._action, role_arn, self._access_key.arn, format_incoming_conditional_values(self._data)
+        )
+        return result == access_control.PermissionResult.PERMITTED
+
+    def raise_access_denied(self: Any) -> None:
+        error = AccessDeniedError(user_arn=self._access_key.arn, action=self._action)
+        resource = getattr(self, "_lab_resource", "*")
+        if resource != "*":
+            error = AccessDeniedError(
+                user_arn=self._access_key.arn, action=f"{self._action} on resource: {resource}"
+            )
+        raise error
+
+    base.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
+    base._is_assuming_role_operation = is_assuming_role_operation  # type: ignore[method-assign]
+    base._check_role_trust_relationship = check_role_trust_relationship  # type: ignore[method-assign]
+    access_control.IAMRequest._raise_access_denied = raise_access_denied  # type: ignore[method-assign]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Seed, enforce, then serve with moto's own server (same options as `moto.server`)."""
+    os.environ.pop("MOTO_ACCOUNT_ID", None)  # the account must come from the access key
+    seed()
+    enforce()
+    from moto.server import main as serve
+
+    serve(argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    # run as a script: its folder (tests/lab: paths.py, tls.py, ...) must not shadow modules moto imports
+    sys.path = [
+        p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))
+    ]
+    main()
