@@ -29,6 +29,25 @@ if TYPE_CHECKING:
 _TEMPLATE_MARKERS = ("{{", "{%")
 
 
+# The inputs that decide the pod: checked at construction when none of them is templated.
+PROMOTION_FIELDS = (
+    "source_image",
+    "dest_image",
+    "source_role_arn",
+    "dest_role_arn",
+    "source_account",
+    "dest_account",
+    "source_region",
+    "dest_region",
+    "engine",
+    "copier_image",
+    "init_image",
+    "on_conflict",
+    "tags",
+    "promotions",
+)
+
+
 class EcrPromoteError(AirflowException):
     """The promotion pod ran and failed; the message says why and for which image."""
 
@@ -83,20 +102,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
 
     template_fields: Sequence[str] = (
         *KubernetesPodOperator.template_fields,
-        "source_image",
-        "dest_image",
-        "source_role_arn",
-        "dest_role_arn",
-        "source_account",
-        "dest_account",
-        "source_region",
-        "dest_region",
-        "engine",
-        "copier_image",
-        "init_image",
-        "on_conflict",
-        "tags",
-        "promotions",
+        *PROMOTION_FIELDS,
         "source_aws_conn_id",
         "dest_aws_conn_id",
     )
@@ -173,27 +179,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 parse_role_arn(param, getattr(self, param))
         if not isinstance(self.parallel, int) or not 1 <= self.parallel <= 64:
             raise PromotionInputError("parallel", self.parallel, "is out of range", "Expected 1 to 64")
-        if all(_is_literal(getattr(self, name)) for name in self._promotion_fields()):
+        if all(_is_literal(getattr(self, name)) for name in PROMOTION_FIELDS):
             self._plan()
-
-    @staticmethod
-    def _promotion_fields() -> tuple[str, ...]:
-        return (
-            "source_image",
-            "dest_image",
-            "source_role_arn",
-            "dest_role_arn",
-            "source_account",
-            "dest_account",
-            "source_region",
-            "dest_region",
-            "engine",
-            "copier_image",
-            "init_image",
-            "on_conflict",
-            "tags",
-            "promotions",
-        )
 
     def _plan(self) -> PodPlan:
         """Parse the (rendered) inputs and plan the pod; raises PromotionInputError."""
