@@ -3,49 +3,84 @@
 A re-run of a release or backfill usually finds everything in place. The pod would find that
 too (it compares digests before copying), but only after starting and logging in to every
 registry. With Airflow AWS connections that can read both sides, the worker compares the
-digests ECR reports (``DescribeImages``) and skips the pod when every destination tag already
-holds its source's digest. Anything else (absent, different, an API error) goes to the pod,
-which decides per copy and per ``on_conflict``.
+digests ECR reports (``DescribeImages``, one call per repository and 100 images) and skips the
+pod when every destination tag already holds its source's digest. Anything else (absent,
+different, an API error) goes to the pod, which decides per copy and per ``on_conflict``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from airflow_ecr_promote.discovery import ecr_hook
+from airflow_ecr_promote.discovery import ecr_hook, error_code
 from airflow_ecr_promote.promotion import Promotion
 from airflow_ecr_promote.refs import ImageRef
-from airflow_ecr_promote.triggers import find_image_digest
 
 log = logging.getLogger(__name__)
+
+_BATCH = 100  # DescribeImages takes at most 100 image ids
+
+
+def _image_id(image: ImageRef) -> dict[str, str]:
+    return {"imageTag": image.tag} if image.tag else {"imageDigest": str(image.digest)}
+
+
+def _digests(conn_id: str | None, images: list[ImageRef]) -> dict[ImageRef, str] | None:
+    """Each image's digest, or None as soon as one is missing."""
+    groups: dict[tuple[str, str, str], list[ImageRef]] = defaultdict(list)
+    for image in images:
+        groups[(image.account, image.region, image.repository)].append(image)
+    found: dict[ImageRef, str] = {}
+    hooks: dict[str, Any] = {}
+    for (account, region, repository), members in groups.items():
+        hook = hooks.setdefault(region, ecr_hook(conn_id, region))
+        for start in range(0, len(members), _BATCH):
+            chunk = members[start : start + _BATCH]
+            try:
+                response = hook.conn.describe_images(
+                    registryId=account, repositoryName=repository, imageIds=[_image_id(i) for i in chunk]
+                )
+            except ClientError as error:
+                if error_code(error) in ("ImageNotFoundException", "RepositoryNotFoundException"):
+                    return None
+                raise
+            by_tag = {
+                tag: d["imageDigest"]
+                for d in response.get("imageDetails", [])
+                for tag in d.get("imageTags", [])
+            }
+            by_digest = {d["imageDigest"]: d["imageDigest"] for d in response.get("imageDetails", [])}
+            for image in chunk:
+                digest = by_tag.get(image.tag) if image.tag else by_digest.get(str(image.digest))
+                if digest is None:
+                    return None
+                found[image] = str(digest)
+    return found
 
 
 def already_promoted(
     promotion: Promotion, *, source_conn_id: str | None, dest_conn_id: str | None
 ) -> list[str] | None:
     """The digest of every copy when all are already promoted, else None."""
-    hooks: dict[tuple[str | None, str], Any] = {}
-
-    def digest(conn_id: str | None, image: ImageRef) -> str | None:
-        key = (conn_id, image.region)
-        if key not in hooks:
-            hooks[key] = ecr_hook(conn_id, image.region)
-        return find_image_digest(hooks[key], image, repository_missing_ok=True)
-
-    digests = []
     try:
-        for copy in promotion.copies:
-            dest = digest(dest_conn_id, copy.dest)
-            if dest is None:
-                return None
-            source = copy.source.digest or digest(source_conn_id, copy.source)
-            if source != dest:
-                return None
-            digests.append(dest)
+        dests = _digests(dest_conn_id, [c.dest for c in promotion.copies])
+        if dests is None:
+            return None
+        unpinned = [c.source for c in promotion.copies if not c.source.digest]
+        sources = _digests(source_conn_id, unpinned) if unpinned else {}
+        if sources is None:
+            return None
     except (ClientError, BotoCoreError) as error:
         log.warning("Could not compare digests through the ECR API (%s); the pod will compare them.", error)
         return None
+    digests = []
+    for copy in promotion.copies:
+        source = copy.source.digest or sources[copy.source]
+        if dests[copy.dest] != source:
+            return None
+        digests.append(source)
     return digests

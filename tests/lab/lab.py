@@ -140,7 +140,9 @@ class Lab(RegistryContent):
         port = str(self.ports["moto"])
         tls_args = ["-c", str(cert), "-k", str(key)]
         # moto with IAM enforced and the lab's identities seeded (tests/lab/moto_iam.py), run by path
-        argv = [sys.executable, str(Path(moto_iam.__file__)), "-H", self.bind, "-p", port, *tls_args]
+        self.ports["ecr-mirror"] = procs.free_port(self.bind)
+        mirror = ["--mirror-port", str(self.ports["ecr-mirror"])]  # registry pushes -> moto's ECR API
+        argv = [sys.executable, str(Path(moto_iam.__file__)), "-H", self.bind, "-p", port, *tls_args, *mirror]
         self._spawn("moto", argv)
         for acct in ACCOUNTS.values():
             self.ports[acct.account_id] = procs.free_port(self.bind)
@@ -232,6 +234,7 @@ class Lab(RegistryContent):
             key=key,
             htpasswd=d / "htpasswd",
             host=acct.registry_host,
+            notify_url=f"http://{self.bind}:{self.ports['ecr-mirror']}/events/{acct.account_id}/{acct.region}",
         )
         auth = json.dumps({"auths": {acct.registry_host: {"auth": _b64(f"AWS:{acct.password}")}}})
         self.authfile(acct).write_text(auth)

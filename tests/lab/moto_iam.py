@@ -198,11 +198,29 @@ def enforce() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Seed, enforce, then serve with moto's own server (same options as `moto.server`)."""
     os.environ.pop("MOTO_ACCOUNT_ID", None)  # the account must come from the access key
+    args = list(argv if argv is not None else sys.argv[1:])
     seed()
     enforce()
+    if "--mirror-port" in args:
+        at = args.index("--mirror-port")
+        port = int(args[at + 1])
+        del args[at : at + 2]
+        host = args[args.index("-H") + 1] if "-H" in args else "127.0.0.1"
+        _load_sibling("ecr_mirror").start(host, port)
     from moto.server import main as serve
 
-    serve(argv if argv is not None else sys.argv[1:])
+    serve(args)
+
+
+def _load_sibling(name: str) -> Any:
+    """Import a module of this folder by path (the folder is kept off sys.path, see below)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 if __name__ == "__main__":

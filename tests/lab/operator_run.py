@@ -10,7 +10,9 @@ KPO does when it follows a pod's logs.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -85,6 +87,42 @@ def example_dags() -> Any:
     if bag.import_errors:
         raise RuntimeError(f"example DAGs failed to import: {bag.import_errors}")
     return bag
+
+
+SOURCE_CONN_ID, DEST_CONN_ID = "lab_source", "lab_dest"
+
+
+@contextmanager
+def lab_connections(lab: Lab) -> Iterator[None]:
+    """Airflow AWS connections ``lab_source`` / ``lab_dest`` to the lab's ECR API (moto), as the
+    pod's base identity assuming the pull / push role, as a worker would have them."""
+    from .moto_iam import BASE_ACCESS_KEY_ID, BASE_SECRET_ACCESS_KEY, PULL_ROLE_ARN, PUSH_ROLE_ARN
+
+    def connection(role_arn: str, region: str) -> str:
+        extra = {
+            "role_arn": role_arn,
+            "region_name": region,
+            "endpoint_url": lab.moto_endpoint,
+            "service_config": {"sts": {"endpoint_url": lab.moto_endpoint}},
+        }
+        login = {"login": BASE_ACCESS_KEY_ID, "password": BASE_SECRET_ACCESS_KEY}
+        return json.dumps({"conn_type": "aws", **login, "extra": extra})
+
+    values = {
+        f"AIRFLOW_CONN_{SOURCE_CONN_ID.upper()}": connection(PULL_ROLE_ARN, "us-west-2"),
+        f"AIRFLOW_CONN_{DEST_CONN_ID.upper()}": connection(PUSH_ROLE_ARN, "us-east-1"),
+        "AWS_CA_BUNDLE": str(lab.ca_bundle),  # the lab CA, as a worker trusts a private CA
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def lab_conf(lab: Lab, **conf: Any) -> dict[str, Any]:

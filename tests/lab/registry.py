@@ -19,13 +19,32 @@ UPLOAD_METHODS = ("POST", "PATCH", "PUT")
 
 
 def write_config(
-    path: Path, *, addr: str, storage: Path, cert: Path, key: Path, htpasswd: Path, host: str
+    path: Path,
+    *,
+    addr: str,
+    storage: Path,
+    cert: Path,
+    key: Path,
+    htpasswd: Path,
+    host: str,
+    notify_url: str | None = None,
 ) -> None:
-    """Write a registry config: TLS, htpasswd auth, filesystem storage, JSON logs."""
+    """Write a registry config: TLS, htpasswd auth, filesystem storage, JSON logs, and push
+    events sent to `notify_url` (the lab's ECR API mirror)."""
     storage.mkdir(parents=True, exist_ok=True)
+    notifications = (
+        {
+            "endpoints": [
+                {"name": "ecr-mirror", "url": notify_url, "timeout": "2s", "threshold": 3, "backoff": "1s"}
+            ]
+        }
+        if notify_url
+        else {}
+    )
     path.write_text(
         json.dumps(
             {
+                "notifications": notifications,
                 "version": 0.1,
                 "log": {"level": "info", "formatter": "json", "accesslog": {"disabled": True}},
                 "storage": {

@@ -165,6 +165,22 @@ def test_no_password_or_session_key_reaches_logs_results_or_the_pod(lab: Lab) ->
         assert secret not in seen
 
 
+def wait_until_ecr_api_reports(conn_id: str, image: str, digest: str, timeout: float = 10.0) -> None:
+    """Registry push events reach the lab's ECR API asynchronously (within milliseconds)."""
+    import time
+
+    from airflow_ecr_promote.discovery import ecr_hook
+    from airflow_ecr_promote.refs import parse_image_ref
+    from airflow_ecr_promote.triggers import find_image_digest
+
+    ref = parse_image_ref("image", image)
+    hook = ecr_hook(conn_id, ref.region)
+    deadline = time.monotonic() + timeout
+    while find_image_digest(hook, ref, repository_missing_ok=True) != digest:
+        assert time.monotonic() < deadline, f"the lab's ECR API never reported {image} as {digest}"
+        time.sleep(0.1)
+
+
 def _platform_digests(lab: Lab, which: str, tag: str) -> list[str]:
     index = json.loads(lab.inspect_raw(which, REPO, tag) or b"{}")
     return [m["digest"] for m in index.get("manifests", [])]
@@ -183,3 +199,39 @@ def _session_secrets(lab: Lab) -> list[str]:
     secrets = [r[key] for r in roles for key in ("secret_access_key", "session_token")]
     assert secrets, "the pods assumed roles, so moto must have handed out session keys"
     return secrets
+
+
+def test_rerun_with_ecr_api_connections_starts_no_pod(lab: Lab) -> None:
+    """The registries report their pushes to the lab's ECR API, as ECR is one service; with
+    Airflow connections to it the worker finds the image promoted and starts no pod."""
+    from airflow_ecr_promote.operators import EcrPromoteOperator
+
+    from .operator_run import DEST_CONN_ID, SOURCE_CONN_ID, lab_connections
+
+    digest = lab.push_image(SOURCE, REPO, "2.6.0", seed=8)
+    source, dest = f"{SOURCE_HOST}/{REPO}:2.6.0", f"{DEST_HOST}/{REPO}:2.6.0"
+
+    def task() -> EcrPromoteOperator:
+        return EcrPromoteOperator(
+            task_id="promote",
+            engine="skopeo",
+            source_image=source,
+            dest_image=dest,
+            source_role_arn=PULL_ROLE,
+            dest_role_arn=PUSH_ROLE,
+            init_image=lab.init_image,
+            copier_image=lab.copier_image,
+            source_aws_conn_id=SOURCE_CONN_ID,
+            dest_aws_conn_id=DEST_CONN_ID,
+        )
+
+    with lab_connections(lab):
+        first = run_task(lab, task=task())
+        assert first.error is None, "\n".join(first.log[-30:])
+        assert len(first.pods) == 1, "nothing at the destination yet: the pod copies"
+        wait_until_ecr_api_reports(DEST_CONN_ID, dest, digest)
+        second = run_task(lab, task=task())
+    assert second.error is None, "\n".join(second.log[-30:])
+    assert second.pods == [], "already promoted: no pod"
+    assert (second.result["status"], second.result["digest"]) == ("present", digest)
+    assert any("no pod started" in line for line in second.log)
