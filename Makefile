@@ -9,7 +9,7 @@ VENV := .venv
 VENV2 := .venv-airflow2
 AWSCLI := .venv-awscli
 PY := $(VENV)/bin/python
-LAB_DEBS := skopeo podman runc docker-registry apache2-utils haproxy debootstrap openssl ca-certificates
+LAB_DEBS := skopeo podman runc docker-registry apache2-utils haproxy debootstrap awscli uidmap fuse-overlayfs openssl ca-certificates util-linux
 
 .PHONY: help venv venv-airflow2 lab-deps lint typecheck unit unit-airflow2 lab-test test demo lab-up lab-down bench clean
 
@@ -42,7 +42,7 @@ lab-deps:
 	@missing=""; for p in $(LAB_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 lint: venv
