@@ -30,7 +30,7 @@ from airflow_ecr_promote import __version__
 from airflow_ecr_promote.engines import DEFAULT_ENGINE, ENGINES
 from airflow_ecr_promote.pod import DEFAULT_INIT_IMAGE, LABEL_PREFIX
 from airflow_ecr_promote.promotion import ON_CONFLICT_CHOICES
-from airflow_ecr_promote.refs import EXAMPLE_DEST, EXAMPLE_IMAGE, EXAMPLE_ROLE, PromotionInputError
+from airflow_ecr_promote.refs import EXAMPLE_DEST, EXAMPLE_IMAGE, EXAMPLE_ROLE, PromotionInputError, show
 
 if TYPE_CHECKING:
     from kubernetes.client import models as k8s
@@ -250,14 +250,14 @@ def _load_values(path: str) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
-        raise CliError(f"--values {path!r}: cannot read the file: {error.strerror or error}") from None
+        raise CliError(f"--values {show(path)}: cannot read the file: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
-        raise CliError(f"--values {path!r}: not UTF-8 text: {error}") from None
+        raise CliError(f"--values {show(path)}: not UTF-8 text: {error}") from None
     try:
         data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except json.JSONDecodeError as error:
         raise CliError(
-            f"--values {path!r}: not valid JSON: line {error.lineno}, column {error.colno}: {error.msg}"
+            f"--values {show(path)}: not valid JSON: line {error.lineno}, column {error.colno}: {error.msg}"
         ) from None
     except yaml.YAMLError as error:
         where = ""
@@ -265,12 +265,12 @@ def _load_values(path: str) -> dict[str, Any]:
         if mark is not None:
             where = f"line {mark.line + 1}, column {mark.column + 1}: "
         problem = getattr(error, "problem", None) or str(error)
-        raise CliError(f"--values {path!r}: not valid YAML: {where}{problem}") from None
+        raise CliError(f"--values {show(path)}: not valid YAML: {where}{problem}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise CliError(
-            f"--values {path!r}: expected a mapping such as 'source_image: <ecr image>', "
+            f"--values {show(path)}: expected a mapping such as 'source_image: <ecr image>', "
             f"not a {type(data).__name__}"
         )
     known = sorted([*(key for key in _OPTIONS if key != "tags"), "tag", "tags"])
@@ -279,17 +279,17 @@ def _load_values(path: str) -> dict[str, Any]:
     ]
     if unknown:
         hints = [
-            f"{key!r} (did you mean {key.replace('-', '_')!r}?)"
+            f"{show(key)} (did you mean {key.replace('-', '_')!r}?)"
             if isinstance(key, str) and key.replace("-", "_") in known
             else repr(key)
             for key in unknown
         ]
         raise CliError(
-            f"--values {path!r}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}. "
+            f"--values {show(path)}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}. "
             f"Expected keys among: {', '.join(known)}"
         )
     if "tag" in data and "tags" in data:
-        raise CliError(f"--values {path!r}: give either 'tag' or 'tags', not both")
+        raise CliError(f"--values {show(path)}: give either 'tag' or 'tags', not both")
     values: dict[str, Any] = {}
     for key, value in data.items():
         key = _VALUE_ALIASES.get(key, key)
@@ -313,7 +313,7 @@ def _check_manifest_options(options: Mapping[str, Any], origin: Callable[[str], 
     for key, choices in _CHOICES.items():
         if key in options and options[key] not in choices:
             raise CliError(
-                f"{origin(key)}: {options[key]!r} is not a known choice. Expected one of "
+                f"{origin(key)}: {show(options[key])} is not a known choice. Expected one of "
                 f"{', '.join(map(repr, choices))}"
             )
     for key, pattern, limit, what in (
@@ -330,18 +330,18 @@ def _check_manifest_options(options: Mapping[str, Any], origin: Callable[[str], 
             value = options[key]
             if not isinstance(value, str) or len(value) > limit or not pattern.match(value):
                 raise CliError(
-                    f"{origin(key)}: {value!r} is not a valid name. Expected {what}, "
+                    f"{origin(key)}: {show(value)} is not a valid name. Expected {what}, "
                     f"at most {limit} characters"
                 )
     ttl = options.get("ttl_seconds_after_finished", DEFAULT_TTL)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0:
         raise CliError(
-            f"{origin('ttl_seconds_after_finished')}: {ttl!r} is not a number of seconds. "
+            f"{origin('ttl_seconds_after_finished')}: {show(ttl)} is not a number of seconds. "
             "Expected a whole number >= 0, e.g. 600"
         )
     parallel = options.get("parallel", 4)
     if isinstance(parallel, bool):
-        raise CliError(f"{origin('parallel')}: {parallel!r} is not a number. Expected 1 to 64")
+        raise CliError(f"{origin('parallel')}: {show(parallel)} is not a number. Expected 1 to 64")
 
 
 def _dns_label(text: str) -> str:
