@@ -58,8 +58,8 @@ AIRFLOW_RUN_LABELS = frozenset(
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TTL = 600
 _NAME_MAX = 63
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", re.ASCII)
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", re.ASCII)
 
 
 class CliError(Exception):
@@ -328,7 +328,7 @@ def _check_manifest_options(options: Mapping[str, Any], origin: Callable[[str], 
     ):
         if key in options:
             value = options[key]
-            if not isinstance(value, str) or len(value) > limit or not pattern.match(value):
+            if not isinstance(value, str) or len(value) > limit or not pattern.fullmatch(value):
                 raise CliError(
                     f"{origin(key)}: {show(value)} is not a valid name. Expected {what}, "
                     f"at most {limit} characters"

@@ -59,8 +59,8 @@ OUTPUT_CHOICES = ("tags", "images", "promotions")
 EXAMPLE_REPOSITORY = "123456789012.dkr.ecr.us-west-2.amazonaws.com/team/app"
 EXAMPLE_DEST_REPOSITORY = "210987654321.dkr.ecr.us-east-1.amazonaws.com/team/app"
 
-_ACCOUNT = re.compile(r"^\d{12}$")
-_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+){1,2}-\d{1,2}$")
+_ACCOUNT = re.compile(r"\d{12}", re.ASCII)
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+){1,2}-\d{1,2}", re.ASCII)
 # semver.org's regular expression, with an optional leading "v".
 _SEMVER = re.compile(
     r"^[vV]?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
@@ -159,7 +159,7 @@ def _parse_repository_url(param: str, value: str, expected: str) -> RepositoryRe
 def _parse_account(param: str, value: object) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not _ACCOUNT.match(value):
+    if not isinstance(value, str) or not _ACCOUNT.fullmatch(value):
         raise PromotionInputError(
             param, value, "is not a 12-digit AWS account id", "Expected for example '123456789012'"
         )
@@ -169,7 +169,7 @@ def _parse_account(param: str, value: object) -> str | None:
 def _parse_region(param: str, value: object) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not _REGION.match(value):
+    if not isinstance(value, str) or not _REGION.fullmatch(value):
         raise PromotionInputError(param, value, "is not an AWS region", "Expected for example 'us-west-2'")
     return value
 

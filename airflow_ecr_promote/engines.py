@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 
 from airflow_ecr_promote.promotion import Promotion
-from airflow_ecr_promote.refs import PromotionInputError
+from airflow_ecr_promote.refs import PromotionInputError, show
 
 AUTH_DIR = "/ecr-promote/auth"
 KANIKO_DOCKER_DIR = "/kaniko/.docker"  # where the original design mounts the shared volume
@@ -175,7 +175,7 @@ def check_supports(engine: Engine, promotion: Promotion) -> None:
             engine.name,
             f"reads one Docker config.json, which holds one credential per registry host, but "
             f"registry {shared[0]} is both source and destination with different roles "
-            f"({promotion.source_role} and {promotion.dest_role})",
+            f"({show(str(promotion.source_role))} and {show(str(promotion.dest_role))})",
             "Fix: use one role that can both pull and push (pass the same ARN, or None, for "
             "source_role_arn and dest_role_arn), or engine='skopeo', which reads separate source "
             "and destination auth files",

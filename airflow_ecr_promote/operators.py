@@ -20,7 +20,7 @@ from airflow_ecr_promote.engines import DEFAULT_ENGINE, Engine, get_engine
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, OWN_VOLUMES, PodPlan, plan_pod
 from airflow_ecr_promote.precheck import already_promoted
 from airflow_ecr_promote.promotion import Promotion, parse_promotion
-from airflow_ecr_promote.refs import PromotionInputError, parse_image_ref, parse_role_arn
+from airflow_ecr_promote.refs import IMAGE_NAME, PromotionInputError, parse_image_ref, parse_role_arn
 from airflow_ecr_promote.result import present, read_pod, summarize
 
 if TYPE_CHECKING:
@@ -200,9 +200,12 @@ class EcrPromoteOperator(KubernetesPodOperator):
         )
         for param in ("copier_image", "init_image"):
             value = getattr(self, param)
-            if value is not None and (not isinstance(value, str) or not value or value != value.strip()):
+            if value is not None and not (isinstance(value, str) and IMAGE_NAME.fullmatch(value)):
                 raise PromotionInputError(
-                    param, value, "is not an image reference", "Expected e.g. 'quay.io/skopeo/stable:v1.20.0'"
+                    param,
+                    value,
+                    "is not a container image reference (letters, digits and . _ : / @ - only)",
+                    "Expected e.g. 'quay.io/skopeo/stable:v1.20.0', or None for the default image",
                 )
         dag_id = self.dag_id if self.has_dag() else ""  # type: ignore[no-untyped-call]
         session = self.role_session_name or "-".join(p for p in ("ecr-promote", dag_id, self.task_id) if p)

@@ -17,6 +17,7 @@ from airflow_ecr_promote.refs import (
     parse_role_arn,
     parse_tag,
     partition_of_region,
+    show,
 )
 
 ON_CONFLICT_CHOICES = ("fail", "overwrite", "skip")
@@ -218,7 +219,7 @@ def _pair_copies(pairs: object, source_role: RoleArn | None, dest_role: RoleArn 
         unknown = sorted(set(pair) - set(_PAIR_KEYS))
         if unknown:
             raise PromotionInputError(
-                param, pair, f"has unknown keys {unknown}", f"Expected keys among {_PAIR_KEYS}"
+                param, pair, f"has unknown keys {show(unknown)}", f"Expected keys among {_PAIR_KEYS}"
             )
         own_source_role = parse_role_arn(f"{param}.source_role_arn", pair.get("source_role_arn"))
         own_dest_role = parse_role_arn(f"{param}.dest_role_arn", pair.get("dest_role_arn"))

@@ -27,18 +27,25 @@ EXAMPLE_ROLE = "arn:aws:iam::123456789012:role/ecr-promote-pull"
 _REGION = r"[a-z]{2}(?:-[a-z]+){1,2}-\d{1,2}"
 # Standard, FIPS, dual-stack and China hosts. The account is always the first label.
 _HOST = re.compile(
-    rf"^(?P<account>\d{{12}})\."
+    rf"(?P<account>\d{{12}})\."
     rf"(?:dkr\.ecr(?:-fips)?\.(?P<region>{_REGION})\.amazonaws\.com(?P<cn>\.cn)?"
-    rf"|dkr-ecr(?:-fips)?\.(?P<ds_region>{_REGION})\.on\.aws)$"
+    rf"|dkr-ecr(?:-fips)?\.(?P<ds_region>{_REGION})\.on\.aws)",
+    re.ASCII,
 )
 # ECR repository names: lowercase path components separated by '/', 2-256 characters.
-_REPOSITORY = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+# Every pattern is matched whole (fullmatch: "$" would also match before a final newline)
+# and in ASCII (\d would also match Arabic-Indic and other Unicode digits).
+_REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*", re.ASCII)
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}", re.ASCII)
+# IAM: a path of at most 512 characters, a role name of at most 64.
 _ROLE_ARN = re.compile(
-    r"^arn:(?P<partition>aws|aws-cn|aws-us-gov):iam::(?P<account>\d{12}):"
-    r"role/(?P<name>(?:[A-Za-z0-9_+=,.@-]+/)*[A-Za-z0-9_+=,.@-]{1,64})$"
+    r"arn:(?P<partition>aws|aws-cn|aws-us-gov):iam::(?P<account>\d{12}):"
+    r"role/(?P<name>(?=[A-Za-z0-9_+=,.@/-]{1,576}\Z)(?:[A-Za-z0-9_+=,.@-]+/)*[A-Za-z0-9_+=,.@-]{1,64})",
+    re.ASCII,
 )
+# What a container image reference can hold (registry, path, tag, digest); never a shell character.
+IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,511}", re.ASCII)
 _MAX_SHOWN = 160
 
 
@@ -128,7 +135,7 @@ def parse_image_ref(param: str, value: object, *, need_tag: bool = False) -> Ima
     host, slash, rest = text.partition("/")
     if not slash or not rest:
         raise PromotionInputError(param, value, "has no repository after the registry host", expected)
-    match = _HOST.match(host)
+    match = _HOST.fullmatch(host)
     if not match:
         raise PromotionInputError(
             param,
@@ -147,7 +154,7 @@ def parse_image_ref(param: str, value: object, *, need_tag: bool = False) -> Ima
             expected,
         )
     name, at, digest = rest.partition("@")
-    if at and not _DIGEST.match(digest):
+    if at and not _DIGEST.fullmatch(digest):
         raise PromotionInputError(
             param, value, f"digest {show(digest)} is not sha256:<64 hex digits>", expected
         )
@@ -155,7 +162,7 @@ def parse_image_ref(param: str, value: object, *, need_tag: bool = False) -> Ima
     last = name.rsplit("/", 1)[-1]
     if ":" in last:
         repository, _, tag = name.rpartition(":")
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise PromotionInputError(
                 param,
                 value,
@@ -163,7 +170,7 @@ def parse_image_ref(param: str, value: object, *, need_tag: bool = False) -> Ima
                 "at most 128; not starting with '.' or '-')",
                 expected,
             )
-    if not (2 <= len(repository) <= 256 and _REPOSITORY.match(repository)):
+    if not (2 <= len(repository) <= 256 and _REPOSITORY.fullmatch(repository)):
         raise PromotionInputError(
             param,
             value,
@@ -188,7 +195,7 @@ def parse_image_ref(param: str, value: object, *, need_tag: bool = False) -> Ima
 def parse_tag(param: str, value: object) -> str:
     expected = "Expected an image tag such as '1.4.2' (letters, digits, '_', '.', '-'; at most 128)"
     text = _expect_str(param, value, expected)
-    if not _TAG.match(text):
+    if not _TAG.fullmatch(text):
         raise PromotionInputError(param, value, "is not a valid image tag", expected)
     return text
 
@@ -199,7 +206,7 @@ def parse_role_arn(param: str, value: object) -> RoleArn | None:
         return None
     expected = f"Expected an IAM role ARN such as {EXAMPLE_ROLE!r}, or None to use the pod's own identity"
     text = _expect_str(param, value, expected)
-    match = _ROLE_ARN.match(text)
+    match = _ROLE_ARN.fullmatch(text)
     if not match:
         raise PromotionInputError(param, value, "is not an IAM role ARN", expected)
     return RoleArn(text, match["partition"], match["account"], match["name"])

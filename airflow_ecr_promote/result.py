@@ -17,7 +17,7 @@ from kubernetes.client import models as k8s
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
 from airflow_ecr_promote.promotion import Promotion
 
-_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}", re.ASCII)
 STATUSES = ("copied", "present", "skipped", "failed")
 
 
@@ -47,13 +47,15 @@ def _waiting_reasons(pod: k8s.V1Pod) -> list[str]:
 
 
 def _digest(text: str) -> str | None:
-    return text if _DIGEST.match(text) else None
+    return text if _DIGEST.fullmatch(text) else None
 
 
 def parse_copy_lines(message: str, promotion: Promotion) -> list[dict[str, Any]]:
     """One entry per copy of ``promotion``; a copy without a line is reported as unknown."""
     lines: dict[int, list[str]] = {}
-    for line in message.splitlines():
+    # Only "\n" ends a report line: a reason quoting a registry's error may hold "\r" or other
+    # separators that str.splitlines() would take for line ends and so read as a result.
+    for line in message.split("\n"):
         fields = line.split(" ", 4)
         if len(fields) >= 4 and fields[0].isdigit() and fields[1] in STATUSES:
             lines[int(fields[0])] = fields

@@ -80,7 +80,8 @@ BAD_INPUTS = [
     ({"engine": "skopeo", "tags": ["1.0", "1.0"]}, "tags", ["more than once"]),
     ({"engine": "skopeo", "tags": []}, "tags", ["non-empty list"]),
     ({"engine": "skopeo", "tags": ["ok", "no good"]}, "tags[1]", ["is not a valid image tag"]),
-    ({"copier_image": ""}, "copier_image", ["is not an image reference"]),
+    ({"copier_image": ""}, "copier_image", ["is not a container image reference"]),
+    ({"init_image": "quay.io/aws:1\n;touch /tmp/x"}, "init_image", ["is not a container image reference"]),
     ({"parallel": 0}, "parallel", ["Expected 1 to 64"]),
 ]
 

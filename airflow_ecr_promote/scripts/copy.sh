@@ -16,6 +16,7 @@ set -u
 term="${TERMINATION_LOG:-/dev/termination-log}"
 work="${TMPDIR:-/tmp}/ecr-promote.$$"
 retries="${RETRIES:-3}"
+case "$retries" in "" | *[!0-9]* | ????*) retries=3 ;; esac
 mkdir -p "$work" || exit 1
 
 say() { printf 'ecr-promote copy: %s\n' "$*" >&2; }
@@ -67,18 +68,28 @@ copy_image() {
     esac
 }
 
+# One line of printable ASCII (a registry's error or a refused value may hold CR, NEL or other
+# separators, which must not end or forge a result line).
+oneline() {
+    tr '\n\r\t' '   ' | LC_ALL=C tr -cd ' -~' | sed 's/  */ /g' | cut -c1-300
+}
+
 reason() {
-    tr '\n' ' ' < "$1" | sed 's/  */ /g' | cut -c1-300
+    oneline < "$1"
 }
 
 # promote N SRC DST: one copy, its result line written to $work/result.N.
 promote() {
     n=$1 src=$2 dst=$3
     result="$work/result.$n"
-    if ! check_ref "$src" || ! check_ref "$dst"; then
-        echo "$n failed - - refusing a malformed reference" > "$result"
-        return
-    fi
+    for ref in "$src" "$dst"; do
+        if ! check_ref "$ref"; then
+            bad=$(printf '%s' "$ref" | oneline | cut -c1-120)
+            say "refusing a malformed reference '$bad'"
+            echo "$n failed - - refusing a malformed reference '$bad'" > "$result"
+            return
+        fi
+    done
     src_digest=$(digest_of "$n" source "$src")
     case $? in
         0) ;;

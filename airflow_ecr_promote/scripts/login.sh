@@ -75,16 +75,23 @@ login() {
 [ -n "${LOGINS:-}" ] || fail "LOGINS is empty: nothing to log in to"
 check ROLE_SESSION_NAME "${ROLE_SESSION_NAME:-}"
 
+# Check every line before any login starts: a refusal must not leave a login running.
+while read -r host region role sides; do
+    [ -n "$host" ] || continue
+    check host "$host"
+    check region "$region"
+    check role "$role"
+    check sides "$sides"
+done <<EOF
+$LOGINS
+EOF
+
 # Start every login at once (they are independent network round trips), then wait for each.
 n=0
 pids=""
 while read -r host region role sides; do
     [ -n "$host" ] || continue
     n=$((n + 1))
-    check host "$host"
-    check region "$region"
-    check role "$role"
-    check sides "$sides"
     printf '%s %s\n' "$host" "$sides" > "$out/.host-$n"
     (login "$n" "$host" "$region" "$role") &
     pids="$pids $!"
