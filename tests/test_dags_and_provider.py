@@ -55,3 +55,16 @@ def test_discovery_window_renders_for_scheduled_and_manual_runs() -> None:
         since = datetime.fromisoformat(rendered.pushed_since)
         expected = (interval_end or datetime.now(UTC)) - timedelta(days=7)
         assert abs((since - expected).total_seconds()) < 60
+
+
+def test_release_pipeline_fans_out_the_digest_the_sensor_found() -> None:
+    from tests.airflow_context import containers, env_of, render_pod
+
+    digest = "sha256:" + "d" * 64
+    task = DagBag(dag_folder=str(EXAMPLES)).dags["ecr_release_pipeline"].get_task("fan_out_to_other_regions")
+    _, pod = render_pod(task, conf={"tag": "2.0.0"}, xcoms={"wait_for_staging_image": digest})
+    source = f"123456789012.dkr.ecr.us-west-2.amazonaws.com/team/app@{digest}"
+    assert env_of(containers(pod)["base"])["COPIES"].splitlines() == [
+        f"{source} 210987654321.dkr.ecr.eu-west-1.amazonaws.com/team/app:2.0.0",
+        f"{source} 210987654321.dkr.ecr.ap-southeast-2.amazonaws.com/team/app:2.0.0",
+    ]

@@ -1,9 +1,10 @@
-"""Release one tag: wait for it in staging, promote it to production, then to a second region.
+"""Release one tag: wait for it in staging, promote it to production, then fan it out to two
+more regions in one pod.
 
 Trigger with ``{"tag": "1.4.2"}``. The sensor waits in the triggerer (no worker slot, no
-reschedule) until the staging image exists and returns its digest; both promotions copy that
-exact digest, so a tag moved in staging meanwhile cannot change what is released. The
-eu-west-1 copy runs once us-east-1 has succeeded.
+reschedule) until the staging image exists and returns its digest; every promotion copies that
+exact digest, so a tag moved in staging meanwhile cannot change what is released. The other
+regions get the image once us-east-1 has it: one pod, one login per registry, two copies.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from airflow_ecr_promote.sensors import EcrImageSensor
 # Replace with your accounts, regions and roles.
 STAGING_REGISTRY = "123456789012.dkr.ecr.us-west-2.amazonaws.com"
 PRODUCTION_REGISTRY = "210987654321.dkr.ecr.us-east-1.amazonaws.com"
-PRODUCTION_EU_REGISTRY = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
+FAN_OUT_REGISTRIES = (
+    "210987654321.dkr.ecr.eu-west-1.amazonaws.com",
+    "210987654321.dkr.ecr.ap-southeast-2.amazonaws.com",
+)
 PULL_ROLE = "arn:aws:iam::123456789012:role/ecr-promote-pull"
 PUSH_ROLE = "arn:aws:iam::210987654321:role/ecr-promote-push"
 NAMESPACE = "ecr-promote"
@@ -68,10 +72,12 @@ with DAG(
         service_account_name=SERVICE_ACCOUNT,
     )
 
-    to_eu_west_1 = EcrPromoteOperator(
-        task_id="promote_eu_west_1",
-        source_image=STAGING_IMAGE_BY_DIGEST,
-        dest_image=f"{PRODUCTION_EU_REGISTRY}/{REPOSITORY}:{TAG}",
+    fan_out = EcrPromoteOperator(
+        task_id="fan_out_to_other_regions",
+        promotions=[
+            {"source_image": STAGING_IMAGE_BY_DIGEST, "dest_image": f"{registry}/{REPOSITORY}:{TAG}"}
+            for registry in FAN_OUT_REGISTRIES
+        ],
         source_role_arn=PULL_ROLE,
         dest_role_arn=PUSH_ROLE,
         engine="skopeo",
@@ -79,4 +85,4 @@ with DAG(
         service_account_name=SERVICE_ACCOUNT,
     )
 
-    wait >> to_us_east_1 >> to_eu_west_1
+    wait >> to_us_east_1 >> fan_out
