@@ -9,7 +9,7 @@ VENV := .venv
 VENV2 := .venv-airflow2
 AWSCLI := .venv-awscli
 PY := $(VENV)/bin/python
-LAB_DEBS := skopeo podman runc docker-registry apache2-utils haproxy debootstrap awscli uidmap fuse-overlayfs openssl ca-certificates util-linux
+LAB_DEBS := skopeo podman runc docker-registry apache2-utils haproxy debootstrap awscli uidmap fuse-overlayfs openssl ca-certificates util-linux busybox
 
 .PHONY: help venv venv-airflow2 lab-deps lint typecheck unit unit-airflow2 lab-test test demo lab-up lab-down bench clean
 
@@ -61,7 +61,7 @@ unit-airflow2: venv-airflow2
 lab-test: venv lab-deps
 	$(PY) -m pytest -m lab -q
 
-test: lint typecheck unit unit-airflow2 lab-test
+test: lint typecheck lab-deps unit unit-airflow2 lab-test
 
 demo: venv lab-deps
 	$(PY) -m tests.lab.demo
