@@ -9,6 +9,11 @@ and tears the lab down.
 
 from __future__ import annotations
 
+import os
+
+# The demo prints its own figures; Airflow's info lines would bury them.
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+
 import argparse
 import sys
 import tempfile
