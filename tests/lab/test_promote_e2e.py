@@ -157,10 +157,27 @@ def test_no_password_or_session_key_reaches_logs_results_or_the_pod(lab: Lab) ->
             *(c.message + c.logs for o in run.outcomes for c in [*o.init_containers, *o.containers]),
         ]
     )
+    assert_no_secret(lab, seen)
+
+
+def test_failure_messages_hold_no_secret(lab: Lab) -> None:
+    """A login that gets its passwords and then fails at the registry: every message the task
+    raises or logs is free of passwords and keys."""
+    lab.push_image(SOURCE, REPO, "2.7.0", seed=9)
+    run = promote(lab, f"{SOURCE_HOST}/{REPO}:2.7.0", f"{DEST_HOST}/{REPO}:2.7.0", dest_role_arn=PULL_ROLE)
+    assert isinstance(run.error, EcrPromoteError)
+    assert_no_secret(lab, "\n".join([str(run.error), repr(run.error.__cause__), *run.log]))
+
+
+def assert_no_secret(lab: Lab, seen: str) -> None:
+    """No ECR password (plain or as Docker auth), base secret key, session key or token."""
+    from .moto_iam import BASE_SECRET_ACCESS_KEY
+
     for account in ("123456789012", "210987654321"):
         password = f"{account}-auth-token"
         assert password not in seen
         assert base64.b64encode(f"AWS:{password}".encode()).decode() not in seen
+    assert BASE_SECRET_ACCESS_KEY not in seen
     for secret in _session_secrets(lab):
         assert secret not in seen
 
