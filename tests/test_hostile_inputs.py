@@ -298,9 +298,10 @@ def _ids(spec: Input) -> str:
     return spec.param.replace("{i}", "i")
 
 
-@pytest.mark.parametrize("spec", INPUTS, ids=_ids)
-def test_literal_hostile_input_is_refused_clearly_or_harmless(spec: Input) -> None:
-    @_settings(50)
+def run_property(spec: Input, examples: int, check: Callable[[Input, str, int, str, bool], None]) -> None:
+    """``check`` over hostile variants of the input's valid values, then its known gap if any."""
+
+    @_settings(examples)
     @given(
         engine=st.sampled_from(spec.engines),
         index=st.integers(0, 1),
@@ -309,10 +310,15 @@ def test_literal_hostile_input_is_refused_clearly_or_harmless(spec: Input) -> No
     )
     def run(engine: str, index: int, value: str, full: bool) -> None:
         if not in_known_gap(spec, engine, index, value):
-            check_literal(spec, engine, index, value, full)
+            check(spec, engine, index, value, full)
 
     run()
-    expect_known_gap(spec, lambda engine, value: check_literal(spec, engine, 0, value, True))
+    expect_known_gap(spec, lambda engine, value: check(spec, engine, 0, value, True))
+
+
+@pytest.mark.parametrize("spec", INPUTS, ids=_ids)
+def test_literal_hostile_input_is_refused_clearly_or_harmless(spec: Input) -> None:
+    run_property(spec, 50, check_literal)
 
 
 def _dag(params: dict[str, Any]) -> Any:
@@ -377,19 +383,7 @@ def test_templated_hostile_input_is_refused_before_any_pod_or_harmless(
     _CREATED.clear()
     monkeypatch.setattr(KubernetesPodOperator, "get_or_create_pod", lambda self, *a, **k: _CREATED.append(a))
 
-    @_settings(20)
-    @given(
-        engine=st.sampled_from(spec.engines),
-        index=st.integers(0, 1),
-        value=corrupted(st.sampled_from(spec.valid)),
-        full=st.booleans(),
-    )
-    def run(engine: str, index: int, value: str, full: bool) -> None:
-        if not in_known_gap(spec, engine, index, value):
-            check_templated(spec, engine, index, value, full)
-
-    run()
-    expect_known_gap(spec, lambda engine, value: check_templated(spec, engine, 0, value, True))
+    run_property(spec, 20, check_templated)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -88,28 +88,23 @@ class RegistryContent(ABC):
             raise LabError(f"pushed digest {pushed} != generated {digest}")
         return digest
 
-    def inspect_raw(self, which: AccountRef, repo: str, ref: str) -> bytes | None:
-        """Manifest bytes of repo:ref (or repo@sha256:...) in that registry; None when absent."""
+    def _inspect(self, which: AccountRef, repo: str, ref: str, flag: str) -> subprocess.CompletedProcess[Any]:
+        """`skopeo inspect <flag>` of repo:ref (or repo@sha256:...) with that registry's credentials."""
         acct = account(which)
         sep = "@" if ref.startswith("sha256:") else ":"
-        res = self.run(
-            [
-                "skopeo",
-                "inspect",
-                "--raw",
-                "--authfile",
-                str(self.authfile(acct)),
-                f"docker://{acct.registry_host}/{repo}{sep}{ref}",
-            ],
-            text=False,
-            timeout=60,
-        )
+        image = f"docker://{acct.registry_host}/{repo}{sep}{ref}"
+        argv = ["skopeo", "inspect", flag, "--authfile", str(self.authfile(acct)), image]
+        return self.run(argv, text=False, timeout=60)
+
+    def inspect_raw(self, which: AccountRef, repo: str, ref: str) -> bytes | None:
+        """Manifest bytes of repo:ref (or repo@sha256:...) in that registry; None when absent."""
+        res = self._inspect(which, repo, ref, "--raw")
         if res.returncode == 0:
             return bytes(res.stdout)
         err = res.stderr.decode(errors="replace")
         if any(s in err.lower() for s in ("manifest unknown", "name unknown", "not found")):
             return None
-        raise LabError(f"skopeo inspect {repo}{sep}{ref} at {acct.account_id} failed: {err}")
+        raise LabError(f"skopeo inspect {repo} {ref} at {account(which).account_id} failed: {err}")
 
     def digest(self, which: AccountRef, repo: str, ref: str) -> str | None:
         """sha256 of the manifest bytes (= the digest registries and ECR report), None when absent."""
@@ -133,18 +128,10 @@ class RegistryContent(ABC):
                 for m in doc["manifests"]
                 if "platform" in m
             ]
-        acct = account(which)
-        sep = "@" if ref.startswith("sha256:") else ":"
-        res = self.run(
-            [
-                "skopeo",
-                "inspect",
-                "--config",
-                "--authfile",
-                str(self.authfile(acct)),
-                f"docker://{acct.registry_host}/{repo}{sep}{ref}",
-            ],
-            check=True,
-        )
+        res = self._inspect(which, repo, ref, "--config")
+        if res.returncode != 0:
+            raise LabError(
+                f"skopeo inspect --config {repo} {ref} failed: {res.stderr.decode(errors='replace')}"
+            )
         cfg = json.loads(res.stdout)
         return ["/".join(filter(None, (cfg.get("os"), cfg.get("architecture"), cfg.get("variant"))))]
