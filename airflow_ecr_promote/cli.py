@@ -138,6 +138,12 @@ _PROMOTION_OPTIONS = (
         "(default fail; kaniko supports only overwrite, its default)",
     ),
     _Option(
+        "platform",
+        "OS/ARCH",
+        "kaniko only: the platform kaniko takes from a multi-arch source (default linux/amd64); "
+        "skopeo and crane copy every platform",
+    ),
+    _Option(
         "tags",
         "TAG",
         "promote this tag from the repository of --source-image to the repository of --dest-image; "

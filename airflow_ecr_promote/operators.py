@@ -43,6 +43,7 @@ PROMOTION_FIELDS = (
     "copier_image",
     "init_image",
     "on_conflict",
+    "platform",
     "tags",
     "promotions",
 )
@@ -85,6 +86,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
     :param init_image: overrides the pinned AWS CLI image of the init container
     :param on_conflict: when the destination tag holds another digest: ``"fail"`` (default for
         skopeo and crane), ``"overwrite"`` or ``"skip"``; kaniko always overwrites
+    :param platform: kaniko only: the platform (``os/arch[/variant]``) kaniko takes from a
+        multi-arch source (default ``"linux/amd64"``); skopeo and crane copy every platform
     :param tags: promote these tags from the repository of ``source_image`` to the repository of
         ``dest_image`` in one pod (skopeo, crane); the return value lists each
     :param promotions: instead of ``source_image`` / ``dest_image``: a list of
@@ -123,6 +126,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         copier_image: str | None = None,
         init_image: str | None = None,
         on_conflict: str | None = None,
+        platform: str | None = None,
         tags: list[str] | None = None,
         promotions: list[dict[str, str]] | None = None,
         parallel: int = 4,
@@ -153,6 +157,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.copier_image = copier_image
         self.init_image = init_image
         self.on_conflict = on_conflict
+        self.platform = platform
         self.tags = tags
         self.promotions = promotions
         self.parallel = parallel
@@ -216,6 +221,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
             copier_image=self.copier_image,
             parallel=self.parallel,
             role_session_name=session,
+            platform=self.platform,
         )
         self._promotion, self._engine = promotion, engine
         return plan
