@@ -9,7 +9,7 @@ VENV := .venv
 VENV2 := .venv-airflow2
 AWSCLI := .venv-awscli
 PY := $(VENV)/bin/python
-LAB_DEBS := skopeo podman runc docker-registry apache2-utils haproxy debootstrap awscli uidmap fuse-overlayfs openssl ca-certificates util-linux busybox
+LAB_DEBS := skopeo podman runc docker-registry apache2-utils haproxy debootstrap awscli uidmap fuse-overlayfs openssl ca-certificates util-linux busybox-static
 
 .PHONY: help venv venv-airflow2 lab-deps lint typecheck unit unit-airflow2 lab-test test demo lab-up lab-down bench clean
 
