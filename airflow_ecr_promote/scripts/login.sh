@@ -60,24 +60,15 @@ login() {
     else
         who="the pod's own identity"
     fi
-    # A refused call is final; an empty answer (seen from a loaded ECR API stand-in) is tried
-    # again twice, a second apart, before the login fails.
-    tries=0
-    while :; do
-        tries=$((tries + 1))
-        if ! aws ecr get-login-password --region "$region" > "$out/.pw-$n" 2> "$out/.err-$n"; then
-            printf 'cannot get an ECR login password for registry %s in %s as %s: %s\n' "$host" \
-                "$region" "$who" "$(last_error "$out/.err-$n")" > "$out/.err-$n"
-            return 1
-        fi
-        [ ! -s "$out/.pw-$n" ] || break
-        if [ "$tries" -ge 3 ]; then
-            printf 'empty ECR login password for registry %s as %s (%s tries)\n' "$host" "$who" \
-                "$tries" > "$out/.err-$n"
-            return 1
-        fi
-        sleep "$tries"
-    done
+    if ! aws ecr get-login-password --region "$region" > "$out/.pw-$n" 2> "$out/.err-$n"; then
+        printf 'cannot get an ECR login password for registry %s in %s as %s: %s\n' "$host" \
+            "$region" "$who" "$(last_error "$out/.err-$n")" > "$out/.err-$n"
+        return 1
+    fi
+    if [ ! -s "$out/.pw-$n" ]; then
+        printf 'empty ECR login password for registry %s as %s\n' "$host" "$who" > "$out/.err-$n"
+        return 1
+    fi
     printf 'ecr-promote login: got a password for %s (%s) as %s\n' "$host" "$region" "$who" >&2
 }
 
