@@ -396,6 +396,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 def _operator_pod(inputs: Mapping[str, Any], namespace: str, service_account: str | None) -> k8s.V1Pod:
     """The operator's own pod for these inputs (KPO's ``build_pod_request_obj(dry_run=True)``)."""
+    from airflow_ecr_promote.compat import build_pod_offline
     from airflow_ecr_promote.operators import EcrPromoteOperator
 
     kpo_kwargs: dict[str, Any] = {"namespace": namespace}
@@ -404,7 +405,7 @@ def _operator_pod(inputs: Mapping[str, Any], namespace: str, service_account: st
     operator = EcrPromoteOperator(
         task_id=TASK_ID, role_session_name=ROLE_SESSION_NAME, **inputs, **kpo_kwargs
     )
-    return operator.build_pod_request_obj(None, dry_run=True)
+    return build_pod_offline(operator)
 
 
 def build_manifest(
