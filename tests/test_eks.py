@@ -179,7 +179,6 @@ def test_operator_runs_the_pod_with_the_providers_kubeconfig(
     operator.render_template_fields(context)
 
     def run(pod: Any) -> Any:
-        operator.client  # KPO's API client, as create_namespaced_pod would use it  # noqa: B018
         digest = "sha256:" + "a" * 64
         copier = terminated("base", 0, f"1 copied {digest} {digest}\n")
         return finished(pod, [terminated(INIT_CONTAINER_NAME, 0)], [copier])
