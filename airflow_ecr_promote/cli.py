@@ -193,6 +193,10 @@ example:
 Inputs may also come from --values FILE, a YAML or JSON mapping with the same names in
 snake_case (source_image: ..., tags: [1.4.2, 1.4.3], ...); flags given on the command line win
 over the file. Bad input exits with code 2 and prints nothing on stdout.
+
+There is no EKS cluster name here (EcrPromoteOperator's eks_cluster_name): the manifest talks to
+no cluster, so the tool that applies it chooses one with its own credentials, e.g.
+'aws eks update-kubeconfig --name CLUSTER --region REGION' before kubectl.
 """
 
 

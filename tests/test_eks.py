@@ -14,6 +14,7 @@ import yaml
 from kubernetes import config as kube_config
 from kubernetes.client import Configuration
 
+from airflow_ecr_promote import cli
 from airflow_ecr_promote.eks import EksTarget, eks_kubeconfig, parse_eks_target
 from airflow_ecr_promote.operators import EcrPromoteOperator
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
@@ -194,3 +195,10 @@ def test_operator_runs_the_pod_with_the_providers_kubeconfig(
     assert bearer(loaded["configuration"]).startswith("Bearer k8s-aws-v1.")
     assert not Path(loaded["path"]).exists()
     assert operator.in_cluster is False
+
+
+def test_render_says_why_it_takes_no_cluster_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "There is no EKS cluster name here (EcrPromoteOperator's eks_cluster_name)" in help_text
+    assert "aws eks update-kubeconfig --name CLUSTER" in help_text
