@@ -12,6 +12,7 @@ Run: ``python -m tests.resolve_check [AIRFLOW_VERSION ...]`` (``make resolve-che
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 PINS_FILE = ROOT / "requirements" / "constraints-pins.toml"
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,14 @@ def mismatches(report: Mapping[str, object], release: Release) -> list[str]:
 
 
 def build_wheel(into: Path) -> Path:
+    """This package's wheel, built from a copy of its sources (no build/ left in the tree)."""
+    source = into / "source"
+    source.mkdir()
+    for path in [ROOT / "pyproject.toml", ROOT / "README.md", *ROOT.glob("LICENSE*"), *ROOT.glob("NOTICE*")]:
+        shutil.copy2(path, source / path.name)
+    shutil.copytree(ROOT / "airflow_ecr_promote", source / "airflow_ecr_promote", ignore=IGNORED)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(into), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(into), str(source)],
         check=True,
     )
     return next(into.glob("airflow_ecr_promote-*.whl"))
