@@ -11,11 +11,13 @@ AWSCLI := .venv-awscli
 PY := $(VENV)/bin/python
 LAB_DEBS := skopeo podman runc docker-registry apache2-utils haproxy debootstrap awscli uidmap fuse-overlayfs openssl ca-certificates util-linux busybox-static
 
-.PHONY: help venv venv-airflow2 lab-deps lint typecheck unit unit-airflow2 lab-test test demo lab-up lab-down bench clean
+.PHONY: help venv venv-airflow2 lab-deps lint typecheck unit unit-airflow2 resolve-check lab-test test demo lab-up lab-down bench clean
 
 help:
 	@echo "make demo   - start the local lab, promote a two-platform image through the operator's pod"
-	@echo "make test   - install what is missing, lint, type-check, run unit tests (Airflow 3 and 2.11) and lab tests"
+	@echo "make test   - install what is missing, lint, type-check, run unit tests (newest and oldest supported"
+	@echo "              Airflow + providers), check pip resolves the package under each release's constraint pins,"
+	@echo "              and run the lab tests"
 
 $(VENV)/.done: pyproject.toml requirements/airflow3.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,10 +60,15 @@ unit: venv
 unit-airflow2: venv-airflow2
 	$(VENV2)/bin/python -m pytest -m "not lab" -q -p no:cacheprovider
 
+# pip resolves the package (dry run, whole dependency tree) under each supported Airflow release's
+# constraint pins, recorded in requirements/constraints-pins.toml.
+resolve-check: venv
+	$(PY) -m tests.resolve_check
+
 lab-test: venv lab-deps
 	$(PY) -m pytest -m lab -q
 
-test: lint typecheck lab-deps unit unit-airflow2 lab-test
+test: lint typecheck lab-deps unit unit-airflow2 resolve-check lab-test
 
 demo: venv lab-deps
 	$(PY) -m tests.lab.demo

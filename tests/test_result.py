@@ -154,7 +154,7 @@ def test_batch_reports_every_tag_and_fails_naming_the_missing_one() -> None:
 
 
 def test_deferrable_mode_returns_the_same_result() -> None:
-    from airflow.providers.common.compat.sdk import TaskDeferred
+    from airflow_ecr_promote.compat import TaskDeferred
 
     op = operator(engine="skopeo", deferrable=True)
     context = make_context(op)
