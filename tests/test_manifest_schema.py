@@ -16,6 +16,7 @@ import yaml
 from kubernetes.client import ApiClient
 
 from airflow_ecr_promote import cli
+from airflow_ecr_promote.compat import build_pod_offline
 from airflow_ecr_promote.engines import ENGINES
 from tests.airflow_context import DagBag, render_pod
 from tests.conftest import DEST_HOST, REPO, SOURCE_HOST
@@ -96,7 +97,7 @@ def test_operator_batch_pod(engine: str, version: str) -> None:
         source_role_arn=PULL_ROLE,
         dest_role_arn=PUSH_ROLE,
     )
-    pod = ApiClient().sanitize_for_serialization(operator.build_pod_request_obj(None, dry_run=True))
+    pod = ApiClient().sanitize_for_serialization(build_pod_offline(operator))
     validate(pod, version)
 
 

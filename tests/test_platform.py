@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_ecr_promote.compat import build_pod_offline
 from airflow_ecr_promote.engines import DEFAULT_PLATFORM, ENGINES, parse_platform
 from airflow_ecr_promote.operators import EcrPromoteOperator
 from airflow_ecr_promote.refs import PromotionInputError
@@ -16,7 +17,7 @@ DEST = f"{DEST_HOST}/team/app:1.0.0"
 
 def kaniko_args(**kwargs: object) -> list[str]:
     operator = EcrPromoteOperator(task_id="promote", source_image=SOURCE, dest_image=DEST, **kwargs)
-    pod = operator.build_pod_request_obj(None, dry_run=True)
+    pod = build_pod_offline(operator)
     return list(pod.spec.containers[0].args)
 
 
