@@ -18,7 +18,9 @@ import pytest
 from airflow_ecr_promote.engines import script
 from tests.conftest import DEST_HOST, SOURCE_HOST, require
 
-APPLETS = ("sh", "cat", "cut", "grep", "sed", "tr", "awk", "mkdir", "rm", "head", "printf", "sha256sum")
+APPLETS = (
+    "sh", "cat", "cut", "grep", "sed", "tr", "awk", "mkdir", "rm", "head", "printf", "sha256sum", "wc",
+)  # fmt: skip
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
 
@@ -87,7 +89,15 @@ def run_copy(bin_dir: Path, tmp_path: Path, copies: list[tuple[str, str]], on_co
         check=False,
     )
     copied = (state / "copies").read_text().split("\n")[:-1] if (state / "copies").exists() else []
-    return done, term.read_text(), copied
+    message = term.read_text()
+    summary, _, report = message.partition("\n")
+    # the whole report is framed in the log, and repeated after the summary when it fits in 1 KiB
+    framed = done.stdout.split("\n")
+    assert framed[0] == f"ecr-promote report begin {len(copies)}", done.stdout
+    assert framed[-2].startswith(f"ecr-promote report end {len(copies)} sha256:"), done.stdout
+    assert "\n".join(framed[1:-2]) + "\n" == report
+    assert summary.startswith(f"ecr-promote summary copies={len(copies)} "), message
+    return done, report, copied
 
 
 def test_batch_under_busybox_copies_skips_and_refuses_as_asked(busybox_path: Path, tmp_path: Path) -> None:

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from .lab import Lab
 
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
-MAX_MESSAGE_BYTES = 4096  # kubelet truncates the termination message file to 4 KiB
+MAX_MESSAGE_BYTES = 4096  # kubelet reads at most the last 4 KiB of the termination message file
+MAX_POD_MESSAGE_BYTES = 12 * 1024  # ... and keeps the first 12 KiB / (containers + init containers)
 FALLBACK_LOG_LINES = 80  # FallbackToLogsOnError: last 80 lines ...
 FALLBACK_LOG_BYTES = 2048  # ... or 2 KiB of the log, whichever is smaller (Kubernetes API docs)
 
@@ -138,8 +139,9 @@ def play_pod(lab: Lab, pod: dict[str, Any], timeout: float = 300.0) -> PodOutcom
             outcome.containers = runtime.finish(mains, timeout)
         else:
             outcome.init_containers, outcome.containers = runtime.after_failed_play(inits, mains, output)
+        budget = MAX_POD_MESSAGE_BYTES // max(1, len(inits) + len(mains))
         for c in (*inits, *mains):
-            _read_message(outcome.container(c["name"]), c, term_files[c["name"]])
+            _read_message(outcome.container(c["name"]), c, term_files[c["name"]], budget)
         if outcome.containers and all(c.exit_code == 0 for c in outcome.containers):
             outcome.phase = "Succeeded"
         return outcome
@@ -188,15 +190,16 @@ def _outcome(c: dict[str, Any], init: bool, **kw: Any) -> ContainerOutcome:
     return ContainerOutcome(name=c["name"], image=c.get("image", ""), init=init, **kw)
 
 
-def _read_message(out: ContainerOutcome, spec: dict[str, Any], path: Path) -> None:
-    """terminationMessagePolicy semantics: the file, or the log tail on error when the file is empty."""
+def _read_message(out: ContainerOutcome, spec: dict[str, Any], path: Path, budget: int) -> None:
+    """terminationMessagePolicy semantics: the file, or the log tail on error when the file is empty;
+    then the kubelet's cuts (its status manager keeps the first ``budget`` bytes of each)."""
     if not out.terminated:
         return
-    message = path.read_bytes()[:MAX_MESSAGE_BYTES].decode(errors="replace")
+    message = path.read_bytes()[-MAX_MESSAGE_BYTES:].decode(errors="replace")
     if not message and out.exit_code != 0 and spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
         tail = "\n".join(out.logs.splitlines()[-FALLBACK_LOG_LINES:])
         message = tail.encode()[-FALLBACK_LOG_BYTES:].decode(errors="ignore")
-    out.message = message
+    out.message = message.encode()[:budget].decode(errors="ignore")
 
 
 class _Runtime:
