@@ -20,6 +20,7 @@ from tests.conftest import DEST_HOST, SOURCE_HOST, require
 
 APPLETS = (
     "sh", "cat", "cut", "grep", "sed", "tr", "awk", "mkdir", "rm", "head", "printf", "sha256sum", "wc",
+    "sleep",
 )  # fmt: skip
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64

@@ -143,7 +143,10 @@ promote() {
             ;;
     esac
     say "copying $src ($src_digest) to $dst"
-    if new_digest=$(copy_image "$n" "$src" "$dst"); then
+    # Once more after a failure: copies of one digest under several tags, running at once, can
+    # race on the destination's shared manifests (distribution refuses a manifest list whose
+    # platform manifests are still being written, and skopeo then fails to convert it).
+    if new_digest=$(copy_image "$n" "$src" "$dst") || new_digest=$(sleep 1 && copy_image "$n" "$src" "$dst"); then
         say "copied $dst: $new_digest"
         echo "$n copied $new_digest $src_digest" > "$result"
     else
@@ -193,12 +196,12 @@ worker() {
     while read -r src dst; do
         i=$((i + 1))
         [ "$i" -ge 2 ] && [ $(((i - 2) % parallel)) -eq "$1" ] || continue
-        promote "$i" "$src" "$dst"
+        promote "$i" "$src" "$dst" < /dev/null
     done < "$work/list"
 }
 if [ "$total" -ge 1 ]; then
     read -r src dst < "$work/list"
-    promote 1 "$src" "$dst"
+    promote 1 "$src" "$dst" < /dev/null
 fi
 k=0
 while [ "$k" -lt "$parallel" ] && [ $((k + 2)) -le "$total" ]; do
