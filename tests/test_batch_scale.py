@@ -156,6 +156,7 @@ inspect)
            echo "manifest unknown" >&2; exit 1 ;;
     esac ;;
 copy)
+    case "$*" in *missing*) echo "reading manifest: manifest unknown" >&2; exit 1 ;; esac
     while [ $# -gt 0 ]; do
         [ "$1" != --digestfile ] || printf %s {DIGEST} > "$2"
         shift
@@ -375,3 +376,18 @@ def test_the_script_reports_every_copy_even_at_one_per_worker(tmp_path: Path) ->
     assert summary is not None and summary.copies == 2
     assert find_report(log, summary) == [f"1 copied {DIGEST} {DIGEST}", f"2 copied {DIGEST} {DIGEST}"]
     assert os.listdir(tmp_path / "scratch") == []
+
+
+def test_render_of_an_empty_list_prints_nothing_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airflow_ecr_promote.cli import main
+
+    values = tmp_path / "promote.yaml"
+    values.write_text(
+        f"source_image: {SOURCE_HOST}/{REPO}\ndest_image: {DEST_HOST}/{REPO}\nengine: skopeo\ntags: []\n"
+    )
+    assert main(["render", "--values", str(values)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "tags=[]: is empty: there is nothing to promote, so there is no pod to build" in err

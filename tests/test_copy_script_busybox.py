@@ -35,6 +35,7 @@ case "$1" in
         if [ -f "$state/$(key "$2")" ]; then cat "$state/$(key "$2")"; exit 0; fi
         echo "GET https://$2: MANIFEST_UNKNOWN: manifest unknown" >&2; exit 1 ;;
     copy)
+        if [ ! -f "$state/$(key "$2")" ]; then echo "GET https://$2: MANIFEST_UNKNOWN" >&2; exit 1; fi
         echo "$2 $3" >> "$state/copies"
         cat "$state/$(key "$2")" > "$state/$(key "$3")" ;;
 esac

@@ -924,7 +924,7 @@ def test_copy_script_passes_each_reference_whole_or_refuses_it(env: dict[str, st
         read = {
             argv[-1].removeprefix("docker://") for argv in calls[tool] if argv[0] in ("inspect", "digest")
         }
-        assert sources <= read, "every copy that passed the checks was looked at"
+        assert dests <= read, "every destination of a copy that passed the checks was looked at"
     framed = done.stdout.split("\n")
     assert framed[0] == f"ecr-promote report begin {len(copies)}", done.stdout[:2000]
     assert framed[-2].startswith(f"ecr-promote report end {len(copies)} sha256:"), done.stdout[-2000:]

@@ -87,7 +87,26 @@ reason() {
     oneline < "$1"
 }
 
-# promote N SRC DST: one copy, its result line written to $work/result.N.
+# read_source N SRC DST_DIGEST: the source's digest into $src_digest, or its failure line written.
+read_source() {
+    src_digest=$(digest_of "$1" source "$2")
+    case $? in
+        0) return 0 ;;
+        2)
+            say "$2: not found"
+            echo "$1 failed $3 - source $2 not found" > "$result"
+            ;;
+        *)
+            say "$2: $(reason "$work/inspect.$1")"
+            echo "$1 failed $3 - cannot read source $2: $(reason "$work/inspect.$1")" > "$result"
+            ;;
+    esac
+    return 1
+}
+
+# promote N SRC DST: one copy, its result line written to $work/result.N. The destination is
+# read first: when it has no such tag, the copy itself reads the source (one registry call
+# fewer per new tag), and the source is read on its own only to explain a failed copy.
 promote() {
     n=$1 src=$2 dst=$3
     result="$work/result.$n"
@@ -99,23 +118,11 @@ promote() {
             return
         fi
     done
-    src_digest=$(digest_of "$n" source "$src")
-    case $? in
-        0) ;;
-        2)
-            say "$src: not found"
-            echo "$n failed - - source $src not found" > "$result"
-            return
-            ;;
-        *)
-            say "$src: $(reason "$work/inspect.$n")"
-            echo "$n failed - - cannot read source $src: $(reason "$work/inspect.$n")" > "$result"
-            return
-            ;;
-    esac
+    src_digest=
     dst_digest=$(digest_of "$n" dest "$dst")
     case $? in
         0)
+            read_source "$n" "$src" "$dst_digest" || return
             if [ "$dst_digest" = "$src_digest" ]; then
                 say "$dst already holds $src_digest: nothing to copy"
                 echo "$n present $dst_digest $src_digest" > "$result"
@@ -138,21 +145,27 @@ promote() {
         2) ;;
         *)
             say "$dst: $(reason "$work/inspect.$n")"
-            echo "$n failed - $src_digest cannot read destination $dst: $(reason "$work/inspect.$n")" > "$result"
+            echo "$n failed - - cannot read destination $dst: $(reason "$work/inspect.$n")" > "$result"
             return
             ;;
     esac
-    say "copying $src ($src_digest) to $dst"
-    # Once more after a failure: copies of one digest under several tags, running at once, can
-    # race on the destination's shared manifests (distribution refuses a manifest list whose
-    # platform manifests are still being written, and skopeo then fails to convert it).
-    if new_digest=$(copy_image "$n" "$src" "$dst") || new_digest=$(sleep 1 && copy_image "$n" "$src" "$dst"); then
-        say "copied $dst: $new_digest"
-        echo "$n copied $new_digest $src_digest" > "$result"
-    else
+    say "copying $src to $dst"
+    if new_digest=$(copy_image "$n" "$src" "$dst"); then
+        :
+    elif [ -z "$src_digest" ] && ! read_source "$n" "$src" -; then
+        return
+    # Twice more: copies of one digest under several tags, running at once, can race on the
+    # destination's shared manifests (distribution refuses a manifest list whose platform
+    # manifests are still being written, and skopeo then fails to convert it).
+    elif ! new_digest=$(sleep 1 && copy_image "$n" "$src" "$dst") &&
+        ! new_digest=$(sleep 3 && copy_image "$n" "$src" "$dst"); then
         say "copy to $dst failed: $(reason "$work/copy.$n")"
-        echo "$n failed - $src_digest copy failed: $(reason "$work/copy.$n")" > "$result"
+        echo "$n failed - ${src_digest:--} copy failed: $(reason "$work/copy.$n")" > "$result"
+        return
     fi
+    # the copy keeps the digest (skopeo --preserve-digests, crane), so it is the source's
+    say "copied $dst: $new_digest"
+    echo "$n copied $new_digest ${src_digest:-$new_digest}" > "$result"
 }
 
 parallel="${PARALLEL:-1}"
