@@ -241,7 +241,8 @@ def read_pod(
         )
         entries = [entry]
     else:
-        entries = _script_entries(message, promotion, ended, read_log)
+        # unstripped: a report line may end with a space, and the summary's sha256 covers it
+        entries = _script_entries(done.message or "", promotion, ended, read_log)
         if parse_summary(message) is None and all(e["status"] != "failed" for e in entries):
             for e in entries:
                 if e["status"] == "unknown":

@@ -74,7 +74,7 @@ def operator_run(lab: Lab, tags: list[str], parallel: int) -> tuple[TaskRun, flo
     )
     tracemalloc.start()
     started = time.monotonic()
-    run = run_task(lab, task=task)
+    run = run_task(lab, task=task, pod_timeout=7200)
     seconds = time.monotonic() - started
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

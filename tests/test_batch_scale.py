@@ -391,3 +391,17 @@ def test_render_of_an_empty_list_prints_nothing_and_says_why(
     out, err = capsys.readouterr()
     assert out == ""
     assert "tags=[]: is empty: there is nothing to promote, so there is no pod to build" in err
+
+
+def test_a_report_line_ending_in_a_space_still_matches_its_summary() -> None:
+    """A reason cut at 300 characters may end with a space; the sha256 covers it."""
+    lines = [f"1 copied {DIGEST} {DIGEST}", f"2 skipped {PINNED} {DIGEST} destination holds another digest "]
+    report = "".join(f"{line}\n" for line in lines)
+    sha = hashlib.sha256(report.encode()).hexdigest()
+    summary = f"ecr-promote summary copies=2 copied=1 present=0 skipped=1 failed=0 report=sha256:{sha}\n"
+    op = batch(["1.0", "1.1"], on_conflict="skip")
+    context = make_context(op)
+    with kubernetes_stand_in(pod_that_said(summary + report, 0)) as cluster:
+        result = op.execute(context)
+    assert cluster.log_reads == []
+    assert [e["status"] for e in result["promotions"]] == ["copied", "skipped"]

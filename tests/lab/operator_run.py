@@ -140,8 +140,10 @@ def run_task(
     conf: dict[str, Any] | None = None,
     prepare: Any = None,
     task: Any = None,
+    pod_timeout: float = 300.0,
 ) -> TaskRun:
-    """Render and execute the task; ``prepare(pod) -> pod`` may adjust the pod before it runs."""
+    """Render and execute the task; ``prepare(pod) -> pod`` may adjust the pod before it runs;
+    a pod still running after ``pod_timeout`` seconds is stopped (DeadlineExceeded)."""
     run = TaskRun()
     if task is None:
         task = example_dags().dags[dag_id].get_task(task_id)
@@ -157,7 +159,7 @@ def run_task(
         if prepare is not None:
             pod = prepare(pod)
         run.pods.append(pod)
-        outcome = play_pod(lab, ApiClient().sanitize_for_serialization(pod))
+        outcome = play_pod(lab, ApiClient().sanitize_for_serialization(pod), timeout=pod_timeout)
         run.outcomes.append(outcome)
         logs.clear()
         logs.update({c.name: c.logs for c in outcome.containers if c.terminated})

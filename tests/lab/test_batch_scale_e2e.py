@@ -78,7 +78,7 @@ def run_operator(lab: Lab, engine: str = "skopeo", **kwargs: Any) -> TaskRun:
         dest_role_arn=PUSH_ROLE,
         **kwargs,
     )
-    return run_task(lab, task=operator)
+    return run_task(lab, task=operator, pod_timeout=1200)
 
 
 def writes(lab: Lab) -> int:
