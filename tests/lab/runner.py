@@ -124,6 +124,7 @@ def play_pod(lab: Lab, pod: dict[str, Any], timeout: float = 300.0) -> PodOutcom
     spec = pod["spec"]
     inits, mains = spec.get("initContainers") or [], spec.get("containers") or []
     term_files = _mount_termination_files(spec, [*inits, *mains], run_dir)
+    private_volumes = _private_empty_dirs(spec, [*inits, *mains], run_dir.name)
     pod_file = run_dir / "pod.json"
     pod_file.write_text(json.dumps(pod, indent=1))
     env = lab.podman_env()
@@ -149,6 +150,8 @@ def play_pod(lab: Lab, pod: dict[str, Any], timeout: float = 300.0) -> PodOutcom
         # the infra container ignores SIGTERM for podman's stop timeout after a failed play: kill first
         lab.run(["podman", "pod", "stop", "--time", "0", name], env=env, timeout=60)
         lab.run(["podman", "kube", "down", str(pod_file)], env=env, timeout=120)
+        if private_volumes:
+            lab.run(["podman", "volume", "rm", "--force", *private_volumes], env=env, timeout=60)
 
 
 PODMAN_ANNOTATION_MAX = 63
@@ -166,6 +169,24 @@ def _fit_annotations_for_podman(meta: dict[str, Any]) -> None:
             size = PODMAN_ANNOTATION_MAX
             for index in range(0, len(value), size):
                 annotations[f"{key}.{index // size}"] = value[index : index + size]
+
+
+def _private_empty_dirs(spec: dict[str, Any], containers: list[dict[str, Any]], suffix: str) -> list[str]:
+    """podman 4.3's ``kube play`` makes each emptyDir a named volume called as in the pod, and
+    the lab's podman storage is shared by every lab on the machine: two pods running at once
+    (two engineers' tests) would share, and overwrite, each other's "emptyDir" (an ECR password
+    of the wrong account, files gone). A kubelet gives every pod its own; so does this: each
+    emptyDir gets a name unique to this run, removed afterwards. Returns the names."""
+    renamed: dict[str, str] = {}
+    for volume in spec.get("volumes") or []:
+        if "emptyDir" in volume:
+            private = f"{volume['name']}-{suffix}"[:63].rstrip("-")
+            renamed[volume["name"]] = private
+            volume["name"] = private
+    for container in containers:
+        for mount in container.get("volumeMounts") or []:
+            mount["name"] = renamed.get(mount["name"], mount["name"])
+    return list(renamed.values())
 
 
 def _mount_termination_files(
