@@ -290,8 +290,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
             )
             return bytes(response.data).decode("utf-8", "replace"), None
         except Exception as error:
-            first_line = (str(error).strip().split("\n") or [""])[0][:300]
-            return None, f"{type(error).__name__}: {first_line}"
+            status, reason = getattr(error, "status", None), getattr(error, "reason", None)
+            text = f"HTTP {status} {reason}" if status else (str(error).strip().split("\n") or [""])[0]
+            return None, f"{type(error).__name__}: {text[:300]}"
 
     def _skip_if_promoted(self, context: Context) -> bool:
         if self.dest_aws_conn_id is None or self._promotion is None or self._engine is None:
