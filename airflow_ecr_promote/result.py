@@ -31,6 +31,7 @@ _SUMMARY = re.compile(
 )
 REPORT_BEGIN = "ecr-promote report begin "
 REPORT_END = "ecr-promote report end "
+RESULT_LINE = "ecr-promote result "  # one copy's line, printed as it ends
 MAX_LISTED_FAILURES = 50
 # (log text or None, why it could not be read or None)
 LogReader = Callable[[], tuple[str | None, str | None]]
@@ -184,8 +185,12 @@ def _script_entries(
     """Entries of the copy script's report: from the termination message when it holds the whole
     report, else from the copier's log; what neither holds is unknown, and says why."""
     summary = parse_summary(message)
-    if summary is None:
-        return parse_copy_lines(message, promotion, f"no report from the pod: its copier {ended}")
+    if summary is None:  # the copier ended before its report: keep what its log says it did
+        log = read_log()[0] if read_log is not None else None
+        done = [line[len(RESULT_LINE) :] for line in (log or "").split("\n") if line.startswith(RESULT_LINE)]
+        return parse_copy_lines(
+            "\n".join([message, *done]), promotion, f"no report from the pod: its copier {ended}"
+        )
     in_message = _report_lines(message)
     if report_matches(in_message, summary):
         return parse_copy_lines("\n".join(in_message), promotion)

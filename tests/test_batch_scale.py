@@ -405,3 +405,26 @@ def test_a_report_line_ending_in_a_space_still_matches_its_summary() -> None:
         result = op.execute(context)
     assert cluster.log_reads == []
     assert [e["status"] for e in result["promotions"]] == ["copied", "skipped"]
+
+
+def test_a_killed_copier_still_reports_the_copies_its_log_says_it_made(tmp_path: Path) -> None:
+    op = batch(["1.0", "1.1", "1.2"])
+    _, _, log = run_script(tmp_path, copier_env(op))
+    # killed (OOM) after two copies: the log holds their lines, no report, no summary
+    cut = log.split("\n")
+    lines = [line for line in cut if line.startswith("ecr-promote result ")]
+    assert [line.split(" ")[2] for line in lines] == ["1", "2", "3"]
+    partial = "\n".join(line for line in cut if not line.startswith("ecr-promote result 3 "))
+    partial = partial[: partial.index("ecr-promote report begin")]
+    context = make_context(op)
+    with (
+        kubernetes_stand_in(pod_that_said("", 137, "OOMKilled"), {"base": partial}.get),
+        pytest.raises(EcrPromoteError) as caught,
+    ):
+        op.execute(context)
+    entries = context["ti"].pushed["return_value"]["promotions"]
+    assert [e["status"] for e in entries] == ["copied", "copied", "unknown"]
+    assert entries[2]["reason"] == (
+        "no report from the pod: its copier container 'base' ended: OOMKilled, exit code 137"
+    )
+    assert "1 of 3 promotions failed" in str(caught.value)

@@ -94,10 +94,13 @@ def run_copy(bin_dir: Path, tmp_path: Path, copies: list[tuple[str, str]], on_co
     message = term.read_text()
     summary, _, report = message.partition("\n")
     # the whole report is framed in the log, and repeated after the summary when it fits in 1 KiB
-    framed = done.stdout.split("\n")
-    assert framed[0] == f"ecr-promote report begin {len(copies)}", done.stdout
+    out = done.stdout.split("\n")
+    begin = out.index(f"ecr-promote report begin {len(copies)}")
+    framed = out[begin:]
     assert framed[-2].startswith(f"ecr-promote report end {len(copies)} sha256:"), done.stdout
     assert "\n".join(framed[1:-2]) + "\n" == report
+    # each line was printed as its copy ended, before the report
+    assert sorted(line.removeprefix("ecr-promote result ") for line in out[:begin]) == sorted(framed[1:-2])
     assert summary.startswith(f"ecr-promote summary copies={len(copies)} "), message
     return done, report, copied
 

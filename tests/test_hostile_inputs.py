@@ -925,8 +925,11 @@ def test_copy_script_passes_each_reference_whole_or_refuses_it(env: dict[str, st
             argv[-1].removeprefix("docker://") for argv in calls[tool] if argv[0] in ("inspect", "digest")
         }
         assert dests <= read, "every destination of a copy that passed the checks was looked at"
-    framed = done.stdout.split("\n")
-    assert framed[0] == f"ecr-promote report begin {len(copies)}", done.stdout[:2000]
+    out = done.stdout.split("\n")
+    begin = f"ecr-promote report begin {len(copies)}"
+    assert begin in out, done.stdout[:2000]
+    framed = out[out.index(begin) :]
+    assert all(line.startswith("ecr-promote result ") for line in out[: out.index(begin)]), done.stdout[:2000]
     assert framed[-2].startswith(f"ecr-promote report end {len(copies)} sha256:"), done.stdout[-2000:]
     results = framed[1:-2]
     assert [line.split(" ")[0] for line in results] == [str(n) for n in range(1, len(copies) + 1)]

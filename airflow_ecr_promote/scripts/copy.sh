@@ -15,7 +15,8 @@
 #   SRC_AUTH, DEST_AUTH   skopeo auth files for the two sides; crane reads $DOCKER_CONFIG/config.json
 # The report has one line per copy: "<n> <status> <dest digest|-> <source digest|-> [reason]",
 # status one of copied, present (already promoted), skipped (conflict left alone), failed.
-# It is printed whole to stdout between the lines "ecr-promote report begin <count>" and
+# Each line is printed to stdout as its copy ends ("ecr-promote result <line>"), and the whole
+# report at the end, between the lines "ecr-promote report begin <count>" and
 # "ecr-promote report end <count> sha256:<sha256 of the report>". The termination message
 # (at most 4 KiB in Kubernetes, less with more containers) gets a summary line,
 # "ecr-promote summary copies=N copied=N present=N skipped=N failed=N report=sha256:<...>",
@@ -201,6 +202,14 @@ done < "$work/copies"
 total=$(wc -l < "$work/list")
 total=$((total + 0))
 
+# run_copy N SRC DST: promote, then print the result line at once ("ecr-promote result <line>",
+# one write), so that a copier killed before its report still leaves what it did in its log.
+run_copy() {
+    promote "$1" "$2" "$3" < /dev/null
+    line=$(cat "$work/result.$1" 2>/dev/null)
+    [ -z "$line" ] || printf 'ecr-promote result %s\n' "$line"
+}
+
 # worker K: copies 2+K, 2+K+PARALLEL, ... (copy 1 runs alone first: images of one batch usually
 # share base layers, and copies started together would each upload a blob the destination
 # does not have yet).
@@ -209,12 +218,12 @@ worker() {
     while read -r src dst; do
         i=$((i + 1))
         [ "$i" -ge 2 ] && [ $(((i - 2) % parallel)) -eq "$1" ] || continue
-        promote "$i" "$src" "$dst" < /dev/null
+        run_copy "$i" "$src" "$dst"
     done < "$work/list"
 }
 if [ "$total" -ge 1 ]; then
     read -r src dst < "$work/list"
-    promote 1 "$src" "$dst" < /dev/null
+    run_copy 1 "$src" "$dst"
 fi
 k=0
 while [ "$k" -lt "$parallel" ] && [ $((k + 2)) -le "$total" ]; do
