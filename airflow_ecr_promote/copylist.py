@@ -11,7 +11,7 @@ What remains is refused here, at parse/render time, before any pod exists:
 - :data:`MAX_COPY_LIST_BYTES`: the whole pod must stay under the API server's object limit
   (etcd's 1.5 MiB request limit) and the copier's environment plus arguments under ``ARG_MAX``
   (2 MiB with the default 8 MiB stack).
-- :data:`MAX_COPIES`: the task's return value lists every copy (about 300 to 1,300 bytes each),
+- :data:`MAX_COPIES`: the task's return value lists every copy (about 390 to 1,300 bytes each),
   and the copier's log, which carries the full report, must stay under the kubelet's default
   log rotation size (10 MiB), as the API serves only the current log file.
 """
