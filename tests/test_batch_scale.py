@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from kubernetes.client import models as k8s
 
+from airflow_ecr_promote.compat import build_pod_offline
 from airflow_ecr_promote.copylist import (
     CHUNK_BYTES,
     MAX_ARG_STRLEN,
@@ -25,7 +26,6 @@ from airflow_ecr_promote.copylist import (
     copy_lines,
     wire_ref,
 )
-from airflow_ecr_promote.compat import build_pod_offline
 from airflow_ecr_promote.engines import ENGINES, script
 from airflow_ecr_promote.operators import EcrPromoteError, EcrPromoteOperator
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
