@@ -73,7 +73,7 @@ def run_operator(lab: Lab, engine: str = "skopeo", **kwargs: Any) -> TaskRun:
         task_id="promote",
         engine=engine,
         init_image=lab.init_image,
-        copier_image=lab.copier_image,
+        copier_image=lab.copier_image_for(engine),
         source_role_arn=PULL_ROLE,
         dest_role_arn=PUSH_ROLE,
         **kwargs,
@@ -98,7 +98,7 @@ def seeded_tags(lab: Lab, repo: str, tags: list[str], images: int, seed: int) ->
     return {tag: digests[index % images] for index, tag in enumerate(tags)}
 
 
-@pytest.mark.parametrize("engine", ["skopeo"])
+@pytest.mark.parametrize("engine", ["skopeo", "crane"])
 def test_batch_of_300_tags_reports_every_tag_and_its_rerun_writes_nothing(lab: Lab, engine: str) -> None:
     repo = f"scale/{engine}"
     tags = [f"7.{i // 100}.{i % 100}" for i in range(300)]
@@ -124,7 +124,7 @@ def test_batch_of_300_tags_reports_every_tag_and_its_rerun_writes_nothing(lab: L
     assert writes(lab) == writes_before, "a re-run writes no blob and no manifest"
 
 
-@pytest.mark.parametrize("engine", ["skopeo"])
+@pytest.mark.parametrize("engine", ["skopeo", "crane"])
 def test_batch_where_a_third_fails_with_long_reasons_reports_each_reason(lab: Lab, engine: str) -> None:
     repo = f"scale/reasons-{engine}/with-a-rather-long-repository-name-as-teams-have"
     tags = [f"release-candidate-{i:03d}-" + "x" * 90 for i in range(60)]
@@ -161,7 +161,7 @@ def with_sidecar(lab: Lab) -> k8s.V1Pod:
     )
 
 
-@pytest.mark.parametrize("engine", ["skopeo"])
+@pytest.mark.parametrize("engine", ["skopeo", "crane"])
 def test_batch_with_an_extra_container_in_the_pod_reports_every_tag(lab: Lab, engine: str) -> None:
     repo = f"scale/sidecar-{engine}"
     tags = [f"9.0.{i}-" + "y" * 100 for i in range(40)]
@@ -181,7 +181,7 @@ def test_batch_with_an_extra_container_in_the_pod_reports_every_tag(lab: Lab, en
     assert [e["digest"] for e in run.result["promotions"]] == [expected[tag] for tag in tags]
 
 
-@pytest.mark.parametrize("engine", ["skopeo"])
+@pytest.mark.parametrize("engine", ["skopeo", "crane"])
 def test_source_with_tag_and_digest_is_copied_by_its_digest(lab: Lab, engine: str) -> None:
     repo = f"scale/pinned-{engine}"
     digest = lab.push_image(SOURCE_ACCOUNT, repo, "10.0.0", seed=1000)
