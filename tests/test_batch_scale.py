@@ -414,7 +414,7 @@ def test_a_killed_copier_still_reports_the_copies_its_log_says_it_made(tmp_path:
     # killed (OOM) after two copies: the log holds their lines, no report, no summary
     cut = log.split("\n")
     lines = [line for line in cut if line.startswith("ecr-promote result ")]
-    assert [line.split(" ")[2] for line in lines] == ["1", "2", "3"]
+    assert sorted(line.split(" ")[2] for line in lines) == ["1", "2", "3"]  # parallel: any order
     partial = "\n".join(line for line in cut if not line.startswith("ecr-promote result 3 "))
     partial = partial[: partial.index("ecr-promote report begin")]
     context = make_context(op)
