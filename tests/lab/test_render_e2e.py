@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_ecr_promote.result import parse_summary
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
 from .lab import Lab
@@ -51,4 +52,7 @@ def test_rendered_job_pod_template_promotes_an_image(lab: Lab) -> None:
     outcome = play_pod(lab, pod)
     assert outcome.phase == "Succeeded", [c.message or c.logs for c in outcome.containers]
     assert lab.digest(DEST_ACCOUNT, repo, tag) == digest
-    assert outcome.container("base").message.split()[1:3] == ["copied", digest]
+    message = outcome.container("base").message
+    summary = parse_summary(message)
+    assert summary is not None and (summary.copies, summary.failed) == (1, 0), message
+    assert f"1 copied {digest} {digest}" in message.split("\n"), message
