@@ -62,7 +62,11 @@ def _parse(uri: object, host_and_path: str) -> ImageRef:
             "uri", uri, "holds a tag, digest, query or fragment: an asset is a repository", _EXPECTED
         )
     # The tag only satisfies the image parser; the asset keeps host, account, region, repository.
-    ref = parse_image_ref("uri", f"{host.lower()}/{repository}:latest")
+    try:
+        ref = parse_image_ref("uri", f"{host.lower()}/{repository}:latest")
+    except PromotionInputError as error:
+        problem = error.problem.replace("'latest'", "").strip()
+        raise PromotionInputError("uri", uri, problem, _EXPECTED) from None
     return ImageRef(canonical_host(ref), ref.account, ref.region, ref.repository)
 
 

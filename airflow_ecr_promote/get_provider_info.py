@@ -22,7 +22,7 @@ def _config() -> dict[str, Any]:
             "version_added": "0.1.0",
             "type": "string",
             "example": example,
-            "default": None,
+            "default": "",
         }
 
     options = {

@@ -205,9 +205,7 @@ def _collect(dag_id: str, run_id: str, session: Any) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "states": {f"{t.task_id}[{t.map_index}]": str(t.state) for t in tis},
-        "xcoms": {
-            f"{x.task_id}[{x.map_index}].{x.key}": _xcom_value(XComRow, x) for x in xcoms
-        },
+        "xcoms": {f"{x.task_id}[{x.map_index}].{x.key}": _xcom_value(XComRow, x) for x in xcoms},
         "asset_events": [e for e in asset_events if e["run_id"] == run_id],
     }
 
