@@ -188,7 +188,13 @@ def _collect(dag_id: str, run_id: str, session: Any) -> dict[str, Any]:
 
         events = session.query(AssetEvent).filter(AssetEvent.source_dag_id == dag_id).all()
         asset_events = [
-            {"uri": e.asset.uri, "extra": e.extra, "task_id": e.source_task_id, "run_id": e.source_run_id}
+            {
+                "uri": e.asset.uri,
+                "extra": e.extra,
+                "task_id": e.source_task_id,
+                "run_id": e.source_run_id,
+                "timestamp": e.timestamp.isoformat(),
+            }
             for e in events
         ]
     else:
@@ -197,7 +203,13 @@ def _collect(dag_id: str, run_id: str, session: Any) -> dict[str, Any]:
 
         events = session.query(DatasetEvent).filter(DatasetEvent.source_dag_id == dag_id).all()
         asset_events = [
-            {"uri": e.dataset.uri, "extra": e.extra, "task_id": e.source_task_id, "run_id": e.source_run_id}
+            {
+                "uri": e.dataset.uri,
+                "extra": e.extra,
+                "task_id": e.source_task_id,
+                "run_id": e.source_run_id,
+                "timestamp": e.timestamp.isoformat(),
+            }
             for e in events
         ]
     tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
@@ -262,6 +274,9 @@ def _consumer_runs(bag: Any, producer: str, session: Any) -> list[dict[str, Any]
         report["dag_id"] = dag_run.dag_id
         report["run_type"] = str(dag_run.run_type)
         report["state"] = str(dag_run.state)
+        fresh = session.query(DagRun).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).one()
+        consumed = getattr(fresh, "consumed_asset_events", None) or fresh.consumed_dataset_events
+        report["consumed"] = [{"extra": e.extra, "timestamp": e.timestamp.isoformat()} for e in consumed]
         reports.append(report)
     return reports
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from airflow_ecr_promote.links import EcrImageLink
-from tests.dag_run import canned_digest, migrated_db, run_dags
+from tests.dag_run import REPO, canned_digest, migrated_db, run_dags
 
 HERE = Path(__file__).resolve().parent
 STAGING = "123456789012.dkr.ecr.us-west-2.amazonaws.com/team/app"
@@ -33,8 +33,12 @@ def mapping_run(db: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         sys.executable,
         db,
         tmp_path_factory.mktemp("runs"),
-        dag_files=[HERE / "dag_files" / "ecr_xcom_mapping.py"],
+        dag_files=[
+            HERE / "dag_files" / "ecr_xcom_mapping.py",
+            REPO / "dags" / "examples" / "ecr_deploy_on_promotion.py",
+        ],
         dag_id="ecr_xcom_mapping",
+        run_consumers=True,
     )
 
 
@@ -118,3 +122,23 @@ def test_the_console_link_points_at_the_promoted_image(mapping_run: dict[str, An
     assert EcrImageLink().format_link(**batch) == (
         "https://console.aws.amazon.com/ecr/repositories/private/210987654321/team/app?region=us-east-1"
     )
+
+
+def test_the_deploy_dag_runs_on_the_events_and_deploys_the_newest_digest(mapping_run: dict[str, Any]) -> None:
+    (consumer,) = mapping_run["consumers"]
+    assert consumer["dag_id"] == "ecr_deploy_on_promotion"
+    assert consumer["run_type"].endswith("asset_triggered") or consumer["run_type"].endswith(
+        "dataset_triggered"
+    )
+    assert consumer["state"].endswith("success"), consumer["states"]
+    # The scheduler hands a run the events queued up to its creation; the rest go to the next run.
+    assert consumer["consumed"]
+    assert {e["extra"]["image"] for e in consumer["consumed"]} <= {
+        e["extra"]["image"] for e in mapping_run["asset_events"]
+    }
+    newest = max(consumer["consumed"], key=lambda e: e["timestamp"])
+    assert consumer["xcoms"]["image_to_deploy[-1].return_value"] == newest["extra"]["image"]
+    (patched,) = mapping_run["deployments"]
+    assert (patched["name"], patched["namespace"]) == ("app", "production")
+    container = patched["body"]["spec"]["template"]["spec"]["containers"][0]
+    assert container == {"name": "app", "image": newest["extra"]["image"]}
