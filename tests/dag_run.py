@@ -118,6 +118,7 @@ def run_dags(
         )
     result: dict[str, Any] = json.loads(lines[-1][len(MARK) :])
     result["log"] = done.stdout + done.stderr
+    (home / "run.log").write_text(result["log"])
     return result
 
 
@@ -152,7 +153,11 @@ def _lab_runner(state: str) -> Any:
     lab = Lab.attach(state)
 
     def play(pod: Any) -> Any:
-        return play_pod(lab, ApiClient().sanitize_for_serialization(pod)).as_v1pod(pod)
+        outcome = play_pod(lab, ApiClient().sanitize_for_serialization(pod))
+        for container in [*outcome.init_containers, *outcome.containers]:
+            for line in container.logs.splitlines():
+                print(f"[pod {pod.metadata.name} {container.name}] {line}", flush=True)
+        return outcome.as_v1pod(pod)
 
     return play
 
@@ -217,6 +222,7 @@ def _collect(dag_id: str, run_id: str, session: Any) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "states": {f"{t.task_id}[{t.map_index}]": str(t.state) for t in tis},
+        "tries": {f"{t.task_id}[{t.map_index}]": t.try_number for t in tis},
         "xcoms": {f"{x.task_id}[{x.map_index}].{x.key}": _xcom_value(XComRow, x) for x in xcoms},
         "asset_events": [e for e in asset_events if e["run_id"] == run_id],
     }
