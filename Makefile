@@ -9,13 +9,15 @@ VENV := .venv
 VENV2 := .venv-airflow2
 AWSCLI := .venv-awscli
 PY := $(VENV)/bin/python
-LAB_DEBS := skopeo podman runc docker-registry apache2-utils haproxy debootstrap awscli uidmap fuse-overlayfs openssl ca-certificates util-linux busybox
+LAB_DEBS := skopeo podman runc docker-registry apache2-utils haproxy debootstrap awscli uidmap fuse-overlayfs openssl ca-certificates util-linux busybox-static
 
-.PHONY: help venv venv-airflow2 lab-deps lint typecheck unit unit-airflow2 lab-test test demo lab-up lab-down bench clean
+.PHONY: help venv venv-airflow2 lab-deps lint typecheck unit unit-airflow2 resolve-check lab-test test demo lab-up lab-down bench clean
 
 help:
 	@echo "make demo   - start the local lab, promote a two-platform image through the operator's pod"
-	@echo "make test   - install what is missing, lint, type-check, run unit tests (Airflow 3 and 2.11) and lab tests"
+	@echo "make test   - install what is missing, lint, type-check, run unit tests (newest and oldest supported"
+	@echo "              Airflow + providers), check pip resolves the package under each release's constraint pins,"
+	@echo "              and run the lab tests"
 
 $(VENV)/.done: pyproject.toml requirements/airflow3.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,12 +60,17 @@ unit: venv
 unit-airflow2: venv-airflow2
 	$(VENV2)/bin/python -m pytest -m "not lab" -q -p no:cacheprovider
 
+# pip resolves the package (dry run, whole dependency tree) under each supported Airflow release's
+# constraint pins, recorded in requirements/constraints-pins.toml.
+resolve-check: venv
+	$(PY) -m tests.resolve_check
+
 lab-test: venv venv-airflow2 lab-deps
 	$(PY) -m pytest -m lab -q
 	# Whole DAG runs (mapping, assets, the deploy DAG) through Airflow 2.11's task runner too.
 	$(VENV2)/bin/python -m pytest -m lab -q -p no:cacheprovider tests/lab/test_airflow_native_e2e.py
 
-test: lint typecheck lab-deps unit unit-airflow2 lab-test
+test: lint typecheck lab-deps unit unit-airflow2 resolve-check lab-test
 
 demo: venv lab-deps
 	$(PY) -m tests.lab.demo
@@ -76,6 +83,7 @@ lab-down:
 
 bench: venv lab-deps
 	$(PY) bench/batch_vs_pods.py
+	$(PY) bench/engines.py
 
 clean:
 	rm -rf $(VENV) $(VENV2) $(AWSCLI) .pytest_cache .mypy_cache .ruff_cache

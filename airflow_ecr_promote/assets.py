@@ -128,7 +128,7 @@ def to_emit(entries: Iterable[Mapping[str, Any]], try_number: int) -> list[Mappi
 
 def emit(context: Mapping[str, Any], alias: str, result: Mapping[str, Any] | None) -> list[str]:
     """Add an event per promoted image through the task's alias; returns the asset URIs."""
-    from airflow.providers.common.compat.sdk import Asset, AssetAlias
+    from airflow_ecr_promote.compat import Asset, AssetAlias
 
     outlet_events = context.get("outlet_events")
     ti = context.get("ti")

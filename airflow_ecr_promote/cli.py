@@ -138,6 +138,12 @@ _PROMOTION_OPTIONS = (
         "(default fail; kaniko supports only overwrite, its default)",
     ),
     _Option(
+        "platform",
+        "OS/ARCH",
+        "kaniko only: the platform kaniko takes from a multi-arch source (default linux/amd64); "
+        "skopeo and crane copy every platform",
+    ),
+    _Option(
         "tags",
         "TAG",
         "promote this tag from the repository of --source-image to the repository of --dest-image; "
@@ -193,6 +199,10 @@ example:
 Inputs may also come from --values FILE, a YAML or JSON mapping with the same names in
 snake_case (source_image: ..., tags: [1.4.2, 1.4.3], ...); flags given on the command line win
 over the file. Bad input exits with code 2 and prints nothing on stdout.
+
+There is no EKS cluster name here (EcrPromoteOperator's eks_cluster_name): the manifest talks to
+no cluster, so the tool that applies it chooses one with its own credentials, e.g.
+'aws eks update-kubeconfig --name CLUSTER --region REGION' before kubectl.
 """
 
 
@@ -396,6 +406,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 def _operator_pod(inputs: Mapping[str, Any], namespace: str, service_account: str | None) -> k8s.V1Pod:
     """The operator's own pod for these inputs (KPO's ``build_pod_request_obj(dry_run=True)``)."""
+    from airflow_ecr_promote.compat import build_pod_offline
     from airflow_ecr_promote.operators import EcrPromoteOperator
 
     kpo_kwargs: dict[str, Any] = {"namespace": namespace}
@@ -404,7 +415,7 @@ def _operator_pod(inputs: Mapping[str, Any], namespace: str, service_account: st
     operator = EcrPromoteOperator(
         task_id=TASK_ID, role_session_name=ROLE_SESSION_NAME, **inputs, **kpo_kwargs
     )
-    return operator.build_pod_request_obj(None, dry_run=True)
+    return build_pod_offline(operator)
 
 
 def build_manifest(

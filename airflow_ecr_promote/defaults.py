@@ -22,7 +22,7 @@ SECTION = "ecr_promote"
 
 
 def _option(key: str) -> str | None:
-    from airflow.providers.common.compat.sdk import conf
+    from airflow_ecr_promote.compat import conf
 
     value = conf.get(SECTION, key, fallback=None)
     return value.strip() if isinstance(value, str) and value.strip() else None

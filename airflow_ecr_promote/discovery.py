@@ -22,9 +22,9 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.ecr import EcrHook
-from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
 from botocore.exceptions import ClientError
 
+from airflow_ecr_promote.compat import AirflowException, BaseOperator
 from airflow_ecr_promote.refs import PromotionInputError, parse_image_ref, show
 
 if TYPE_CHECKING:

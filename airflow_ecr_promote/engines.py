@@ -10,6 +10,7 @@ Facts behind the capabilities (see README "Engines"):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -61,6 +62,8 @@ class Engine:
     writes_dockerfile: bool = False
     on_conflict_choices: tuple[str, ...] = ("fail", "overwrite", "skip")
     default_on_conflict: str = "fail"
+    # Engines that build one platform take it as a flag; the others copy every platform.
+    platform_flag: str | None = None
 
 
 def _copies_env(promotion: Promotion) -> str:
@@ -109,7 +112,10 @@ ENGINES: dict[str, Engine] = {
     for engine in (
         Engine(
             name="kaniko",
-            default_image="ghcr.io/osscontainertools/kaniko:v1.28.0",
+            # Upstream's last release (the project was archived in 2025). The maintained fork's
+            # module (github.com/osscontainertools/kaniko) is not served by the module proxy the
+            # lab builds from, so v1.24.0 is the kaniko this project runs and tests.
+            default_image="gcr.io/kaniko-project/executor:v1.24.0",
             keeps_digest=False,
             all_platforms=False,
             runs_as_root=True,
@@ -124,6 +130,7 @@ ENGINES: dict[str, Engine] = {
             writes_dockerfile=True,
             on_conflict_choices=("overwrite",),
             default_on_conflict="overwrite",
+            platform_flag="--custom-platform",
         ),
         Engine(
             name="skopeo",
@@ -156,6 +163,34 @@ ENGINES: dict[str, Engine] = {
 }
 
 DEFAULT_ENGINE = "kaniko"
+# The platform kaniko takes from a multi-arch source when none is given: the same on every node,
+# whatever the node's architecture (kaniko's own default is the node's platform).
+DEFAULT_PLATFORM = "linux/amd64"
+_PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", re.ASCII)
+
+
+def parse_platform(engine: Engine, value: object) -> str | None:
+    """The platform an engine builds (``os/arch[/variant]``), or None for engines that copy all."""
+    if engine.platform_flag is None:
+        if value is not None:
+            raise PromotionInputError(
+                "platform",
+                value,
+                f"does not apply to engine {engine.name!r}, which copies every platform of the "
+                "source and keeps its digest",
+                "Expected None, or engine='kaniko', which builds one platform",
+            )
+        return None
+    if value is None:
+        return DEFAULT_PLATFORM
+    if not isinstance(value, str) or not _PLATFORM.fullmatch(value):
+        raise PromotionInputError(
+            "platform",
+            value,
+            "is not an OCI platform",
+            "Expected os/arch[/variant], e.g. 'linux/amd64', 'linux/arm64' or 'linux/arm/v7'",
+        )
+    return value
 
 
 def get_engine(name: object) -> Engine:

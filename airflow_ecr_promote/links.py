@@ -16,8 +16,9 @@ from airflow.providers.amazon.aws.links.base_aws import BASE_AWS_CONSOLE_LINK, B
 from airflow_ecr_promote.refs import ImageRef
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import BaseOperator
     from airflow.sdk import Context
+
+    from airflow_ecr_promote.compat import BaseOperator
 
 _REPOSITORY = (
     BASE_AWS_CONSOLE_LINK + "/ecr/repositories/private/{account_id}/{repository}?region={region_name}"

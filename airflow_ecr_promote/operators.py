@@ -13,11 +13,12 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.providers.common.compat.sdk import AirflowException, AssetAlias
 from kubernetes.client import models as k8s
 
 from airflow_ecr_promote import assets, defaults
+from airflow_ecr_promote.compat import AirflowException, AssetAlias, cleanup_kwargs
 from airflow_ecr_promote.discovery import EcrListTagsOperator
+from airflow_ecr_promote.eks import EksTarget, eks_kubeconfig, parse_eks_target
 from airflow_ecr_promote.engines import Engine
 from airflow_ecr_promote.links import EcrImageLink, link_target
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, OWN_VOLUMES, PodPlan, plan_pod
@@ -48,6 +49,7 @@ PROMOTION_FIELDS = (
     "copier_image",
     "init_image",
     "on_conflict",
+    "platform",
     "tags",
     "promotions",
 )
@@ -99,6 +101,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
     :param init_image: overrides ``[ecr_promote] init_image`` and the pinned AWS CLI image
     :param on_conflict: when the destination tag holds another digest: ``"fail"`` (default for
         skopeo and crane), ``"overwrite"`` or ``"skip"``; kaniko always overwrites
+    :param platform: kaniko only: the platform (``os/arch[/variant]``) kaniko takes from a
+        multi-arch source (default ``"linux/amd64"``); skopeo and crane copy every platform
     :param tags: promote these tags from the repository of ``source_image`` to the repository of
         ``dest_image`` in one pod (skopeo, crane); the return value lists each
     :param promotions: instead of ``source_image`` / ``dest_image``: a list of
@@ -111,6 +115,12 @@ class EcrPromoteOperator(KubernetesPodOperator):
     :param source_aws_conn_id: the same for the source (default: ``dest_aws_conn_id``)
     :param role_session_name: the STS session name CloudTrail shows for the assumed roles
         (default: ``ecr-promote-<dag_id>-<task_id>``)
+    :param eks_cluster_name: run the pod on this EKS cluster, for Airflow outside it (MWAA, ECS,
+        VMs): the Amazon provider's EksHook writes the kubeconfig, as for its EksPodOperator.
+        Not with ``config_file``, ``in_cluster`` or ``deferrable``
+    :param eks_region: the cluster's region (default: the region of ``eks_aws_conn_id``)
+    :param eks_aws_conn_id: the Airflow AWS connection that calls ``eks:DescribeCluster`` and signs
+        the cluster token (default ``aws_default``; None: boto3's default credentials)
     :param do_xcom_push: store the result dict as the task's return value, so downstream tasks can
         pull it or ``.expand()`` over it (no XCom sidecar runs either way); False stores nothing
     """
@@ -120,6 +130,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
         *PROMOTION_FIELDS,
         "source_aws_conn_id",
         "dest_aws_conn_id",
+        "eks_cluster_name",
+        "eks_region",
+        "eks_aws_conn_id",
     )
     ui_color = "#f0e4ff"
     operator_extra_links = (*KubernetesPodOperator.operator_extra_links, EcrImageLink())
@@ -139,12 +152,16 @@ class EcrPromoteOperator(KubernetesPodOperator):
         copier_image: str | None = None,
         init_image: str | None = None,
         on_conflict: str | None = None,
+        platform: str | None = None,
         tags: list[str] | None = None,
         promotions: list[dict[str, str]] | None = None,
         parallel: int = 4,
         source_aws_conn_id: str | None = None,
         dest_aws_conn_id: str | None = None,
         role_session_name: str | None = None,
+        eks_cluster_name: str | None = None,
+        eks_region: str | None = None,
+        eks_aws_conn_id: str | None = "aws_default",
         do_xcom_push: bool = True,
         termination_message_policy: str = "FallbackToLogsOnError",
         init_container_logs: Any = True,
@@ -168,16 +185,21 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.copier_image = copier_image
         self.init_image = init_image
         self.on_conflict = on_conflict
+        self.platform = platform
         self.tags = tags
         self.promotions = promotions
         self.parallel = parallel
         self.source_aws_conn_id = source_aws_conn_id
         self.dest_aws_conn_id = dest_aws_conn_id
         self.role_session_name = role_session_name
+        self.eks_cluster_name = eks_cluster_name
+        self.eks_region = eks_region
+        self.eks_aws_conn_id = eks_aws_conn_id
         self.push_result = do_xcom_push
         self._promotion: Promotion | None = None
         self._engine: Engine | None = None
         self._result: dict[str, Any] | None = None
+        self._context: Context | None = None
         self._in_kpo = False
         outlets = list(self.outlets or [])
         own = next((o for o in outlets if isinstance(o, AssetAlias) and assets.is_own_alias(o.name)), None)
@@ -212,6 +234,18 @@ class EcrPromoteOperator(KubernetesPodOperator):
             raise PromotionInputError("parallel", self.parallel, "is out of range", "Expected 1 to 64")
         if all(_is_literal(getattr(self, name)) for name in PROMOTION_FIELDS):
             self._plan()
+        if all(_is_literal(v) for v in (self.eks_cluster_name, self.eks_region, self.eks_aws_conn_id)):
+            self._eks_target()
+
+    def _eks_target(self) -> EksTarget | None:
+        return parse_eks_target(
+            self.eks_cluster_name,
+            self.eks_region,
+            self.eks_aws_conn_id,
+            config_file=self.config_file,
+            in_cluster=self.in_cluster,
+            deferrable=self.deferrable,
+        )
 
     def _plan(self) -> PodPlan:
         """Parse the (rendered) inputs and plan the pod; raises PromotionInputError."""
@@ -247,6 +281,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
             copier_image=defaults.copier_image(engine, self.copier_image),
             parallel=self.parallel,
             role_session_name=session,
+            platform=self.platform,
         )
         self._promotion, self._engine = promotion, engine
         return plan
@@ -306,10 +341,17 @@ class EcrPromoteOperator(KubernetesPodOperator):
         return super().build_pod_request_obj(context, *args, **kwargs)
 
     def execute(self, context: Context) -> Any:
+        self._context = context
         self._plan()
+        eks = self._eks_target()
         if not self._skip_if_promoted(context):
             with self._kpo_without_xcom():
-                super().execute(context)
+                if eks is None:
+                    super().execute(context)
+                else:
+                    self.in_cluster = False
+                    with eks_kubeconfig(eks, self.namespace) as self.config_file:
+                        super().execute(context)
         return self._finish(context)
 
     def _finish(self, context: Context) -> Any:
@@ -343,6 +385,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         return True
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
+        self._context = context
         if self._promotion is None:
             self._plan()
         with self._kpo_without_xcom():
@@ -366,6 +409,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         xcom_result: dict[str, Any] | None = None,
         context: Context | None = None,
     ) -> None:
+        context = context or self._context  # older cncf-kubernetes (10.1.0) passes none
         final = self._fresh(pod, remote_pod)
         outcome = None
         if final is not None and self._promotion is not None and self._engine is not None:
@@ -375,7 +419,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
             if outcome.result is not None and outcome.failure and self.push_result and context is not None:
                 context["ti"].xcom_push(key="return_value", value=outcome.result)
         try:
-            super().cleanup(pod=pod, remote_pod=final or remote_pod, xcom_result=xcom_result, context=context)
+            optional = cleanup_kwargs(super().cleanup, xcom_result=xcom_result, context=context)
+            super().cleanup(pod=pod, remote_pod=final or remote_pod, **optional)
         except AirflowException as error:
             if outcome is not None and outcome.failure:
                 raise EcrPromoteError(outcome.failure) from error

@@ -18,6 +18,7 @@ from airflow_ecr_promote.engines import (
     SCRATCH_DIR,
     Engine,
     check_supports,
+    parse_platform,
     script,
 )
 from airflow_ecr_promote.promotion import Promotion
@@ -112,10 +113,15 @@ def plan_pod(
     copier_image: str | None = None,
     parallel: int = 4,
     role_session_name: str = "airflow-ecr-promote",
+    platform: str | None = None,
 ) -> PodPlan:
     """Build the promotion's pod pieces; raises PromotionInputError when the engine cannot do it."""
     check_supports(engine, promotion)
     call = engine.call(promotion, parallel)
+    chosen_platform = parse_platform(engine, platform)
+    args = list(call.args)
+    if engine.platform_flag and chosen_platform:
+        args.append(f"{engine.platform_flag}={chosen_platform}")
     init_env = {
         "LOGINS": _logins_env(promotion),
         "ROLE_SESSION_NAME": session_name(role_session_name),
@@ -172,7 +178,7 @@ def plan_pod(
         init_container=init_container,
         image=copier_image or engine.default_image,
         cmds=call.cmds,
-        args=call.args,
+        args=args,
         env=_env(call.env),
         volume_mounts=mounts,
         volumes=volumes,

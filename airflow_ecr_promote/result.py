@@ -135,6 +135,10 @@ def read_pod(pod: k8s.V1Pod, promotion: Promotion, engine: str, copier: str) -> 
             promotion.source.digest,
             None if digest else message[-1500:],
         )
+        if digest:
+            # kaniko writes a new config (created time, platform), so it never keeps the digest,
+            # even when the source is named by digest (kaniko issue 673).
+            entry["digest_kept"] = False
         entries = [entry]
     else:
         entries = parse_copy_lines(message, promotion)

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, BaseSensorOperator, PokeReturnValue, conf
-
+from airflow_ecr_promote.compat import AirflowException, BaseSensorOperator, PokeReturnValue, conf
 from airflow_ecr_promote.discovery import EcrRepositoryNotFoundError, ecr_hook
 from airflow_ecr_promote.refs import ImageRef, parse_image_ref
 from airflow_ecr_promote.triggers import EcrImageTrigger, find_image_digest

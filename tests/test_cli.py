@@ -21,6 +21,7 @@ import yaml
 from kubernetes.client import ApiClient
 
 from airflow_ecr_promote import __version__, cli
+from airflow_ecr_promote.compat import build_pod_offline
 from airflow_ecr_promote.engines import ENGINES
 from airflow_ecr_promote.operators import EcrPromoteOperator
 from airflow_ecr_promote.pod import LABEL_PREFIX
@@ -46,7 +47,7 @@ def operator_pod(namespace: str = "default", **inputs: Any) -> dict[str, Any]:
     operator = EcrPromoteOperator(
         task_id=cli.TASK_ID, namespace=namespace, role_session_name=cli.ROLE_SESSION_NAME, **inputs
     )
-    pod = operator.build_pod_request_obj(None, dry_run=True)
+    pod = build_pod_offline(operator)  # KPO's dry run (or its equivalent on cncf-kubernetes 10.1)
     serialised: dict[str, Any] = ApiClient().sanitize_for_serialization(pod)
     return serialised
 

@@ -71,6 +71,7 @@ def test_pod_shape_for_each_engine(dagbag: DagBag, engine: str) -> None:
             "--push-retry=3",
             "--image-download-retry=3",
             "--verbosity=info",
+            "--custom-platform=linux/amd64",
         ]
     else:
         shell = "/busybox/sh" if engine == "crane" else "sh"

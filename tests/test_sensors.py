@@ -10,9 +10,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowException, TaskDeferred
 
 from airflow_ecr_promote import triggers
+from airflow_ecr_promote.compat import AirflowException, TaskDeferred
 from airflow_ecr_promote.discovery import EcrRepositoryNotFoundError
 from airflow_ecr_promote.refs import PromotionInputError
 from airflow_ecr_promote.sensors import EcrImageSensor

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from .gotools import go_binary
+from .images import BUSYBOX_STATIC
 from .lab import Lab
 from .paths import AWS_CLI, state_dir_default
 from .procs import LabError
@@ -37,6 +39,10 @@ PREREQUISITES = (
 def missing_prerequisites() -> list[str]:
     """Why the lab cannot run here (empty when it can)."""
     problems = [f"missing binary {b}" for b in PREREQUISITES if shutil.which(b) is None]
+    if go_binary() is None:
+        problems.append("missing Go toolchain (/usr/local/go/bin/go) to build kaniko and crane")
+    if not BUSYBOX_STATIC.is_file():
+        problems.append(f"missing {BUSYBOX_STATIC} (Debian busybox-static) for the crane image")
     try:
         import moto.server  # noqa: F401
     except ImportError:

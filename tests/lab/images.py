@@ -22,10 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import gotools
 from .moto_iam import BASE_ACCESS_KEY_ID, BASE_SECRET_ACCESS_KEY
 from .podman import podman_env
 
 SUITE = "bookworm"
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 REPO_PREFIX = "localhost/ecr-promote-lab"
 NONROOT_UID = 65532
@@ -62,12 +64,57 @@ EXTRA = {
 }
 
 
+# Laid out like the official images (kaniko's deploy/Dockerfile; crane's :debug image, ko-built
+# on distroless base:debug), with the lab CA in the bundle the image trusts, as a real cluster
+# trusts ECR's public CA. kaniko: FROM scratch, /kaniko/executor as entrypoint, its CA bundle in
+# /kaniko/ssl/certs, DOCKER_CONFIG=/kaniko/.docker, /workspace; root, as upstream.
+_KANIKO = """\
+FROM scratch
+COPY executor /kaniko/executor
+COPY ca-certificates.crt /kaniko/ssl/certs/ca-certificates.crt
+COPY docker/ /kaniko/.docker/
+COPY nsswitch.conf /etc/nsswitch.conf
+ENV HOME=/root USER=root PATH=/usr/local/bin:/kaniko SSL_CERT_DIR=/kaniko/ssl/certs \\
+    DOCKER_CONFIG=/kaniko/.docker/ \\
+    DOCKER_CREDENTIAL_GCR_CONFIG=/kaniko/.config/gcloud/docker_credential_gcr_config.json
+WORKDIR /workspace
+RUN ["/kaniko/executor", "version"]
+ENTRYPOINT ["/kaniko/executor"]
+"""
+
+# crane's :debug image: crane in /ko-app, busybox (static) in /busybox, distroless's passwd
+# with root and nonroot (65532), the CA bundle at the Debian path distroless uses.
+_CRANE = """\
+FROM scratch
+COPY busybox /busybox/busybox
+RUN ["/busybox/busybox", "--install", "-s", "/busybox"]
+COPY crane /ko-app/crane
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY passwd /etc/passwd
+COPY group /etc/group
+COPY tmp/ /tmp/
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/busybox:/ko-app \\
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+RUN ["/ko-app/crane", "version"]
+ENTRYPOINT ["/ko-app/crane"]
+"""
+_PASSWD = "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
+_GROUP = "root:x:0:\nnonroot:x:65532:\n"
+BUSYBOX_STATIC = Path("/bin/busybox")  # Debian's busybox-static
+
+
 @dataclass(frozen=True)
 class LabImages:
     """Names of the built images (`localhost/ecr-promote-lab/<name>:<hash>`)."""
 
     awscli: str
     skopeo: str
+    kaniko: str
+    crane: str
+
+    def copier(self, engine: str) -> str:
+        """The lab's image for an engine's copier container."""
+        return str(getattr(self, engine))
 
 
 def _sha(*parts: str | bytes) -> str:
@@ -158,11 +205,43 @@ class ImageBuilder:
         ref = f"{REPO_PREFIX}/{name}:{_sha(containerfile, self.ca_cert.read_bytes())}"
         if self.exists(ref):
             return ref
+        ctx = self._context(name, containerfile)
+        shutil.copy(self.ca_cert, ctx / "lab-ca.crt")
+        return self._build(name, ref, ctx)
+
+    def go_image(self, name: str) -> str:
+        """kaniko or crane: the binary built from its Go module, in an image laid out like upstream's."""
+        tool = gotools.TOOLS[name]
+        containerfile = _KANIKO if name == "kaniko" else _CRANE
+        bundle = SYSTEM_CA_BUNDLE.read_bytes() + self.ca_cert.read_bytes()
+        ref = f"{REPO_PREFIX}/{name}:{_sha(containerfile, bundle, tool.module, tool.version)}"
+        if self.exists(ref):
+            return ref
+        binary = gotools.build(tool, self.cache_dir, self.log)
+        ctx = self._context(name, containerfile)
+        shutil.copy(binary, ctx / tool.binary)
+        (ctx / "ca-certificates.crt").write_bytes(bundle)
+        if name == "kaniko":
+            (ctx / "docker").mkdir()
+            (ctx / "docker" / ".keep").touch()
+            (ctx / "nsswitch.conf").write_text("hosts: files dns\n")
+        else:
+            shutil.copy(BUSYBOX_STATIC, ctx / "busybox")
+            (ctx / "passwd").write_text(_PASSWD)
+            (ctx / "group").write_text(_GROUP)
+            (ctx / "tmp").mkdir()
+            (ctx / "tmp").chmod(0o1777)
+            (ctx / "tmp" / ".keep").touch()
+        return self._build(name, ref, ctx)
+
+    def _context(self, name: str, containerfile: str) -> Path:
         ctx = self.cache_dir / "build" / name
         shutil.rmtree(ctx, ignore_errors=True)
         ctx.mkdir(parents=True)
         (ctx / "Containerfile").write_text(containerfile)
-        shutil.copy(self.ca_cert, ctx / "lab-ca.crt")
+        return ctx
+
+    def _build(self, name: str, ref: str, ctx: Path) -> str:
         t0 = time.monotonic()
         res = self._podman(
             "build", "--pull=never", "-t", ref, "-f", str(ctx / "Containerfile"), str(ctx), check=False
@@ -178,7 +257,12 @@ class ImageBuilder:
         with open(self.cache_dir / ".build.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             base = self.base_image()
-            return LabImages(awscli=self.tool_image("awscli", base), skopeo=self.tool_image("skopeo", base))
+            return LabImages(
+                awscli=self.tool_image("awscli", base),
+                skopeo=self.tool_image("skopeo", base),
+                kaniko=self.go_image("kaniko"),
+                crane=self.go_image("crane"),
+            )
 
 
 def ensure_images(cache_dir: Path, ca_cert: Path, log: Callable[[str], None] = print) -> LabImages:

@@ -367,6 +367,10 @@ class Lab(RegistryContent):
         """skopeo image, non-root, lab CA + base identity keys baked in."""
         return self._images().skopeo
 
+    def copier_image_for(self, engine: str) -> str:
+        """The lab's copier image for `engine` (kaniko, skopeo, crane), laid out like upstream's."""
+        return self._images().copier(engine)
+
     def _images(self) -> LabImages:
         if self.images is None:
             raise LabError("lab images were not built (start(build_images=False)?)")

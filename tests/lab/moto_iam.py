@@ -8,11 +8,14 @@ the very first request (`INITIAL_NO_AUTH_ACTION_COUNT=0`):
 - account 123456789012: IAM user `ecr-promote-pod`, the pod's base identity (IRSA / Pod
   Identity stand-in), with the fixed access key `BASE_ACCESS_KEY_ID` / `BASE_SECRET_ACCESS_KEY`
   (moto's API cannot choose a key id, so the key is rewritten in the model). Its inline policy
-  allows `sts:AssumeRole` ONLY on the two roles below, plus `ecr:GetAuthorizationToken` (the
+  allows `sts:AssumeRole` ONLY on the roles below, plus `ecr:GetAuthorizationToken` (the
   pod-identity path: login with the base identity, no role);
 - role `arn:aws:iam::123456789012:role/ecr-promote-pull` (source account): pull actions;
 - role `arn:aws:iam::210987654321:role/ecr-promote-push` (destination account): pull + push.
   Both trust exactly the user's ARN and allow `ecr:GetAuthorizationToken`.
+- role `ecr-promote-airflow` (source account, trusting the user too): the identity of an Airflow
+  outside the cluster (MWAA's execution role), allowed only `eks:DescribeCluster`; role
+  `ecr-promote-eks-admin` may also create EKS clusters, for tests to set one up.
 
 What is enforced (moto's access control, 5.x): every STS/ECR request must be SigV4-signed
 with a known key (an unknown key id -> `InvalidClientTokenId`, a wrong secret ->
@@ -22,11 +25,12 @@ answers in JSON as AWS does: `UnrecognizedClientException`, `InvalidSignatureExc
 the caller's policies must allow the action (`AccessDenied` otherwise); `sts:AssumeRole` is
 matched against the role ARN (the only Resource moto compares: ECR actions are checked
 against `*`, so the role policies name `*`); keys handed out by assume-role act with the
-role's policies, in the role's account. Three small patches, applied only in this process,
+role's policies, in the role's account. Four small patches, applied only in this process,
 bring the assume-role check closer to AWS: the role's trust policy is read from the ROLE's
 account (moto only looks in the caller's, so cross-account trust was never checked), a role
 that does not exist is refused, and the AccessDenied message names the role
-("... is not authorized to perform: sts:AssumeRole on resource: <role ARN>").
+("... is not authorized to perform: sts:AssumeRole on resource: <role ARN>"); and a bodiless
+GET (EKS DescribeCluster) is signature-checked as sent (moto signed its parsed parameters as a body).
 Not enforced: resource policies, permission boundaries, conditions other than moto's trust
 policy ones; `/moto-api/` stays open (the lab reads `/moto-api/data.json`).
 """
@@ -49,6 +53,8 @@ BASE_SECRET_ACCESS_KEY = "lab/ecr-promote/base+identity/secret0000"  # 40 charac
 
 PULL_ROLE_ARN = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-pull"
 PUSH_ROLE_ARN = f"arn:aws:iam::{DEST_ACCOUNT}:role/ecr-promote-push"
+AIRFLOW_ROLE_ARN = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-airflow"
+EKS_ADMIN_ROLE_ARN = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-eks-admin"
 
 PULL_ACTIONS = [
     "ecr:GetAuthorizationToken",
@@ -75,13 +81,15 @@ def _doc(*statements: dict[str, Any]) -> str:
 
 BASE_POLICY = _doc(
     {"Sid": "AssumeThePromotionRoles", "Effect": "Allow", "Action": "sts:AssumeRole",
-     "Resource": [PULL_ROLE_ARN, PUSH_ROLE_ARN]},
+     "Resource": [PULL_ROLE_ARN, PUSH_ROLE_ARN, AIRFLOW_ROLE_ARN, EKS_ADMIN_ROLE_ARN]},
     {"Sid": "PodIdentityLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
 )  # fmt: skip
 TRUST_POLICY = _doc({"Effect": "Allow", "Principal": {"AWS": BASE_USER_ARN}, "Action": "sts:AssumeRole"})
 ROLES = {  # role ARN -> actions its inline policy allows (on "*": moto compares ECR actions to "*")
     PULL_ROLE_ARN: PULL_ACTIONS,
     PUSH_ROLE_ARN: PUSH_ACTIONS,
+    AIRFLOW_ROLE_ARN: ["eks:DescribeCluster"],
+    EKS_ADMIN_ROLE_ARN: ["eks:CreateCluster", "eks:DescribeCluster", "eks:ListClusters"],
 }
 
 
@@ -189,6 +197,20 @@ def enforce() -> None:
             )
         raise error
 
+    original_request = base._create_aws_request
+
+    def create_aws_request(self: Any) -> Any:
+        # moto re-signs a bodiless GET (EKS DescribeCluster, ListClusters) with its parsed
+        # parameters as the body, so a correct signature never matched: sign what was sent.
+        if self._method in ("GET", "HEAD", "DELETE") and not self._body:
+            parsed, self._data = self._data, {}
+            try:
+                return original_request(self)
+            finally:
+                self._data = parsed
+        return original_request(self)
+
+    base._create_aws_request = create_aws_request  # type: ignore[method-assign]
     base.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
     base._is_assuming_role_operation = is_assuming_role_operation  # type: ignore[method-assign]
     base._check_role_trust_relationship = check_role_trust_relationship  # type: ignore[method-assign]

@@ -126,8 +126,10 @@ def lab_connections(lab: Lab) -> Iterator[None]:
 
 
 def lab_conf(lab: Lab, **conf: Any) -> dict[str, Any]:
-    """A dag_run.conf for the on-demand example that uses the lab's images."""
-    return {"init_image": lab.init_image, "copier_image": lab.copier_image, **conf}
+    """A dag_run.conf for the on-demand example that uses the lab's images (the copier image of
+    ``conf["engine"]``, skopeo when no engine is given)."""
+    engine = str(conf.get("engine") or "skopeo")
+    return {"init_image": lab.init_image, "copier_image": lab.copier_image_for(engine), **conf}
 
 
 def run_task(

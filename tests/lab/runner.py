@@ -240,6 +240,10 @@ class _Runtime:
                 "read_only_root": bool(host.get("ReadonlyRootfs")),
                 "effective_caps": sorted(info.get("EffectiveCaps") or []),
                 "no_new_privileges": any("no-new-privileges" in o for o in host.get("SecurityOpt") or []),
+                "seccomp": _seccomp(info),
+                "read_only_mounts": {
+                    m.get("Destination"): not m.get("RW", True) for m in info.get("Mounts") or []
+                },
             },
         )
 
@@ -288,6 +292,14 @@ class _Runtime:
         if "did not find expected" in output and _leading_newline(self.pod_spec):
             hint = "\n(podman 4.3.1 rejects string values that begin with a newline; Kubernetes accepts them)"
         raise LabError(f"podman kube play failed before any container ran:\n{output}{hint}")
+
+
+def _seccomp(info: dict[str, Any]) -> str:
+    """The seccomp profile podman applied: "unconfined", a profile path, or "default"."""
+    for option in (info.get("HostConfig") or {}).get("SecurityOpt") or []:
+        if option.startswith("seccomp="):
+            return str(option.split("=", 1)[1])
+    return str(info.get("SeccompProfilePath") or "default")
 
 
 def _leading_newline(obj: Any) -> bool:

@@ -1,4 +1,5 @@
-"""Batches, conflicts and fan-out through the operator's pod, in the lab."""
+"""Batches, conflicts and fan-out through the operator's pod, in the lab, for each engine that
+keeps the digest (skopeo and crane): the same tests, parametrized over ``COPYING_ENGINES``."""
 
 from __future__ import annotations
 
@@ -15,16 +16,23 @@ from .operator_run import TaskRun, run_task
 
 pytestmark = pytest.mark.lab
 
+COPYING_ENGINES = ("skopeo", "crane")
+
 PULL_ROLE = "arn:aws:iam::123456789012:role/ecr-promote-pull"
 PUSH_ROLE = "arn:aws:iam::210987654321:role/ecr-promote-push"
 
 
-def run_operator(lab: Lab, **kwargs: Any) -> TaskRun:
+@pytest.fixture(params=COPYING_ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def run_operator(lab: Lab, engine: str, **kwargs: Any) -> TaskRun:
     operator = EcrPromoteOperator(
         task_id="promote",
-        engine="skopeo",
+        engine=engine,
         init_image=lab.init_image,
-        copier_image=lab.copier_image,
+        copier_image=lab.copier_image_for(engine),
         source_role_arn=PULL_ROLE,
         dest_role_arn=PUSH_ROLE,
         **kwargs,
@@ -43,8 +51,8 @@ def blob_sizes(lab: Lab, account: str, repo: str, tag: str) -> dict[str, int]:
     return sizes
 
 
-def test_batch_sends_shared_layers_once_and_reports_every_tag(lab: Lab) -> None:
-    repo, tags = "batch/shared", [f"3.0.{i}" for i in range(5)]
+def test_batch_sends_shared_layers_once_and_reports_every_tag(lab: Lab, engine: str) -> None:
+    repo, tags = f"batch/shared-{engine}", [f"3.0.{i}" for i in range(5)]
     digests = {
         tag: lab.push_image(SOURCE_ACCOUNT, repo, tag, extra_mb=1, seed=100 + i, base_mb=4)
         for i, tag in enumerate(tags)
@@ -53,7 +61,9 @@ def test_batch_sends_shared_layers_once_and_reports_every_tag(lab: Lab) -> None:
     for tag in tags:
         unique.update(blob_sizes(lab, SOURCE_ACCOUNT, repo, tag))
     bytes_before = lab.uploaded_bytes(DEST_ACCOUNT)
-    run = run_operator(lab, source_image=f"{SOURCE_HOST}/{repo}", dest_image=f"{DEST_HOST}/{repo}", tags=tags)
+    run = run_operator(
+        lab, engine, source_image=f"{SOURCE_HOST}/{repo}", dest_image=f"{DEST_HOST}/{repo}", tags=tags
+    )
     assert run.error is None, "\n".join(run.log[-30:])
     assert len(run.pods) == 1, "one pod for the whole batch"
     assert [p["status"] for p in run.result["promotions"]] == ["copied"] * 5
@@ -62,8 +72,10 @@ def test_batch_sends_shared_layers_once_and_reports_every_tag(lab: Lab) -> None:
     assert lab.uploaded_bytes(DEST_ACCOUNT) - bytes_before == sum(unique.values())
 
 
-def test_batch_with_a_missing_tag_promotes_the_others_and_a_rerun_redoes_only_it(lab: Lab) -> None:
-    repo = "batch/missing"
+def test_batch_with_a_missing_tag_promotes_the_others_and_a_rerun_redoes_only_it(
+    lab: Lab, engine: str
+) -> None:
+    repo = f"batch/missing-{engine}"
     for i, tag in enumerate(["4.0.0", "4.0.2"]):
         lab.push_image(SOURCE_ACCOUNT, repo, tag, seed=200 + i)
     kwargs = {
@@ -71,7 +83,7 @@ def test_batch_with_a_missing_tag_promotes_the_others_and_a_rerun_redoes_only_it
         "dest_image": f"{DEST_HOST}/{repo}",
         "tags": ["4.0.0", "4.0.1", "4.0.2"],
     }
-    first = run_operator(lab, **kwargs)
+    first = run_operator(lab, engine, **kwargs)
     assert isinstance(first.error, EcrPromoteError)
     assert "1 of 3 promotions failed" in str(first.error)
     assert f"source {SOURCE_HOST}/{repo}:4.0.1 not found" in str(first.error)
@@ -80,49 +92,50 @@ def test_batch_with_a_missing_tag_promotes_the_others_and_a_rerun_redoes_only_it
 
     lab.push_image(SOURCE_ACCOUNT, repo, "4.0.1", seed=299)
     uploads_before = len(lab.upload_requests(DEST_ACCOUNT))
-    second = run_operator(lab, **kwargs)
+    second = run_operator(lab, engine, **kwargs)
     assert second.error is None, "\n".join(second.log[-30:])
     assert [p["status"] for p in second.result["promotions"]] == ["present", "copied", "present"]
     assert len(lab.upload_requests(DEST_ACCOUNT)) > uploads_before
 
 
-def test_conflicting_destination_tag_fails_by_default_and_is_left_unchanged(lab: Lab) -> None:
-    repo = "conflict/app"
+def test_conflicting_destination_tag_fails_by_default_and_is_left_unchanged(lab: Lab, engine: str) -> None:
+    repo = f"conflict/{engine}"
     new = lab.push_image(SOURCE_ACCOUNT, repo, "5.0.0", seed=300)
     old = lab.push_image(DEST_ACCOUNT, repo, "5.0.0", seed=301)
     kwargs = {"source_image": f"{SOURCE_HOST}/{repo}:5.0.0", "dest_image": f"{DEST_HOST}/{repo}:5.0.0"}
 
-    failed = run_operator(lab, **kwargs)
+    failed = run_operator(lab, engine, **kwargs)
     assert isinstance(failed.error, EcrPromoteError)
     assert "destination tag holds another digest" in str(failed.error)
     result = failed.pushed["return_value"]
     assert (result["digest"], result["source_digest"]) == (old, new)
     assert lab.digest(DEST_ACCOUNT, repo, "5.0.0") == old
 
-    skipped = run_operator(lab, on_conflict="skip", **kwargs)
+    skipped = run_operator(lab, engine, on_conflict="skip", **kwargs)
     assert skipped.error is None
     assert skipped.result["status"] == "skipped"
     assert lab.digest(DEST_ACCOUNT, repo, "5.0.0") == old
 
-    overwritten = run_operator(lab, on_conflict="overwrite", **kwargs)
+    overwritten = run_operator(lab, engine, on_conflict="overwrite", **kwargs)
     assert overwritten.error is None
     assert overwritten.result["status"] == "copied"
     assert lab.digest(DEST_ACCOUNT, repo, "5.0.0") == new
 
 
-def test_fan_out_to_two_destinations_in_one_pod(lab: Lab) -> None:
-    repo = "fanout/app"
+def test_fan_out_to_two_destinations_in_one_pod(lab: Lab, engine: str) -> None:
+    repo = f"fanout/{engine}"
     digest = lab.push_image(SOURCE_ACCOUNT, repo, "6.0.0", seed=400)
     source = f"{SOURCE_HOST}/{repo}:6.0.0"
     run = run_operator(
         lab,
+        engine,
         promotions=[
             {"source_image": source, "dest_image": f"{DEST_HOST}/{repo}:6.0.0"},
             # a second destination in another account (here the source account's release repo,
             # written with the pull role there: one role per registry and side)
             {
                 "source_image": source,
-                "dest_image": f"{SOURCE_HOST}/release/app:6.0.0",
+                "dest_image": f"{SOURCE_HOST}/release/{engine}:6.0.0",
                 "dest_role_arn": PULL_ROLE,
             },
         ],
@@ -130,5 +143,5 @@ def test_fan_out_to_two_destinations_in_one_pod(lab: Lab) -> None:
     assert run.error is None, "\n".join(run.log[-30:])
     assert len(run.pods) == 1
     assert lab.digest(DEST_ACCOUNT, repo, "6.0.0") == digest
-    assert lab.digest(SOURCE_ACCOUNT, "release/app", "6.0.0") == digest
+    assert lab.digest(SOURCE_ACCOUNT, f"release/{engine}", "6.0.0") == digest
     assert [p["digest_kept"] for p in run.result["promotions"]] == [True, True]

@@ -21,19 +21,21 @@ pytestmark = pytest.mark.lab
 REPO = "hardening/app"
 
 
-def test_skopeo_copier_runs_non_root_read_only_without_capabilities(lab: Lab) -> None:
-    digest = lab.push_image(SOURCE_ACCOUNT, REPO, "1.0", seed=500)
+@pytest.mark.parametrize("engine", ["skopeo", "crane"])
+def test_copier_runs_non_root_read_only_without_capabilities(lab: Lab, engine: str) -> None:
+    tag = f"1.0-{engine}"
+    digest = lab.push_image(SOURCE_ACCOUNT, REPO, tag, seed=500)
     run = run_task(
         lab,
         conf=lab_conf(
             lab,
-            source_image=f"{SOURCE_HOST}/{REPO}:1.0",
-            dest_image=f"{DEST_HOST}/{REPO}:1.0",
-            engine="skopeo",
+            source_image=f"{SOURCE_HOST}/{REPO}:{tag}",
+            dest_image=f"{DEST_HOST}/{REPO}:{tag}",
+            engine=engine,
         ),
     )
     assert run.error is None, "\n".join(run.log[-30:])
-    assert lab.digest(DEST_ACCOUNT, REPO, "1.0") == digest
+    assert lab.digest(DEST_ACCOUNT, REPO, tag) == digest
     copier = run.outcomes[0].container("base")
     assert copier.applied["user"].split(":")[0] == "65532"
     assert copier.applied["read_only_root"] is True

@@ -1,0 +1,137 @@
+"""Build the Go tools the lab's copier images carry (kaniko, crane) from their Go modules.
+
+The versions are those of the operator's pinned default images (``ENGINES[...].default_image``),
+so the lab runs exactly what a cluster pulls by default. Builds are static (CGO off) and the Go
+module and build caches live under the lab's cache folder: a second run finds the binary and
+builds nothing.
+
+``go install module/cmd/x@version`` is the usual way, but it also asks the module proxy for the
+module's version list (to report deprecations), and the proxy these machines reach refuses that
+list for kaniko (HTTP 403) while serving the version itself. So the module is fetched with
+``go mod download module@version`` and its command built from the downloaded module, with the
+module's own go.mod and go.sum: the same source and dependencies ``go install`` would use.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from airflow_ecr_promote.engines import ENGINES
+
+GO_CANDIDATES = ("/usr/local/go/bin/go", "go")
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """A command of a Go module, built at the version of an engine's pinned default image."""
+
+    name: str
+    module: str
+    package: str  # relative to the module root
+    engine: str
+    ldflags: str = ""  # "{version}" is replaced
+
+    @property
+    def version(self) -> str:
+        return ENGINES[self.engine].default_image.rsplit(":", 1)[1]
+
+    @property
+    def binary(self) -> str:
+        return Path(self.package).name
+
+
+KANIKO = GoTool(
+    name="kaniko",
+    module="github.com/GoogleContainerTools/kaniko",
+    package="cmd/executor",
+    engine="kaniko",
+    ldflags="-X github.com/GoogleContainerTools/kaniko/pkg/version.version={version}",
+)
+CRANE = GoTool(
+    name="crane",
+    module="github.com/google/go-containerregistry",
+    package="cmd/crane",
+    engine="crane",
+    ldflags="-X github.com/google/go-containerregistry/cmd/crane/cmd.Version={version}",
+)
+TOOLS = {tool.name: tool for tool in (KANIKO, CRANE)}
+
+
+def go_binary() -> str | None:
+    """The Go toolchain (1.22+ is needed by both modules): /usr/local/go first, then PATH."""
+    for candidate in GO_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def go_env(cache_dir: Path) -> dict[str, str]:
+    root = cache_dir / "go"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
+    env.update(
+        {
+            "GOMODCACHE": str(root / "mod"),
+            "GOCACHE": str(root / "cache"),
+            "GOPATH": str(root / "path"),
+            "CGO_ENABLED": "0",
+            "GOFLAGS": "-trimpath",
+            "GOTOOLCHAIN": "local",
+        }
+    )
+    return env
+
+
+def build(tool: GoTool, cache_dir: Path, log: Callable[[str], None] = print) -> Path:
+    """The tool's static binary, built once per version under ``cache_dir/go/bin``."""
+    out_dir = cache_dir / "go" / "bin" / f"{tool.name}-{tool.version}"
+    out = out_dir / tool.binary
+    if out.is_file():
+        return out
+    go = go_binary()
+    if go is None:
+        raise RuntimeError(f"no Go toolchain to build {tool.name}: install Go 1.22+ (/usr/local/go/bin/go)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = go_env(cache_dir)
+    with open(out_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.is_file():
+            return out
+        t0 = time.monotonic()
+        ref = f"{tool.module}@{tool.version}"
+        fetched = subprocess.run(
+            [go, "mod", "download", "-json", ref], env=env, capture_output=True, text=True, check=False
+        )
+        info = json.loads(fetched.stdout or "{}")
+        if fetched.returncode != 0 or "Dir" not in info:
+            raise RuntimeError(f"go mod download {ref} failed: {info.get('Error') or fetched.stderr[-2000:]}")
+        tmp = out.with_suffix(".tmp")
+        built = subprocess.run(
+            [
+                go,
+                "build",
+                "-ldflags",
+                f"-s -w {tool.ldflags.format(version=tool.version)}".strip(),
+                "-o",
+                str(tmp),
+                f"./{tool.package}",
+            ],
+            cwd=info["Dir"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if built.returncode != 0:
+            raise RuntimeError(f"go build {ref} ./{tool.package} failed:\n{built.stderr[-3000:]}")
+        tmp.rename(out)
+        log(f"lab: built {tool.name} {tool.version} from {tool.module} in {time.monotonic() - t0:.1f}s")
+    return out
