@@ -155,7 +155,7 @@ def test_the_console_link_follows_the_partition(image: str, console: str) -> Non
     pushed: dict[str, Any] = {}
 
     class Ti:
-        def xcom_push(self, key: str, value: Any) -> None:
+        def xcom_push(self, key: str, value: Any, **_: Any) -> None:
             pushed[key] = value
 
     EcrImageLink.persist_image({"ti": Ti()}, op, parse_image_ref("dest_image", image), DIGEST)  # type: ignore[arg-type]
