@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 
+from airflow_ecr_promote.copylist import copies_env
 from airflow_ecr_promote.promotion import Promotion
 from airflow_ecr_promote.refs import PromotionInputError, show
 
@@ -66,8 +67,8 @@ class Engine:
     platform_flag: str | None = None
 
 
-def _copies_env(promotion: Promotion) -> str:
-    return "\n".join(f"{c.source} {c.dest}" for c in promotion.copies)
+def _copies_env(promotion: Promotion) -> dict[str, str]:
+    return copies_env(promotion)
 
 
 def _kaniko_call(promotion: Promotion, parallel: int) -> CopierCall:
@@ -92,7 +93,7 @@ def _script_call(tool: str, shell: str) -> Callable[[Promotion, int], CopierCall
             args=[],
             env={
                 "COPY_TOOL": tool,
-                "COPIES": _copies_env(promotion),
+                **_copies_env(promotion),
                 "ON_CONFLICT": promotion.on_conflict,
                 "PARALLEL": str(parallel),
                 "RETRIES": "3",

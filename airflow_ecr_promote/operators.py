@@ -222,7 +222,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         """Fail at DAG parse time for literal values; templated ones are checked after rendering."""
         if _is_literal(self.engine):
             defaults.engine(self.engine)
-        single = not self.tags and self.promotions is None
+        single = self.tags is None and self.promotions is None
         if _is_literal(self.source_image) and single:
             parse_image_ref("source_image", self.source_image)
         if _is_literal(self.dest_image) and single:
@@ -247,8 +247,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
             deferrable=self.deferrable,
         )
 
-    def _plan(self) -> PodPlan:
-        """Parse the (rendered) inputs and plan the pod; raises PromotionInputError."""
+    def _plan(self) -> PodPlan | None:
+        """Parse the (rendered) inputs and plan the pod (None: nothing to promote); raises
+        PromotionInputError."""
         engine = defaults.engine(self.engine)
         promotion = parse_promotion(
             source_image=self.source_image,
@@ -272,6 +273,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
                     "is not a container image reference (letters, digits and . _ : / @ - only)",
                     "Expected e.g. 'quay.io/skopeo/stable:v1.20.0', or None for the default image",
                 )
+        if not promotion.copies:
+            self._promotion, self._engine = promotion, engine
+            return None
         dag_id = self.dag_id if self.has_dag() else ""  # type: ignore[no-untyped-call]
         session = self.role_session_name or "-".join(p for p in ("ecr-promote", dag_id, self.task_id) if p)
         plan = plan_pod(
@@ -312,6 +316,14 @@ class EcrPromoteOperator(KubernetesPodOperator):
 
     def _build_pod(self, context: Context | None, *args: Any, **kwargs: Any) -> k8s.V1Pod:
         plan = self._plan()
+        if plan is None:
+            param = "tags" if self.tags is not None else "promotions"
+            raise PromotionInputError(
+                param,
+                getattr(self, param),
+                "is empty: there is nothing to promote, so there is no pod to build",
+                "Expected at least one entry (the operator itself succeeds without a pod)",
+            )
         own_env = {env.name for env in plan.env}
         user_env = self.env_vars or []
         if isinstance(user_env, dict):
@@ -344,7 +356,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._context = context
         self._plan()
         eks = self._eks_target()
-        if not self._skip_if_promoted(context):
+        if not (self._nothing_to_promote(context) or self._skip_if_promoted(context)):
             with self._kpo_without_xcom():
                 if eks is None:
                     super().execute(context)
@@ -364,6 +376,29 @@ class EcrPromoteOperator(KubernetesPodOperator):
         if emitted:
             self.log.info("Asset events: %s", ", ".join(emitted))
         return self._result
+
+    def _nothing_to_promote(self, context: Context) -> bool:
+        """An empty ``tags`` or ``promotions`` list: succeed with an empty result, start no pod."""
+        if self._promotion is None or self._engine is None or self._promotion.copies:
+            return False
+        self.log.info("The list of images to promote is empty: nothing to promote, no pod started.")
+        self._result = summarize([], self._promotion, self._engine.name)
+        return True
+
+    def _copier_log(self, pod: k8s.V1Pod) -> tuple[str | None, str | None]:
+        """The copier container's whole log from the Kubernetes API (before the pod is deleted)."""
+        try:
+            response = self.client.read_namespaced_pod_log(
+                name=pod.metadata.name,
+                namespace=pod.metadata.namespace,
+                container=self.base_container_name,
+                _preload_content=False,
+            )
+            return bytes(response.data).decode("utf-8", "replace"), None
+        except Exception as error:
+            status, reason = getattr(error, "status", None), getattr(error, "reason", None)
+            text = f"HTTP {status} {reason}" if status else (str(error).strip().split("\n") or [""])[0]
+            return None, f"{type(error).__name__}: {text[:300]}"
 
     def _skip_if_promoted(self, context: Context) -> bool:
         if self.dest_aws_conn_id is None or self._promotion is None or self._engine is None:
@@ -413,7 +448,13 @@ class EcrPromoteOperator(KubernetesPodOperator):
         final = self._fresh(pod, remote_pod)
         outcome = None
         if final is not None and self._promotion is not None and self._engine is not None:
-            outcome = read_pod(final, self._promotion, self._engine.name, self.base_container_name)
+            outcome = read_pod(
+                final,
+                self._promotion,
+                self._engine.name,
+                self.base_container_name,
+                read_log=lambda: self._copier_log(final),
+            )
             self._result = outcome.result
             # A failed task returns nothing: keep what it did promote readable, as KPO does.
             if outcome.result is not None and outcome.failure and self.push_result and context is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from airflow_ecr_promote.copylist import SPLIT_HINT, size_problem
 from airflow_ecr_promote.refs import (
     ImageRef,
     PromotionInputError,
@@ -157,6 +158,8 @@ def parse_promotion(
     repositories and each tag is copied between them; or ``pairs``, a list of mappings with
     ``source_image``, ``dest_image`` and optional ``source_role_arn`` / ``dest_role_arn``
     (defaulting to the top-level roles), e.g. one source fanned out to several accounts.
+    An empty ``dest_tags`` or ``pairs`` list is valid: a promotion of no copies (nothing to do).
+    Raises when the list is too large for one pod (see :mod:`airflow_ecr_promote.copylist`).
     """
     source_role = parse_role_arn("source_role_arn", source_role_arn)
     dest_role = parse_role_arn("dest_role_arn", dest_role_arn)
@@ -197,6 +200,10 @@ def parse_promotion(
                     f"gives {side} registry {host} more than one role in one pod",
                     f"Expected one role per {side} registry host; split the promotions into two tasks",
                 )
+    problem = size_problem(promotion)
+    if problem:
+        param, value = ("promotions", pairs) if pairs is not None else ("tags", dest_tags)
+        raise PromotionInputError(param, value, problem, SPLIT_HINT)
     return promotion
 
 
@@ -204,11 +211,9 @@ _PAIR_KEYS = ("source_image", "dest_image", "source_role_arn", "dest_role_arn")
 
 
 def _pair_copies(pairs: object, source_role: RoleArn | None, dest_role: RoleArn | None) -> tuple[Copy, ...]:
-    expected = (
-        "Expected a non-empty list like [{'source_image': '<ecr image>', 'dest_image': '<ecr image:tag>'}]"
-    )
-    if isinstance(pairs, str | bytes) or not isinstance(pairs, Sequence) or not pairs:
-        raise PromotionInputError("promotions", pairs, "is not a non-empty list of mappings", expected)
+    expected = "Expected a list like [{'source_image': '<ecr image>', 'dest_image': '<ecr image:tag>'}]"
+    if isinstance(pairs, str | bytes) or not isinstance(pairs, Sequence):
+        raise PromotionInputError("promotions", pairs, "is not a list of mappings", expected)
     copies = []
     for index, pair in enumerate(pairs):
         param = f"promotions[{index}]"
@@ -248,9 +253,9 @@ def _repository_ref(param: str, value: object) -> ImageRef:
 
 
 def _tag_copies(source_image: object, dest_image: object, tags: Sequence[object]) -> tuple[Copy, ...]:
-    expected = "Expected a non-empty list of tags such as ['1.4.2', '1.4.3']"
-    if isinstance(tags, str | bytes) or not isinstance(tags, Sequence) or not tags:
-        raise PromotionInputError("tags", tags, "is not a non-empty list of tags", expected)
+    expected = "Expected a list of tags such as ['1.4.2', '1.4.3']"
+    if isinstance(tags, str | bytes) or not isinstance(tags, Sequence):
+        raise PromotionInputError("tags", tags, "is not a list of tags", expected)
     source_repo = _repository_ref("source_image", source_image)
     dest_repo = _repository_ref("dest_image", dest_image)
     parsed = [parse_tag(f"tags[{index}]", tag) for index, tag in enumerate(tags)]

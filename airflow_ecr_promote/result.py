@@ -1,14 +1,19 @@
 """Read a finished promotion pod: the task's return value, or a failure message that says why.
 
-The pod reports through Kubernetes termination messages, so no XCom sidecar is needed:
-the copy script writes one line per copy (``<n> <status> <dest digest> <source digest> [reason]``),
-kaniko writes the pushed digest (``--digest-file=/dev/termination-log``), and the login script
-writes its reason for failing.
+No XCom sidecar is needed. The copy script prints its full report (one line per copy,
+``<n> <status> <dest digest> <source digest> [reason]``) to its log between frame lines, and
+writes to its termination message (which Kubernetes cuts to 4 KiB, less with more containers) a
+summary: counts per status and the sha256 of the report. The operator reads the report from the
+copier's log only when the termination message does not hold it whole, and uses it only when it
+matches the summary's sha256. kaniko writes the pushed digest (``--digest-file``), and the login
+script writes its reason for failing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +24,60 @@ from airflow_ecr_promote.promotion import Promotion
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}", re.ASCII)
 STATUSES = ("copied", "present", "skipped", "failed")
+_SUMMARY = re.compile(
+    r"ecr-promote summary copies=(?P<copies>\d+) copied=\d+ present=\d+ skipped=\d+ "
+    r"failed=(?P<failed>\d+) report=sha256:(?P<sha>[a-f0-9]{64})",
+    re.ASCII,
+)
+REPORT_BEGIN = "ecr-promote report begin "
+REPORT_END = "ecr-promote report end "
+RESULT_LINE = "ecr-promote result "  # one copy's line, printed as it ends
+MAX_LISTED_FAILURES = 50
+# (log text or None, why it could not be read or None)
+LogReader = Callable[[], tuple[str | None, str | None]]
+
+
+@dataclass(frozen=True)
+class Summary:
+    copies: int
+    failed: int
+    sha256: str
+
+
+def parse_summary(message: str) -> Summary | None:
+    """The copy script's summary line in a termination message, if there is one."""
+    for line in message.split("\n"):
+        match = _SUMMARY.fullmatch(line)
+        if match:
+            return Summary(int(match["copies"]), int(match["failed"]), match["sha"])
+    return None
+
+
+def _report_lines(text: str) -> list[str]:
+    return [line for line in text.split("\n") if line and not line.startswith("ecr-promote summary ")]
+
+
+def report_matches(lines: list[str], summary: Summary) -> bool:
+    text = "".join(f"{line}\n" for line in lines)
+    return len(lines) == summary.copies and hashlib.sha256(text.encode()).hexdigest() == summary.sha256
+
+
+def find_report(log: str, summary: Summary) -> list[str] | None:
+    """The report lines framed in the copier's log whose sha256 is the summary's, if any.
+
+    Only a frame whose content hashes to the summary counts, so no text printed elsewhere in the
+    log (a registry's error quoted by a tool) can pass for the report.
+    """
+    lines = log.split("\n")
+    for start, line in enumerate(lines):
+        if line != f"{REPORT_BEGIN}{summary.copies}":
+            continue
+        end = start + 1 + summary.copies
+        if end < len(lines) and lines[end] == f"{REPORT_END}{summary.copies} sha256:{summary.sha256}":
+            report = lines[start + 1 : end]
+            if report_matches(report, summary):
+                return report
+    return None
 
 
 @dataclass(frozen=True)
@@ -50,7 +109,9 @@ def _digest(text: str) -> str | None:
     return text if _DIGEST.fullmatch(text) else None
 
 
-def parse_copy_lines(message: str, promotion: Promotion) -> list[dict[str, Any]]:
+def parse_copy_lines(
+    message: str, promotion: Promotion, missing: str = "no report from the pod"
+) -> list[dict[str, Any]]:
     """One entry per copy of ``promotion``; a copy without a line is reported as unknown."""
     lines: dict[int, list[str]] = {}
     # Only "\n" ends a report line: a reason quoting a registry's error may hold "\r" or other
@@ -63,7 +124,7 @@ def parse_copy_lines(message: str, promotion: Promotion) -> list[dict[str, Any]]
     for index, copy in enumerate(promotion.copies, start=1):
         found = lines.get(index)
         if found is None:
-            entries.append(_entry(copy.source, copy.dest, "unknown", None, None, "no report from the pod"))
+            entries.append(_entry(copy.source, copy.dest, "unknown", None, None, missing))
             continue
         fields = found
         entries.append(
@@ -103,13 +164,60 @@ def _entry(
 def _describe_failures(entries: list[dict[str, Any]]) -> str:
     failed = [e for e in entries if e["status"] in ("failed", "unknown")]
     lines = [f"{len(failed)} of {len(entries)} promotions failed:"] if len(entries) > 1 else []
-    for e in failed:
+    for e in failed[:MAX_LISTED_FAILURES]:
         lines.append(f"{e['source_image']} -> {e['dest_image']}: {e.get('reason') or e['status']}")
+    if len(failed) > MAX_LISTED_FAILURES:
+        lines.append(f"... and {len(failed) - MAX_LISTED_FAILURES} more (each is in the return value)")
     return "\n".join(lines)
 
 
-def read_pod(pod: k8s.V1Pod, promotion: Promotion, engine: str, copier: str) -> PodOutcome:
-    """What the finished pod says: the return value when it has one, and a failure if any."""
+def describe_termination(name: str, done: k8s.V1ContainerStateTerminated) -> str:
+    """How a container ended, as Kubernetes reports it: reason, exit code, signal."""
+    text = f"container {name!r} ended: {done.reason or 'no reason given'}, exit code {done.exit_code}"
+    if done.signal:
+        text += f", signal {done.signal}"
+    return text
+
+
+def _script_entries(
+    message: str, promotion: Promotion, ended: str, read_log: LogReader | None
+) -> list[dict[str, Any]]:
+    """Entries of the copy script's report: from the termination message when it holds the whole
+    report, else from the copier's log; what neither holds is unknown, and says why."""
+    summary = parse_summary(message)
+    if summary is None:  # the copier ended before its report: keep what its log says it did
+        log = read_log()[0] if read_log is not None else None
+        done = [line[len(RESULT_LINE) :] for line in (log or "").split("\n") if line.startswith(RESULT_LINE)]
+        return parse_copy_lines(
+            "\n".join([message, *done]), promotion, f"no report from the pod: its copier {ended}"
+        )
+    in_message = _report_lines(message)
+    if report_matches(in_message, summary):
+        return parse_copy_lines("\n".join(in_message), promotion)
+    log, error = read_log() if read_log is not None else (None, "no log reader")
+    if log is not None:
+        report = find_report(log, summary)
+        if report is not None:
+            return parse_copy_lines("\n".join(report), promotion)
+        why = f"the copier's log holds no report matching its summary (sha256:{summary.sha256})"
+    else:
+        why = f"the copier's log, which holds its full report, could not be read ({error})"
+    return parse_copy_lines(
+        message,
+        promotion,
+        f"not reported: {why}; its termination message holds only {len(in_message)} of "
+        f"{summary.copies} result lines ({summary.failed} failed in all)",
+    )
+
+
+def read_pod(
+    pod: k8s.V1Pod, promotion: Promotion, engine: str, copier: str, read_log: LogReader | None = None
+) -> PodOutcome:
+    """What the finished pod says: the return value when it has one, and a failure if any.
+
+    ``read_log`` returns the copier container's log (or why it cannot); it is called only when
+    the termination message does not hold the whole report.
+    """
     status = pod.status
     if status is None:
         return PodOutcome(None, f"the promotion pod of {promotion.dest} has no status")
@@ -125,6 +233,7 @@ def read_pod(pod: k8s.V1Pod, promotion: Promotion, engine: str, copier: str) -> 
         waiting = "; ".join(_waiting_reasons(pod)) or f"pod phase {status.phase}"
         return PodOutcome(None, f"Promotion {images} did not run its copier: {waiting}")
     message = (done.message or "").strip()
+    ended = describe_termination(copier, done)
     if engine == "kaniko":
         digest = _digest(message) if done.exit_code == 0 else None
         entry = _entry(
@@ -141,16 +250,18 @@ def read_pod(pod: k8s.V1Pod, promotion: Promotion, engine: str, copier: str) -> 
             entry["digest_kept"] = False
         entries = [entry]
     else:
-        entries = parse_copy_lines(message, promotion)
-        if done.exit_code != 0 and all(e["status"] != "failed" for e in entries):
+        # unstripped: a report line may end with a space, and the summary's sha256 covers it
+        entries = _script_entries(done.message or "", promotion, ended, read_log)
+        if parse_summary(message) is None and all(e["status"] != "failed" for e in entries):
             for e in entries:
                 if e["status"] == "unknown":
-                    e["reason"] = message[-1500:] or f"copier exit code {done.exit_code}"
+                    tail = f": {message[-1500:]}" if message else ""
+                    e["reason"] = f"no report from the pod: its copier {ended}{tail}"
     result = summarize(entries, promotion, engine)
     failed = [e for e in entries if e["status"] in ("failed", "unknown")]
     if failed or done.exit_code != 0:
         detail = _describe_failures(entries) if failed else message[-1500:]
-        return PodOutcome(result, f"Promotion {images} failed: {detail}")
+        return PodOutcome(result, f"Promotion {images} failed ({ended}): {detail}")
     return PodOutcome(result, None)
 
 

@@ -18,7 +18,10 @@ import pytest
 from airflow_ecr_promote.engines import script
 from tests.conftest import DEST_HOST, SOURCE_HOST, require
 
-APPLETS = ("sh", "cat", "cut", "grep", "sed", "tr", "awk", "mkdir", "rm", "head", "printf", "sha256sum")
+APPLETS = (
+    "sh", "cat", "cut", "grep", "sed", "tr", "awk", "mkdir", "rm", "head", "printf", "sha256sum", "wc",
+    "sleep",
+)  # fmt: skip
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
 
@@ -32,6 +35,7 @@ case "$1" in
         if [ -f "$state/$(key "$2")" ]; then cat "$state/$(key "$2")"; exit 0; fi
         echo "GET https://$2: MANIFEST_UNKNOWN: manifest unknown" >&2; exit 1 ;;
     copy)
+        if [ ! -f "$state/$(key "$2")" ]; then echo "GET https://$2: MANIFEST_UNKNOWN" >&2; exit 1; fi
         echo "$2 $3" >> "$state/copies"
         cat "$state/$(key "$2")" > "$state/$(key "$3")" ;;
 esac
@@ -87,7 +91,18 @@ def run_copy(bin_dir: Path, tmp_path: Path, copies: list[tuple[str, str]], on_co
         check=False,
     )
     copied = (state / "copies").read_text().split("\n")[:-1] if (state / "copies").exists() else []
-    return done, term.read_text(), copied
+    message = term.read_text()
+    summary, _, report = message.partition("\n")
+    # the whole report is framed in the log, and repeated after the summary when it fits in 1 KiB
+    out = done.stdout.split("\n")
+    begin = out.index(f"ecr-promote report begin {len(copies)}")
+    framed = out[begin:]
+    assert framed[-2].startswith(f"ecr-promote report end {len(copies)} sha256:"), done.stdout
+    assert "\n".join(framed[1:-2]) + "\n" == report
+    # each line was printed as its copy ended, before the report
+    assert sorted(line.removeprefix("ecr-promote result ") for line in out[:begin]) == sorted(framed[1:-2])
+    assert summary.startswith(f"ecr-promote summary copies={len(copies)} "), message
+    return done, report, copied
 
 
 def test_batch_under_busybox_copies_skips_and_refuses_as_asked(busybox_path: Path, tmp_path: Path) -> None:

@@ -779,8 +779,12 @@ _COPY_LINES = (
     f"{SOURCE} {DEST}",
     f"{SOURCE_HOST}/team/app:1.1 {DEST_HOST}/team/app:1.1",  # the destination holds another digest
     f"{SOURCE_HOST}/team/app@sha256:{'c' * 64} {DEST_HOST}/prod/app:2",
+    "1.2",  # a tag of the batch: $SOURCE_REPO:1.2 -> $DEST_REPO:1.2
 )
-COPY_VARS = ("COPIES", "ON_CONFLICT", "PARALLEL", "RETRIES", "COPY_TOOL", "SRC_AUTH", "DEST_AUTH")
+COPY_VARS = (
+    "COPIES", "ON_CONFLICT", "PARALLEL", "RETRIES", "COPY_TOOL", "SRC_AUTH", "DEST_AUTH",
+    "COPY_CHUNKS", "SOURCE_REPO", "DEST_REPO",
+)  # fmt: skip
 
 
 def _copier_stubs(box: Sandbox) -> None:
@@ -828,6 +832,9 @@ def copy_envs(draw: st.DrawFn) -> dict[str, str]:
         "RETRIES": "3",
         "SRC_AUTH": "/ecr-promote/auth/auth-source.json",
         "DEST_AUTH": "/ecr-promote/auth/auth-dest.json",
+        "COPY_CHUNKS": "1",
+        "SOURCE_REPO": f"{SOURCE_HOST}/team/app",
+        "DEST_REPO": f"{DEST_HOST}/team/app",
     }
     for name in draw(_some_of(COPY_VARS, often="COPIES")):
         if name == "COPIES" and draw(st.booleans()):
@@ -839,11 +846,19 @@ def copy_envs(draw: st.DrawFn) -> dict[str, str]:
     return env
 
 
-def _copy_lines(copies: str) -> list[tuple[str, str, bool]]:
-    """The copies copy.sh reads (``read -r src dst``) and whether it may pass them on."""
+def _ref_ok(ref: str) -> bool:
+    return bool(_REF_OK.fullmatch(ref)) and not ref.startswith("-")
+
+
+def _copy_lines(env: dict[str, str]) -> list[tuple[str, str, bool]]:
+    """The copies copy.sh reads (``read -r src dst``; a tag alone names a copy between
+    SOURCE_REPO and DEST_REPO when both are well formed) and whether it may pass them on."""
+    repos = (env.get("SOURCE_REPO", ""), env.get("DEST_REPO", ""))
     found = []
-    for line in copies.split("\n"):
+    for line in env["COPIES"].split("\n"):
         src, dst = sh_read(line, 2)
+        if src and not dst and all(_ref_ok(repo) for repo in repos):
+            src, dst = f"{repos[0]}:{src}", f"{repos[1]}:{src}"
         if src:
             ok = all(_REF_OK.fullmatch(ref) and not ref.startswith("-") for ref in (src, dst))
             found.append((src, dst, ok))
@@ -853,6 +868,7 @@ def _copy_lines(copies: str) -> list[tuple[str, str, bool]]:
 _COPY_ALL_AT_ONCE = [
     {name: template.format(canary=CANARIES[0]) for name in COPY_VARS}
     | {"COPY_TOOL": tool, "COPIES": f"{_COPY_LINES[0]}\n{template.format(canary=CANARIES[1])} {DEST}"}
+    | {"COPY_CHUNKS": "1"}
     for template in CANARY_TEMPLATES[:6]
     for tool in ("skopeo", "crane")
 ]
@@ -865,7 +881,13 @@ def test_copy_script_passes_each_reference_whole_or_refuses_it(env: dict[str, st
     _copier_stubs(box)
     done = box.run("copy.sh", {"DOCKER_CONFIG": str(box.auth), **env})
     assert list(box.scratch.iterdir()) == [], "the script's work directory is left behind"
-    copies = _copy_lines(env["COPIES"])
+    chunks = env["COPY_CHUNKS"]
+    if not (chunks.isascii() and chunks.isdigit() and len(chunks) <= 4 and chunks != "0"):
+        assert done.returncode == 1
+        assert "refusing COPY_CHUNKS" in done.stderr
+        assert (done.stdout, box.recorded("skopeo"), box.recorded("crane")) == ("", [], [])
+        return
+    copies = _copy_lines(env)
     passed = [(src, dst) for src, dst, ok in copies if ok]
     tool = env["COPY_TOOL"]
     _event(f"copy.sh: {len(passed)} of {len(copies)} copies passed on, tool {tool[:10]!r}")
@@ -902,8 +924,14 @@ def test_copy_script_passes_each_reference_whole_or_refuses_it(env: dict[str, st
         read = {
             argv[-1].removeprefix("docker://") for argv in calls[tool] if argv[0] in ("inspect", "digest")
         }
-        assert sources <= read, "every copy that passed the checks was looked at"
-    results = done.stdout.splitlines()
+        assert dests <= read, "every destination of a copy that passed the checks was looked at"
+    out = done.stdout.split("\n")
+    begin = f"ecr-promote report begin {len(copies)}"
+    assert begin in out, done.stdout[:2000]
+    framed = out[out.index(begin) :]
+    assert all(line.startswith("ecr-promote result ") for line in out[: out.index(begin)]), done.stdout[:2000]
+    assert framed[-2].startswith(f"ecr-promote report end {len(copies)} sha256:"), done.stdout[-2000:]
+    results = framed[1:-2]
     assert [line.split(" ")[0] for line in results] == [str(n) for n in range(1, len(copies) + 1)]
     for line, (_, _, ok) in zip(results, copies, strict=True):
         assert re.fullmatch(r"\d+ (copied|present|skipped|failed) \S+ \S+( .*)?", line), line

@@ -78,7 +78,7 @@ BAD_INPUTS = [
     ),
     ({"engine": "kaniko", "tags": ["1.0", "1.1"]}, "engine", ["cannot promote 2 images in one pod"]),
     ({"engine": "skopeo", "tags": ["1.0", "1.0"]}, "tags", ["more than once"]),
-    ({"engine": "skopeo", "tags": []}, "tags", ["non-empty list"]),
+    ({"engine": "skopeo", "tags": "1.0"}, "tags", ["is not a list of tags"]),
     ({"engine": "skopeo", "tags": ["ok", "no good"]}, "tags[1]", ["is not a valid image tag"]),
     ({"copier_image": ""}, "copier_image", ["is not a container image reference"]),
     ({"init_image": "quay.io/aws:1\n;touch /tmp/x"}, "init_image", ["is not a container image reference"]),
@@ -191,7 +191,7 @@ BAD_PAIRS = [
         "promotions",
         "cannot be combined",
     ),
-    ({"promotions": []}, "promotions", "non-empty list"),
+    ({"promotions": "x"}, "promotions", "is not a list of mappings"),
     ({"promotions": [{"source_image": SOURCE}]}, "promotions[0]", "with source_image and dest_image"),
     (
         {"promotions": [{"source_image": SOURCE, "dest_image": DEST, "role": "x"}]},
@@ -246,8 +246,11 @@ def test_fan_out_to_two_accounts_logs_in_once_per_registry_and_role() -> None:
         f"345678901234.dkr.ecr.us-east-1.amazonaws.com us-east-1 {PUSH_C} dest",
     ]
     copier_env = {e.name: e.value for e in plan.env}
+    # the first copy's two repositories are named once; a copy between them is its tag alone
+    repos = (copier_env["SOURCE_REPO"], copier_env["DEST_REPO"])
+    assert repos == (SOURCE.removesuffix(":1.0"), DEST.removesuffix(":1.0"))
     assert copier_env["COPIES"].splitlines() == [
-        f"{SOURCE} {DEST}",
+        "1.0",
         f"{SOURCE} {EUROPE}",
         f"{SOURCE} {OTHER_ACCOUNT}",
     ]

@@ -4,14 +4,24 @@
 #
 # Every value comes from the environment:
 #   COPY_TOOL     skopeo | crane
-#   COPIES        one line per copy: "<source ref> <destination ref>"
+#   COPIES, COPIES_2 ... COPIES_<COPY_CHUNKS>   the copy list, read in that order (split so that
+#                 no environment string nears Linux's 128 KiB limit), one copy a line:
+#                 "<source ref> <destination ref>", or "<tag>" for $SOURCE_REPO:<tag> -> $DEST_REPO:<tag>
+#   COPY_CHUNKS   how many COPIES variables there are (default 1)
+#   SOURCE_REPO, DEST_REPO   the two repositories of the "<tag>" lines
 #   ON_CONFLICT   fail | overwrite | skip: what to do when the destination tag holds another digest
 #   PARALLEL      how many copies run at once (default 1)
 #   RETRIES       retries of each registry call on transient errors (default 3)
 #   SRC_AUTH, DEST_AUTH   skopeo auth files for the two sides; crane reads $DOCKER_CONFIG/config.json
-# The termination message gets one line per copy: "<n> <status> <dest digest|-> <source digest|->
-# [reason]", status one of copied, present (already promoted), skipped (conflict left alone),
-# failed. Exit code 0 when no copy failed.
+# The report has one line per copy: "<n> <status> <dest digest|-> <source digest|-> [reason]",
+# status one of copied, present (already promoted), skipped (conflict left alone), failed.
+# Each line is printed to stdout as its copy ends ("ecr-promote result <line>"), and the whole
+# report at the end, between the lines "ecr-promote report begin <count>" and
+# "ecr-promote report end <count> sha256:<sha256 of the report>". The termination message
+# (at most 4 KiB in Kubernetes, less with more containers) gets a summary line,
+# "ecr-promote summary copies=N copied=N present=N skipped=N failed=N report=sha256:<...>",
+# then the report itself when it fits in 1 KiB, else as many lines as fit, failures first.
+# Exit code 0 when no copy failed.
 set -u
 term="${TERMINATION_LOG:-/dev/termination-log}"
 work="${TMPDIR:-/tmp}/ecr-promote.$$"
@@ -78,7 +88,26 @@ reason() {
     oneline < "$1"
 }
 
-# promote N SRC DST: one copy, its result line written to $work/result.N.
+# read_source N SRC DST_DIGEST: the source's digest into $src_digest, or its failure line written.
+read_source() {
+    src_digest=$(digest_of "$1" source "$2")
+    case $? in
+        0) return 0 ;;
+        2)
+            say "$2: not found"
+            echo "$1 failed $3 - source $2 not found" > "$result"
+            ;;
+        *)
+            say "$2: $(reason "$work/inspect.$1")"
+            echo "$1 failed $3 - cannot read source $2: $(reason "$work/inspect.$1")" > "$result"
+            ;;
+    esac
+    return 1
+}
+
+# promote N SRC DST: one copy, its result line written to $work/result.N. The destination is
+# read first: when it has no such tag, the copy itself reads the source (one registry call
+# fewer per new tag), and the source is read on its own only to explain a failed copy.
 promote() {
     n=$1 src=$2 dst=$3
     result="$work/result.$n"
@@ -90,23 +119,11 @@ promote() {
             return
         fi
     done
-    src_digest=$(digest_of "$n" source "$src")
-    case $? in
-        0) ;;
-        2)
-            say "$src: not found"
-            echo "$n failed - - source $src not found" > "$result"
-            return
-            ;;
-        *)
-            say "$src: $(reason "$work/inspect.$n")"
-            echo "$n failed - - cannot read source $src: $(reason "$work/inspect.$n")" > "$result"
-            return
-            ;;
-    esac
+    src_digest=
     dst_digest=$(digest_of "$n" dest "$dst")
     case $? in
         0)
+            read_source "$n" "$src" "$dst_digest" || return
             if [ "$dst_digest" = "$src_digest" ]; then
                 say "$dst already holds $src_digest: nothing to copy"
                 echo "$n present $dst_digest $src_digest" > "$result"
@@ -129,62 +146,123 @@ promote() {
         2) ;;
         *)
             say "$dst: $(reason "$work/inspect.$n")"
-            echo "$n failed - $src_digest cannot read destination $dst: $(reason "$work/inspect.$n")" > "$result"
+            echo "$n failed - - cannot read destination $dst: $(reason "$work/inspect.$n")" > "$result"
             return
             ;;
     esac
-    say "copying $src ($src_digest) to $dst"
+    say "copying $src to $dst"
     if new_digest=$(copy_image "$n" "$src" "$dst"); then
-        say "copied $dst: $new_digest"
-        echo "$n copied $new_digest $src_digest" > "$result"
-    else
+        :
+    elif [ -z "$src_digest" ] && ! read_source "$n" "$src" -; then
+        return
+    # Twice more: copies of one digest under several tags, running at once, can race on the
+    # destination's shared manifests (distribution refuses a manifest list whose platform
+    # manifests are still being written, and skopeo then fails to convert it).
+    elif ! new_digest=$(sleep 1 && copy_image "$n" "$src" "$dst") &&
+        ! new_digest=$(sleep 3 && copy_image "$n" "$src" "$dst"); then
         say "copy to $dst failed: $(reason "$work/copy.$n")"
-        echo "$n failed - $src_digest copy failed: $(reason "$work/copy.$n")" > "$result"
+        echo "$n failed - ${src_digest:--} copy failed: $(reason "$work/copy.$n")" > "$result"
+        return
     fi
+    # the copy keeps the digest (skopeo --preserve-digests, crane), so it is the source's
+    say "copied $dst: $new_digest"
+    echo "$n copied $new_digest ${src_digest:-$new_digest}" > "$result"
 }
 
 parallel="${PARALLEL:-1}"
-case "$parallel" in "" | *[!0-9]* | 0) parallel=1 ;; esac
-n=0
-running=0
+case "$parallel" in "" | *[!0-9]* | 0 | ???*) parallel=1 ;; esac
+chunks="${COPY_CHUNKS:-1}"
+case "$chunks" in "" | *[!0-9]* | 0 | ?????*)
+    bad=$(printf '%s' "$chunks" | oneline | cut -c1-40)
+    say "refusing COPY_CHUNKS '$bad': expected a number of COPIES variables"
+    rm -rf "$work"
+    exit 1
+    ;;
+esac
+{
+    printf '%s\n' "${COPIES:-}"
+    i=2
+    while [ "$i" -le "$chunks" ]; do
+        # $i is a number, so eval sees only the name COPIES_<number>, never a value.
+        eval "printf '%s\n' \"\${COPIES_$i:-}\""
+        i=$((i + 1))
+    done
+} > "$work/copies"
+expand=0
+if check_ref "${SOURCE_REPO:-}" && check_ref "${DEST_REPO:-}"; then expand=1; fi
+: > "$work/list"
 while read -r src dst; do
     [ -n "$src" ] || continue
-    n=$((n + 1))
-    # The first copy runs alone: images of one batch usually share base layers, and copies
-    # started together would each upload a blob the destination does not have yet.
-    if [ "$n" -eq 1 ]; then
-        promote "$n" "$src" "$dst"
-        continue
+    if [ -z "$dst" ] && [ "$expand" = 1 ]; then
+        dst="$DEST_REPO:$src"
+        src="$SOURCE_REPO:$src"
     fi
-    promote "$n" "$src" "$dst" &
-    running=$((running + 1))
-    if [ "$running" -ge "$parallel" ]; then
-        wait
-        running=0
-    fi
-done <<EOF
-${COPIES:-}
-EOF
+    printf '%s %s\n' "$src" "$dst" >> "$work/list"
+done < "$work/copies"
+total=$(wc -l < "$work/list")
+total=$((total + 0))
+
+# run_copy N SRC DST: promote, then print the result line at once ("ecr-promote result <line>",
+# one write), so that a copier killed before its report still leaves what it did in its log.
+run_copy() {
+    promote "$1" "$2" "$3" < /dev/null
+    line=$(cat "$work/result.$1" 2>/dev/null)
+    [ -z "$line" ] || printf 'ecr-promote result %s\n' "$line"
+}
+
+# worker K: copies 2+K, 2+K+PARALLEL, ... (copy 1 runs alone first: images of one batch usually
+# share base layers, and copies started together would each upload a blob the destination
+# does not have yet).
+worker() {
+    i=0
+    while read -r src dst; do
+        i=$((i + 1))
+        [ "$i" -ge 2 ] && [ $(((i - 2) % parallel)) -eq "$1" ] || continue
+        run_copy "$i" "$src" "$dst"
+    done < "$work/list"
+}
+if [ "$total" -ge 1 ]; then
+    read -r src dst < "$work/list"
+    run_copy 1 "$src" "$dst"
+fi
+k=0
+while [ "$k" -lt "$parallel" ] && [ $((k + 2)) -le "$total" ]; do
+    worker "$k" &
+    k=$((k + 1))
+done
 wait
 
-failed=0
 i=1
 : > "$work/results"
-while [ "$i" -le "$n" ]; do
+while [ "$i" -le "$total" ]; do
     if [ ! -s "$work/result.$i" ]; then
         echo "$i failed - - no result" > "$work/result.$i"
     fi
     cat "$work/result.$i" >> "$work/results"
-    case "$(cut -d' ' -f2 "$work/result.$i")" in failed) failed=$((failed + 1)) ;; esac
     i=$((i + 1))
 done
+sum=$(sha256sum < "$work/results" | sed 's/ .*//')
+counts=$(awk '{ c[$2]++ } END {
+    printf "copied=%d present=%d skipped=%d failed=%d", c["copied"], c["present"], c["skipped"], c["failed"] }' \
+    "$work/results")
+failed=$(printf '%s' "$counts" | sed 's/.*failed=//')
+echo "ecr-promote report begin $total"
 cat "$work/results"
-# A Kubernetes termination message holds at most 4096 bytes: keep whole lines only.
-awk '{ size += length($0) + 1; if (size > 4096) exit; print }' "$work/results" > "$term" 2>/dev/null || true
+echo "ecr-promote report end $total sha256:$sum"
+summary="ecr-promote summary copies=$total $counts report=sha256:$sum"
+{
+    echo "$summary"
+    if [ $(($(wc -c < "$work/results") + ${#summary} + 1)) -le 1024 ]; then
+        cat "$work/results"
+    else
+        { grep '^[0-9]* failed ' "$work/results"; grep -v '^[0-9]* failed ' "$work/results"; } |
+            awk -v size=$((${#summary} + 1)) '{ size += length($0) + 1; if (size > 1024) exit; print }'
+    fi
+} > "$term" 2>/dev/null || true
 rm -rf "$work"
-if [ "$n" -eq 0 ]; then
-    say "COPIES is empty: nothing to promote"
+if [ "$total" -eq 0 ]; then
+    say "the copy list is empty: nothing to promote"
     exit 1
 fi
-say "$n copies, $failed failed"
+say "$total copies, $failed failed"
 [ "$failed" -eq 0 ]

@@ -4,8 +4,9 @@ The task is loaded from the example DAGs with Airflow's DagBag, rendered with a 
 (the lab's images chosen through the operator's own ``init_image`` / ``copier_image``
 parameters), and executed by KubernetesPodOperator's own ``execute``. Only the Kubernetes API
 is stood in for: the pod KPO builds is played by podman, and its status (exit codes,
-termination messages) is what KPO reads back. Container logs are written to the task's log as
-KPO does when it follows a pod's logs.
+termination messages) is what KPO reads back, and a container's log read through the API is
+podman's log of that container. Container logs are written to the task's log as KPO does when
+it follows a pod's logs.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class TaskRun:
     pushed: dict[str, Any] = field(default_factory=dict)
     rendered: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    log_reads: list[str] = field(default_factory=list)
 
 
 class _ListHandler(logging.Handler):
@@ -140,8 +142,10 @@ def run_task(
     conf: dict[str, Any] | None = None,
     prepare: Any = None,
     task: Any = None,
+    pod_timeout: float = 300.0,
 ) -> TaskRun:
-    """Render and execute the task; ``prepare(pod) -> pod`` may adjust the pod before it runs."""
+    """Render and execute the task; ``prepare(pod) -> pod`` may adjust the pod before it runs;
+    a pod still running after ``pod_timeout`` seconds is stopped (DeadlineExceeded)."""
     run = TaskRun()
     if task is None:
         task = example_dags().dags[dag_id].get_task(task_id)
@@ -151,12 +155,16 @@ def run_task(
     operator = context["task"]
     run.rendered = {name: getattr(operator, name, None) for name in operator.template_fields}
 
+    logs: dict[str, str] = {}
+
     def play(pod: k8s.V1Pod) -> k8s.V1Pod:
         if prepare is not None:
             pod = prepare(pod)
         run.pods.append(pod)
-        outcome = play_pod(lab, ApiClient().sanitize_for_serialization(pod))
+        outcome = play_pod(lab, ApiClient().sanitize_for_serialization(pod), timeout=pod_timeout)
         run.outcomes.append(outcome)
+        logs.clear()
+        logs.update({c.name: c.logs for c in outcome.containers if c.terminated})
         for container in [*outcome.init_containers, *outcome.containers]:
             for line in container.logs.splitlines():
                 operator.log.info("[%s] %s", container.name, line)
@@ -164,7 +172,8 @@ def run_task(
 
     started = time.monotonic()
     try:
-        with captured_task_log(run.log), kubernetes_stand_in(play):
+        with captured_task_log(run.log), kubernetes_stand_in(play, logs.get) as stand_in:
+            run.log_reads = stand_in.log_reads
             run.result = operator.execute(context)
     except Exception as error:  # the caller asserts on it
         run.error = error

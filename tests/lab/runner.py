@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from .lab import Lab
 
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
-MAX_MESSAGE_BYTES = 4096  # kubelet truncates the termination message file to 4 KiB
+MAX_MESSAGE_BYTES = 4096  # kubelet reads at most the last 4 KiB of the termination message file
+MAX_POD_MESSAGE_BYTES = 12 * 1024  # ... and keeps the first 12 KiB / (containers + init containers)
 FALLBACK_LOG_LINES = 80  # FallbackToLogsOnError: last 80 lines ...
 FALLBACK_LOG_BYTES = 2048  # ... or 2 KiB of the log, whichever is smaller (Kubernetes API docs)
 
@@ -123,6 +124,7 @@ def play_pod(lab: Lab, pod: dict[str, Any], timeout: float = 300.0) -> PodOutcom
     spec = pod["spec"]
     inits, mains = spec.get("initContainers") or [], spec.get("containers") or []
     term_files = _mount_termination_files(spec, [*inits, *mains], run_dir)
+    private_volumes = _private_empty_dirs(spec, [*inits, *mains], run_dir.name)
     pod_file = run_dir / "pod.json"
     pod_file.write_text(json.dumps(pod, indent=1))
     env = lab.podman_env()
@@ -138,8 +140,9 @@ def play_pod(lab: Lab, pod: dict[str, Any], timeout: float = 300.0) -> PodOutcom
             outcome.containers = runtime.finish(mains, timeout)
         else:
             outcome.init_containers, outcome.containers = runtime.after_failed_play(inits, mains, output)
+        budget = MAX_POD_MESSAGE_BYTES // max(1, len(inits) + len(mains))
         for c in (*inits, *mains):
-            _read_message(outcome.container(c["name"]), c, term_files[c["name"]])
+            _read_message(outcome.container(c["name"]), c, term_files[c["name"]], budget)
         if outcome.containers and all(c.exit_code == 0 for c in outcome.containers):
             outcome.phase = "Succeeded"
         return outcome
@@ -147,6 +150,8 @@ def play_pod(lab: Lab, pod: dict[str, Any], timeout: float = 300.0) -> PodOutcom
         # the infra container ignores SIGTERM for podman's stop timeout after a failed play: kill first
         lab.run(["podman", "pod", "stop", "--time", "0", name], env=env, timeout=60)
         lab.run(["podman", "kube", "down", str(pod_file)], env=env, timeout=120)
+        if private_volumes:
+            lab.run(["podman", "volume", "rm", "--force", *private_volumes], env=env, timeout=60)
 
 
 PODMAN_ANNOTATION_MAX = 63
@@ -164,6 +169,24 @@ def _fit_annotations_for_podman(meta: dict[str, Any]) -> None:
             size = PODMAN_ANNOTATION_MAX
             for index in range(0, len(value), size):
                 annotations[f"{key}.{index // size}"] = value[index : index + size]
+
+
+def _private_empty_dirs(spec: dict[str, Any], containers: list[dict[str, Any]], suffix: str) -> list[str]:
+    """podman 4.3's ``kube play`` makes each emptyDir a named volume called as in the pod, and
+    the lab's podman storage is shared by every lab on the machine: two pods running at once
+    (two engineers' tests) would share, and overwrite, each other's "emptyDir" (an ECR password
+    of the wrong account, files gone). A kubelet gives every pod its own; so does this: each
+    emptyDir gets a name unique to this run, removed afterwards. Returns the names."""
+    renamed: dict[str, str] = {}
+    for volume in spec.get("volumes") or []:
+        if "emptyDir" in volume:
+            private = f"{volume['name']}-{suffix}"[:63].rstrip("-")
+            renamed[volume["name"]] = private
+            volume["name"] = private
+    for container in containers:
+        for mount in container.get("volumeMounts") or []:
+            mount["name"] = renamed.get(mount["name"], mount["name"])
+    return list(renamed.values())
 
 
 def _mount_termination_files(
@@ -188,15 +211,16 @@ def _outcome(c: dict[str, Any], init: bool, **kw: Any) -> ContainerOutcome:
     return ContainerOutcome(name=c["name"], image=c.get("image", ""), init=init, **kw)
 
 
-def _read_message(out: ContainerOutcome, spec: dict[str, Any], path: Path) -> None:
-    """terminationMessagePolicy semantics: the file, or the log tail on error when the file is empty."""
+def _read_message(out: ContainerOutcome, spec: dict[str, Any], path: Path, budget: int) -> None:
+    """terminationMessagePolicy semantics: the file, or the log tail on error when the file is empty;
+    then the kubelet's cuts (its status manager keeps the first ``budget`` bytes of each)."""
     if not out.terminated:
         return
-    message = path.read_bytes()[:MAX_MESSAGE_BYTES].decode(errors="replace")
+    message = path.read_bytes()[-MAX_MESSAGE_BYTES:].decode(errors="replace")
     if not message and out.exit_code != 0 and spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
         tail = "\n".join(out.logs.splitlines()[-FALLBACK_LOG_LINES:])
         message = tail.encode()[-FALLBACK_LOG_BYTES:].decode(errors="ignore")
-    out.message = message
+    out.message = message.encode()[:budget].decode(errors="ignore")
 
 
 class _Runtime:
