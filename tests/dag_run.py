@@ -136,8 +136,9 @@ def _canned(pod: Any) -> Any:
     base = next(c for c in pod.spec.containers if c.name == "base")
     env = {e.name: e.value for e in base.env or []}
     lines = []
-    for n, pair in enumerate(env["COPIES"].splitlines(), start=1):
-        source = pair.split(" ")[0]
+    for n, line in enumerate(env["COPIES"].splitlines(), start=1):
+        # A batch line is a bare tag of SOURCE_REPO (airflow_ecr_promote.copylist).
+        source = line.split(" ")[0] if " " in line else f"{env['SOURCE_REPO']}:{line}"
         digest = canned_digest(source.split("@")[0])
         lines.append(f"{n} copied {digest} {digest}")
     init = [terminated(c.name, 0) for c in pod.spec.init_containers or []]

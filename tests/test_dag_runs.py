@@ -65,9 +65,9 @@ def test_a_mapped_task_maps_over_the_list_inside_a_batch_result(mapping_run: dic
     xcoms = mapping_run["xcoms"]
     result = xcoms["batch[-1].return_value"]
     assert (result["copied"], len(result["promotions"])) == (3, 3)
-    assert [xcoms[f"deploy_entry[{i}].return_value"] for i in range(3)] == [
-        pinned(tag) for tag in ("2.0", "2.1", "2.2")
-    ]
+    deployed = sorted(xcoms[f"deploy_entry[{i}].return_value"] for i in range(3))
+    assert deployed == sorted(pinned(tag) for tag in ("2.0", "2.1", "2.2"))
+    assert sorted(p["dest_image"] for p in result["promotions"]) == [f"{PRODUCTION}:2.{i}" for i in range(3)]
 
 
 def test_a_single_promotion_returns_its_result(mapping_run: dict[str, Any]) -> None:
