@@ -65,8 +65,10 @@ unit-airflow2: venv-airflow2
 resolve-check: venv
 	$(PY) -m tests.resolve_check
 
-lab-test: venv lab-deps
+lab-test: venv venv-airflow2 lab-deps
 	$(PY) -m pytest -m lab -q
+	# Whole DAG runs (mapping, assets, the deploy DAG) through Airflow 2.11's task runner too.
+	$(VENV2)/bin/python -m pytest -m lab -q -p no:cacheprovider tests/lab/test_airflow_native_e2e.py
 
 test: lint typecheck lab-deps unit unit-airflow2 resolve-check lab-test
 

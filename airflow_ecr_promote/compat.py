@@ -27,7 +27,13 @@ if TYPE_CHECKING:
         TaskDeferred,
         conf,
     )
+    from airflow.sdk import Asset, AssetAlias
 else:
+    try:  # Airflow 3
+        from airflow.sdk import Asset, AssetAlias
+    except ImportError:  # Airflow 2.11: assets are datasets
+        from airflow.datasets import Dataset as Asset
+        from airflow.datasets import DatasetAlias as AssetAlias
     try:
         from airflow.providers.common.compat.sdk import (
             AirflowException,
@@ -49,6 +55,8 @@ else:
 
 __all__ = [
     "AirflowException",
+    "Asset",
+    "AssetAlias",
     "BaseOperator",
     "BaseSensorOperator",
     "PokeReturnValue",

@@ -9,20 +9,25 @@ fields before KPO builds the pod, so the cluster's ``pod_mutation_hook`` sees th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from kubernetes.client import models as k8s
 
-from airflow_ecr_promote.compat import AirflowException, cleanup_kwargs
+from airflow_ecr_promote import assets, defaults
+from airflow_ecr_promote.compat import AirflowException, AssetAlias, cleanup_kwargs
+from airflow_ecr_promote.discovery import EcrListTagsOperator
 from airflow_ecr_promote.eks import EksTarget, eks_kubeconfig, parse_eks_target
-from airflow_ecr_promote.engines import DEFAULT_ENGINE, Engine, get_engine
+from airflow_ecr_promote.engines import Engine
+from airflow_ecr_promote.links import EcrImageLink, link_target
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, OWN_VOLUMES, PodPlan, plan_pod
 from airflow_ecr_promote.precheck import already_promoted
 from airflow_ecr_promote.promotion import Promotion, parse_promotion
 from airflow_ecr_promote.refs import IMAGE_NAME, PromotionInputError, parse_image_ref, parse_role_arn
 from airflow_ecr_promote.result import present, read_pod, summarize
+
+__all__ = ["EcrListTagsOperator", "EcrPromoteError", "EcrPromoteOperator"]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -48,6 +53,14 @@ PROMOTION_FIELDS = (
     "tags",
     "promotions",
 )
+
+
+def _current_dag() -> Any:
+    try:
+        from airflow.sdk.definitions._internal.contextmanager import DagContext
+    except ImportError:  # Airflow 2.11
+        from airflow.models.dag import DagContext  # type: ignore[no-redef]
+    return DagContext.get_current_dag()
 
 
 class EcrPromoteError(AirflowException):
@@ -82,9 +95,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
     :param dest_account: optional; must agree with the account in ``dest_image``
     :param source_region: optional; must agree with the region in ``source_image``
     :param dest_region: optional; must agree with the region in ``dest_image``
-    :param engine: ``"kaniko"`` (the original design), ``"skopeo"`` or ``"crane"`` (digest kept)
-    :param copier_image: overrides the engine's pinned image
-    :param init_image: overrides the pinned AWS CLI image of the init container
+    :param engine: ``"kaniko"`` (the original design), ``"skopeo"`` or ``"crane"`` (digest kept);
+        None: ``[ecr_promote] default_engine``, else kaniko
+    :param copier_image: overrides ``[ecr_promote] <engine>_image`` and the engine's pinned image
+    :param init_image: overrides ``[ecr_promote] init_image`` and the pinned AWS CLI image
     :param on_conflict: when the destination tag holds another digest: ``"fail"`` (default for
         skopeo and crane), ``"overwrite"`` or ``"skip"``; kaniko always overwrites
     :param platform: kaniko only: the platform (``os/arch[/variant]``) kaniko takes from a
@@ -107,7 +121,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
     :param eks_region: the cluster's region (default: the region of ``eks_aws_conn_id``)
     :param eks_aws_conn_id: the Airflow AWS connection that calls ``eks:DescribeCluster`` and signs
         the cluster token (default ``aws_default``; None: boto3's default credentials)
-    :param do_xcom_push: store the result dict as the task's return value (no sidecar is used)
+    :param do_xcom_push: store the result dict as the task's return value, so downstream tasks can
+        pull it or ``.expand()`` over it (no XCom sidecar runs either way); False stores nothing
     """
 
     template_fields: Sequence[str] = (
@@ -120,6 +135,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         "eks_aws_conn_id",
     )
     ui_color = "#f0e4ff"
+    operator_extra_links = (*KubernetesPodOperator.operator_extra_links, EcrImageLink())
 
     def __init__(
         self,
@@ -132,7 +148,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         dest_account: str | None = None,
         source_region: str | None = None,
         dest_region: str | None = None,
-        engine: str = DEFAULT_ENGINE,
+        engine: str | None = None,
         copier_image: str | None = None,
         init_image: str | None = None,
         on_conflict: str | None = None,
@@ -151,9 +167,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
         init_container_logs: Any = True,
         **kwargs: Any,
     ) -> None:
-        # KPO's do_xcom_push adds a sidecar; the result comes from termination messages instead.
         super().__init__(
-            do_xcom_push=False,
+            do_xcom_push=do_xcom_push,
             termination_message_policy=termination_message_policy,
             init_container_logs=init_container_logs,
             **kwargs,
@@ -185,12 +200,28 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._engine: Engine | None = None
         self._result: dict[str, Any] | None = None
         self._context: Context | None = None
+        self._in_kpo = False
+        outlets = list(self.outlets or [])
+        own = next((o for o in outlets if isinstance(o, AssetAlias) and assets.is_own_alias(o.name)), None)
+        if own is None:  # a mapped task gets its alias from partial()
+            own = AssetAlias(name=assets.alias_name(self.dag_id if self.has_dag() else "", self.task_id))  # type: ignore[no-untyped-call]
+            self.outlets = [*outlets, own]
+        self.asset_alias: str = own.name
         self._check_literal_inputs()
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """``.partial()`` declares the task's asset alias too, so that the DAG as parsed (and
+        serialized) names it, as it does for an unmapped task."""
+        dag = kwargs.get("dag") or _current_dag()
+        alias = AssetAlias(name=assets.alias_name(dag.dag_id if dag else "", str(kwargs.get("task_id", ""))))
+        kwargs["outlets"] = [*(kwargs.get("outlets") or []), alias]
+        return super().partial(**kwargs)
 
     def _check_literal_inputs(self) -> None:
         """Fail at DAG parse time for literal values; templated ones are checked after rendering."""
         if _is_literal(self.engine):
-            get_engine(self.engine)
+            defaults.engine(self.engine)
         single = self.tags is None and self.promotions is None
         if _is_literal(self.source_image) and single:
             parse_image_ref("source_image", self.source_image)
@@ -219,7 +250,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
     def _plan(self) -> PodPlan | None:
         """Parse the (rendered) inputs and plan the pod (None: nothing to promote); raises
         PromotionInputError."""
-        engine = get_engine(self.engine)
+        engine = defaults.engine(self.engine)
         promotion = parse_promotion(
             source_image=self.source_image,
             dest_image=self.dest_image,
@@ -250,8 +281,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
         plan = plan_pod(
             promotion,
             engine,
-            init_image=self.init_image,
-            copier_image=self.copier_image,
+            init_image=defaults.init_image(self.init_image),
+            copier_image=defaults.copier_image(engine, self.copier_image),
             parallel=self.parallel,
             role_session_name=session,
             platform=self.platform,
@@ -259,7 +290,31 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._promotion, self._engine = promotion, engine
         return plan
 
+    @contextlib.contextmanager
+    def _kpo_without_xcom(self) -> Iterator[None]:
+        """Run KPO with ``do_xcom_push`` False, then give the task runner the user's choice back.
+
+        The flag has two readers. KPO reads it as "add the XCom sidecar and read
+        /airflow/xcom/return.json"; the pod reports through termination messages, so KPO must see
+        False. Airflow's task runner reads it as "store the return value" and, only then, records
+        the value's length for mapped downstream tasks; a value pushed by hand is not recorded
+        (``XComForMappingNotPushed``). So the flag keeps the user's choice outside KPO's calls.
+        """
+        if self._in_kpo:
+            yield
+            return
+        self.push_result = wanted = self.do_xcom_push
+        self.do_xcom_push, self._in_kpo = False, True
+        try:
+            yield
+        finally:
+            self.do_xcom_push, self._in_kpo = wanted, False
+
     def build_pod_request_obj(self, context: Context | None = None, *args: Any, **kwargs: Any) -> k8s.V1Pod:
+        with self._kpo_without_xcom():
+            return self._build_pod(context, *args, **kwargs)
+
+    def _build_pod(self, context: Context | None, *args: Any, **kwargs: Any) -> k8s.V1Pod:
         plan = self._plan()
         if plan is None:
             param = "tags" if self.tags is not None else "promotions"
@@ -301,14 +356,25 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._context = context
         self._plan()
         eks = self._eks_target()
-        if self._nothing_to_promote(context) or self._skip_if_promoted(context):
-            return self._result
-        if eks is None:
-            super().execute(context)
-            return self._result
-        self.in_cluster = False
-        with eks_kubeconfig(eks, self.namespace) as self.config_file:
-            super().execute(context)
+        if not (self._nothing_to_promote(context) or self._skip_if_promoted(context)):
+            with self._kpo_without_xcom():
+                if eks is None:
+                    super().execute(context)
+                else:
+                    self.in_cluster = False
+                    with eks_kubeconfig(eks, self.namespace) as self.config_file:
+                        super().execute(context)
+        return self._finish(context)
+
+    def _finish(self, context: Context) -> Any:
+        """After a successful promotion: the console link, the asset events, the return value."""
+        target = link_target(self._result)
+        if target is not None:
+            dest = parse_image_ref("dest_image", target[0])
+            EcrImageLink.persist_image(context, self, dest, target[1])
+        emitted = assets.emit(context, self.asset_alias, self._result)
+        if emitted:
+            self.log.info("Asset events: %s", ", ".join(emitted))
         return self._result
 
     def _nothing_to_promote(self, context: Context) -> bool:
@@ -317,8 +383,6 @@ class EcrPromoteOperator(KubernetesPodOperator):
             return False
         self.log.info("The list of images to promote is empty: nothing to promote, no pod started.")
         self._result = summarize([], self._promotion, self._engine.name)
-        if self.push_result:
-            context["ti"].xcom_push(key="return_value", value=self._result)
         return True
 
     def _copier_log(self, pod: k8s.V1Pod) -> tuple[str | None, str | None]:
@@ -353,16 +417,15 @@ class EcrPromoteOperator(KubernetesPodOperator):
             len(digests),
         )
         self._result = summarize(present(promotion, digests), promotion, self._engine.name)
-        if self.push_result:
-            context["ti"].xcom_push(key="return_value", value=self._result)
         return True
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         self._context = context
         if self._promotion is None:
             self._plan()
-        super().trigger_reentry(context, event)
-        return self._result
+        with self._kpo_without_xcom():
+            super().trigger_reentry(context, event)
+        return self._finish(context)
 
     def _fresh(self, pod: k8s.V1Pod | None, remote_pod: k8s.V1Pod | None) -> k8s.V1Pod | None:
         """The pod as it ended: KPO may hand cleanup a copy read before the containers finished."""
@@ -393,7 +456,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 read_log=lambda: self._copier_log(final),
             )
             self._result = outcome.result
-            if outcome.result is not None and self.push_result and context is not None:
+            # A failed task returns nothing: keep what it did promote readable, as KPO does.
+            if outcome.result is not None and outcome.failure and self.push_result and context is not None:
                 context["ti"].xcom_push(key="return_value", value=outcome.result)
         try:
             optional = cleanup_kwargs(super().cleanup, xcom_result=xcom_result, context=context)

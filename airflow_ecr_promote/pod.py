@@ -30,7 +30,9 @@ SCRATCH_VOLUME = "ecr-promote-scratch"
 OWN_VOLUMES = (AUTH_VOLUME, SCRATCH_VOLUME)
 AUTH_VOLUME_SIZE = "16Mi"
 SCRATCH_VOLUME_SIZE = "2Gi"
-LABEL_PREFIX = "ecr-promote.airflow.apache.org"
+# Label and annotation keys live under a DNS name of the project's own (the GitHub Pages host of
+# the airflow-ecr-promote organisation), not under a domain another project owns.
+LABEL_PREFIX = "airflow-ecr-promote.github.io"
 
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]+")
 _SESSION_NAME = re.compile(r"[^A-Za-z0-9_+=,.@-]+")

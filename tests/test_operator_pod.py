@@ -14,7 +14,13 @@ from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.engines import ENGINES, script
 from airflow_ecr_promote.operators import EcrPromoteOperator
-from airflow_ecr_promote.pod import AUTH_VOLUME, DEFAULT_INIT_IMAGE, INIT_CONTAINER_NAME, SCRATCH_VOLUME
+from airflow_ecr_promote.pod import (
+    AUTH_VOLUME,
+    DEFAULT_INIT_IMAGE,
+    INIT_CONTAINER_NAME,
+    LABEL_PREFIX,
+    SCRATCH_VOLUME,
+)
 from tests.airflow_context import DagBag, containers, env_of, render_pod
 from tests.conftest import DEST_HOST, REPO, SOURCE_HOST
 
@@ -106,13 +112,13 @@ def test_pod_shape_for_each_engine(dagbag: DagBag, engine: str) -> None:
     assert pod.spec.restart_policy == "Never"
 
     labels = pod.metadata.labels
-    assert labels["ecr-promote.airflow.apache.org/engine"] == engine
-    assert labels["ecr-promote.airflow.apache.org/source-account"] == "123456789012"
-    assert labels["ecr-promote.airflow.apache.org/dest-account"] == "210987654321"
-    assert labels["ecr-promote.airflow.apache.org/repository"] == "team.app"
-    assert labels["ecr-promote.airflow.apache.org/tag"] == "2.0.1"
+    assert labels[f"{LABEL_PREFIX}/engine"] == engine
+    assert labels[f"{LABEL_PREFIX}/source-account"] == "123456789012"
+    assert labels[f"{LABEL_PREFIX}/dest-account"] == "210987654321"
+    assert labels[f"{LABEL_PREFIX}/repository"] == "team.app"
+    assert labels[f"{LABEL_PREFIX}/tag"] == "2.0.1"
     assert labels["dag_id"] == "ecr_promote_on_demand"
-    assert pod.metadata.annotations["ecr-promote.airflow.apache.org/dest-image"] == dest
+    assert pod.metadata.annotations[f"{LABEL_PREFIX}/dest-image"] == dest
 
 
 def test_params_defaults_render_and_none_stays_none(dagbag: DagBag) -> None:

@@ -56,7 +56,7 @@ def test_everything_already_promoted_starts_no_pod(ecr: Any) -> None:
         result = op.execute(context)
     assert cluster.created == []
     assert (result["status"], result["digest"], result["digest_kept"]) == ("present", digest, True)
-    assert context["ti"].pushed["return_value"] == result
+    assert "return_value" not in context["ti"].pushed
 
 
 def test_a_batch_with_one_missing_tag_goes_to_the_pod(ecr: Any) -> None:

@@ -1,10 +1,14 @@
 """Release one tag: wait for it in staging, promote it to production, then fan it out to two
-more regions in one pod.
+more regions in one pod; the promotion to production triggers the deploy DAG.
 
-Trigger with ``{"tag": "1.4.2"}``. The sensor waits in the triggerer (no worker slot, no
-reschedule) until the staging image exists and returns its digest; every promotion copies that
-exact digest, so a tag moved in staging meanwhile cannot change what is released. The other
-regions get the image once us-east-1 has it: one pod, one login per registry, two copies.
+sensor -> promote -> asset -> deploy: trigger with ``{"tag": "1.4.2"}``. The sensor waits in the
+triggerer (no worker slot, no reschedule) until the staging image exists and returns its digest;
+every promotion copies that exact digest, so a tag moved in staging meanwhile cannot change what
+is released. ``promote_us_east_1`` publishes the image as an event of the asset
+``ecr://210987654321.dkr.ecr.us-east-1.amazonaws.com/team/app``, on which
+``ecr_deploy_on_promotion`` is scheduled: it deploys the digest the event carries. The other
+regions get the image once us-east-1 has it: one pod, one login per registry, two copies (their
+events go to the assets of their own registries).
 """
 
 from __future__ import annotations

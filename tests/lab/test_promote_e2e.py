@@ -55,7 +55,7 @@ def test_two_platform_image_is_promoted_with_its_digest(lab: Lab, engine: str) -
     assert run.result["source_digest"] == digest
     assert run.result["digest_kept"] is True
     assert run.result["status"] == "copied"
-    assert run.pushed["return_value"] == run.result
+    assert "return_value" not in run.pushed  # the task runner stores the returned value
 
 
 def test_rerun_succeeds_with_the_same_digest_and_uploads_nothing(lab: Lab, engine: str) -> None:
