@@ -9,14 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from airflow_ecr_promote.engines import DEFAULT_ENGINE
-from airflow_ecr_promote.operators import EcrPromoteOperator
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
 from .lab import Lab
-from .operator_run import TaskRun, run_task
-
-PULL_ROLE = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-pull"
-PUSH_ROLE = f"arn:aws:iam::{DEST_ACCOUNT}:role/ecr-promote-push"
+from .operator_run import TaskRun, lab_operator, run_task
 
 
 @dataclass
@@ -40,16 +36,12 @@ def promote_with(lab: Lab, engine: str | None, repo: str, tag: str, source_diges
     constructs the operator without ``engine=``, i.e. with the default engine."""
     name = engine or DEFAULT_ENGINE
     dest_repo = f"{repo}-{name}"
-    kwargs = {"engine": engine} if engine else {}
-    operator = EcrPromoteOperator(
+    operator = lab_operator(
+        lab,
+        engine,
         task_id=f"promote_{name}",
         source_image=f"{SOURCE_HOST}/{repo}:{tag}",
         dest_image=f"{DEST_HOST}/{dest_repo}:{tag}",
-        source_role_arn=PULL_ROLE,
-        dest_role_arn=PUSH_ROLE,
-        init_image=lab.init_image,
-        copier_image=lab.copier_image_for(name),
-        **kwargs,
     )
     before = lab.uploaded_bytes(DEST_ACCOUNT)
     run = run_task(lab, task=operator)

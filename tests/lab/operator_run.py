@@ -182,3 +182,25 @@ def run_task(
         run.seconds = time.monotonic() - started
     run.pushed = dict(context["ti"].pushed)
     return run
+
+
+PULL_ROLE = "arn:aws:iam::123456789012:role/ecr-promote-pull"
+PUSH_ROLE = "arn:aws:iam::210987654321:role/ecr-promote-push"
+
+
+def lab_operator(lab: Lab, engine: str | None = None, **kwargs: Any) -> Any:
+    """An EcrPromoteOperator with the lab's images and the two promotion roles; ``engine=None``
+    leaves ``engine=`` out, so the operator's default engine runs."""
+    from airflow_ecr_promote.engines import DEFAULT_ENGINE
+    from airflow_ecr_promote.operators import EcrPromoteOperator
+
+    chosen = {"engine": engine} if engine else {}
+    kwargs.setdefault("task_id", "promote")
+    kwargs.setdefault("source_role_arn", PULL_ROLE)
+    kwargs.setdefault("dest_role_arn", PUSH_ROLE)
+    return EcrPromoteOperator(
+        init_image=lab.init_image,
+        copier_image=lab.copier_image_for(engine or DEFAULT_ENGINE),
+        **chosen,
+        **kwargs,
+    )

@@ -8,18 +8,15 @@ from typing import Any
 
 import pytest
 
-from airflow_ecr_promote.operators import EcrPromoteError, EcrPromoteOperator
+from airflow_ecr_promote.operators import EcrPromoteError
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
 from .lab import Lab
-from .operator_run import TaskRun, run_task
+from .operator_run import PULL_ROLE, TaskRun, lab_operator, run_task
 
 pytestmark = pytest.mark.lab
 
 COPYING_ENGINES = ("skopeo", "crane")
-
-PULL_ROLE = "arn:aws:iam::123456789012:role/ecr-promote-pull"
-PUSH_ROLE = "arn:aws:iam::210987654321:role/ecr-promote-push"
 
 
 @pytest.fixture(params=COPYING_ENGINES)
@@ -28,16 +25,7 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 def run_operator(lab: Lab, engine: str, **kwargs: Any) -> TaskRun:
-    operator = EcrPromoteOperator(
-        task_id="promote",
-        engine=engine,
-        init_image=lab.init_image,
-        copier_image=lab.copier_image_for(engine),
-        source_role_arn=PULL_ROLE,
-        dest_role_arn=PUSH_ROLE,
-        **kwargs,
-    )
-    return run_task(lab, task=operator)
+    return run_task(lab, task=lab_operator(lab, engine, **kwargs))
 
 
 def blob_sizes(lab: Lab, account: str, repo: str, tag: str) -> dict[str, int]:

@@ -16,17 +16,15 @@ from typing import Any
 import pytest
 from kubernetes.client import models as k8s
 
-from airflow_ecr_promote.operators import EcrPromoteError, EcrPromoteOperator
+from airflow_ecr_promote.operators import EcrPromoteError
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
 from .lab import Lab
-from .operator_run import TaskRun, run_task
+from .operator_run import TaskRun, lab_operator, run_task
 from .paths import account
 
 pytestmark = pytest.mark.lab
 
-PULL_ROLE = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-pull"
-PUSH_ROLE = f"arn:aws:iam::{DEST_ACCOUNT}:role/ecr-promote-push"
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json"
 )
@@ -69,16 +67,7 @@ class RegistryApi:
 
 
 def run_operator(lab: Lab, engine: str = "skopeo", **kwargs: Any) -> TaskRun:
-    operator = EcrPromoteOperator(
-        task_id="promote",
-        engine=engine,
-        init_image=lab.init_image,
-        copier_image=lab.copier_image_for(engine),
-        source_role_arn=PULL_ROLE,
-        dest_role_arn=PUSH_ROLE,
-        **kwargs,
-    )
-    return run_task(lab, task=operator, pod_timeout=1200)
+    return run_task(lab, task=lab_operator(lab, engine, **kwargs), pod_timeout=1200)
 
 
 def writes(lab: Lab) -> int:

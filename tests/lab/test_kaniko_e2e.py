@@ -13,30 +13,20 @@ from typing import Any
 import pytest
 
 from airflow_ecr_promote.engines import DEFAULT_ENGINE, DEFAULT_PLATFORM, ENGINES
-from airflow_ecr_promote.operators import EcrPromoteOperator
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
 from .lab import Lab
-from .operator_run import TaskRun, run_task
+from .operator_run import TaskRun, lab_operator, run_task
 
 pytestmark = pytest.mark.lab
 
 REPO = "kaniko/app"
-PULL_ROLE = "arn:aws:iam::123456789012:role/ecr-promote-pull"
-PUSH_ROLE = "arn:aws:iam::210987654321:role/ecr-promote-push"
 
 
 def promote_default(lab: Lab, tag: str, **kwargs: Any) -> TaskRun:
     """Promote with the operator's defaults: no engine given, so kaniko."""
-    operator = EcrPromoteOperator(
-        task_id="promote",
-        source_image=f"{SOURCE_HOST}/{REPO}:{tag}",
-        dest_image=f"{DEST_HOST}/{REPO}:{tag}",
-        source_role_arn=PULL_ROLE,
-        dest_role_arn=PUSH_ROLE,
-        init_image=lab.init_image,
-        copier_image=lab.copier_image_for(DEFAULT_ENGINE),
-        **kwargs,
+    operator = lab_operator(
+        lab, source_image=f"{SOURCE_HOST}/{REPO}:{tag}", dest_image=f"{DEST_HOST}/{REPO}:{tag}", **kwargs
     )
     return run_task(lab, task=operator)
 
