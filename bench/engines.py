@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.conftest import SOURCE_ACCOUNT
-from tests.lab.engine_compare import promote_with, source_blob_bytes, table
+from tests.lab.engine_compare import promote_with, source_blob_bytes, table, warm_up
 from tests.lab.fixtures import missing_prerequisites
 from tests.lab.lab import Lab
 
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: cannot start the lab: {'; '.join(problems)}", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory(prefix="ecr-promote-bench-") as state, Lab(state) as lab:
+        warm_up(lab)
         for round_no in range(1, args.rounds + 1):
             tag = f"bench-{round_no}"
             digest = lab.push_image(

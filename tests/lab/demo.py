@@ -22,7 +22,7 @@ import time
 from airflow_ecr_promote.engines import DEFAULT_ENGINE
 from tests.conftest import DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
-from .engine_compare import promote_with, source_blob_bytes, table
+from .engine_compare import promote_with, source_blob_bytes, table, warm_up
 from .fixtures import missing_prerequisites
 from .lab import Lab
 
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             unique = source_blob_bytes(lab, repo, args.tag)
             print(f"demo: pushed {source} ({args.size_mb} MB random layer, linux/amd64 + linux/arm64)")
             print(f"demo:   source digest {source_digest}")
+            warm_up(lab)
             rows = []
             for engine in (None, "skopeo"):
                 name = engine or f"{DEFAULT_ENGINE}, the default engine (no engine= given)"
