@@ -876,6 +876,20 @@ _COPY_ALL_AT_ONCE = [
 
 @_settings(100)
 @given(env=copy_envs())
+@example(  # found by CI: "00" workers started none, so copies after the first had no result
+    env={
+        "COPY_TOOL": "skopeo",
+        "COPIES": f"0\n{_COPY_LINES[0]}",
+        "ON_CONFLICT": "0",
+        "PARALLEL": "00",
+        "RETRIES": "3",
+        "SRC_AUTH": "0",
+        "DEST_AUTH": "/ecr-promote/auth/auth-dest.json",
+        "COPY_CHUNKS": "1",
+        "SOURCE_REPO": f"{SOURCE_HOST}/team/app",
+        "DEST_REPO": f"{DEST_HOST}/team/app",
+    }
+)
 def test_copy_script_passes_each_reference_whole_or_refuses_it(env: dict[str, str]) -> None:
     box = Sandbox()
     _copier_stubs(box)

@@ -170,7 +170,10 @@ promote() {
 }
 
 parallel="${PARALLEL:-1}"
-case "$parallel" in "" | *[!0-9]* | 0 | ???*) parallel=1 ;; esac
+case "$parallel" in "" | *[!0-9]* | ???*) parallel=1 ;; esac
+# "00" passes the check above, and as a count of workers it would start none; "08" is not octal.
+while :; do case "$parallel" in 0?*) parallel=${parallel#0} ;; *) break ;; esac; done
+[ "$parallel" != 0 ] || parallel=1
 chunks="${COPY_CHUNKS:-1}"
 case "$chunks" in "" | *[!0-9]* | 0 | ?????*)
     bad=$(printf '%s' "$chunks" | oneline | cut -c1-40)
