@@ -6,6 +6,9 @@ only the task instance and dag run are plain objects, since no scheduler created
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -88,4 +91,21 @@ try:
 except ImportError:  # Airflow 2.11
     from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
-__all__ = ["DagBag", "containers", "env_of", "make_context", "render_pod"]
+
+@contextmanager
+def temporary_environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (as a deployment sets AIRFLOW__* / AIRFLOW_CONN_*),
+    then put back what was there."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+__all__ = ["DagBag", "containers", "env_of", "make_context", "render_pod", "temporary_environ"]

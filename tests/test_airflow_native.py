@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +16,7 @@ from airflow_ecr_promote.links import EcrImageLink, link_target
 from airflow_ecr_promote.operators import EcrPromoteOperator
 from airflow_ecr_promote.pod import DEFAULT_INIT_IMAGE
 from airflow_ecr_promote.refs import PromotionInputError, parse_image_ref
-from tests.airflow_context import containers, render_pod
+from tests.airflow_context import containers, render_pod, temporary_environ
 from tests.conftest import DEST_HOST, REPO, SOURCE_HOST
 
 SOURCE = f"{SOURCE_HOST}/team/app:1.0"
@@ -177,20 +175,9 @@ def test_the_operator_declares_the_link() -> None:
 # ---------------------------------------------------------------------------------------- defaults
 
 
-@contextmanager
-def conf_vars(values: dict[tuple[str, str], str]) -> Iterator[None]:
+def conf_vars(values: dict[tuple[str, str], str]) -> Any:
     """Set options through the environment, as a deployment does (AIRFLOW__SECTION__KEY)."""
-    names = {f"AIRFLOW__{s.upper()}__{k.upper()}": v for (s, k), v in values.items()}
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(names)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return temporary_environ({f"AIRFLOW__{s.upper()}__{k.upper()}": v for (s, k), v in values.items()})
 
 
 def pod_images(**kwargs: Any) -> tuple[str, str, str]:

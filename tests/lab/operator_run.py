@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
-from tests.airflow_context import make_context
+from tests.airflow_context import make_context, temporary_environ
 from tests.conftest import REPO
 from tests.kube_stand_in import kubernetes_stand_in
 
@@ -115,16 +114,8 @@ def lab_connections(lab: Lab) -> Iterator[None]:
         f"AIRFLOW_CONN_{DEST_CONN_ID.upper()}": connection(PUSH_ROLE_ARN, "us-east-1"),
         "AWS_CA_BUNDLE": str(lab.ca_bundle),  # the lab CA, as a worker trusts a private CA
     }
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
+    with temporary_environ(values):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def lab_conf(lab: Lab, **conf: Any) -> dict[str, Any]:
