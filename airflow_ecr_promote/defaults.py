@@ -5,7 +5,9 @@ cluster that admits only images from approved registries:
 
 - ``default_engine``: the engine of tasks that pass none;
 - ``init_image``: the login init container's image;
-- ``<engine>_image`` (``kaniko_image``, ``skopeo_image``, ``crane_image``): each copier's image.
+- ``<engine>_image`` (``kaniko_image``, ``skopeo_image``, ``crane_image``, ``regctl_image``): each
+  copier's image;
+- ``cosign_image``: the signature gate's image.
 
 A task's own argument always wins; an unset option falls back to the pins in
 :data:`airflow_ecr_promote.engines.ENGINES` and :data:`airflow_ecr_promote.pod.DEFAULT_INIT_IMAGE`.
@@ -67,6 +69,13 @@ def _image(key: str, builtin: str) -> str:
 def copier_image(engine: Engine, given: str | None) -> str:
     """The task's copier image, or ``[ecr_promote] <engine>_image``, or the engine's pin."""
     return given if given is not None else _image(f"{engine.name}_image", engine.default_image)
+
+
+def cosign_image(given: str | None) -> str:
+    """The signature gate's image: the task's, or ``[ecr_promote] cosign_image``, or the pinned cosign."""
+    from airflow_ecr_promote.signatures import COSIGN_IMAGE
+
+    return given if given is not None else _image("cosign_image", COSIGN_IMAGE)
 
 
 def init_image(given: str | None) -> str:

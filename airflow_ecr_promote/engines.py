@@ -6,6 +6,9 @@ Facts behind the capabilities (see README "Engines"):
 - ``skopeo copy --all --preserve-digests`` and ``crane copy`` keep the digest and every platform.
 - skopeo takes separate source and destination auth files; kaniko and crane read one Docker
   ``config.json``, so they hold one credential per registry host.
+- ``regctl image copy --referrers --digest-tags`` keeps the digest and every platform, and also
+  copies the image's OCI referrers and cosign's ``sha256-<digest>.sig/.att/.sbom`` tags: the only
+  engine that carries signatures, attestations and SBOMs (see airflow_ecr_promote/signatures.py).
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class Engine:
     default_on_conflict: str = "fail"
     # Engines that build one platform take it as a flag; the others copy every platform.
     platform_flag: str | None = None
+    # Copies cosign's digest tags and OCI referrers along with the image (with_signatures).
+    copies_signatures: bool = False
 
 
 def _copies_env(promotion: Promotion) -> dict[str, str]:
@@ -159,6 +164,21 @@ ENGINES: dict[str, Engine] = {
             auth_mount=AUTH_DIR,
             summary="crane copy: same digest, every platform, static binary",
             call=_script_call("crane", "/busybox/sh"),
+        ),
+        Engine(
+            name="regctl",
+            # The -alpine variant carries a shell (busybox): the copy script needs one.
+            default_image="ghcr.io/regclient/regctl:v0.11.7-alpine",
+            keeps_digest=True,
+            all_platforms=True,
+            runs_as_root=False,
+            read_only_root=True,
+            separate_auth_per_side=False,
+            can_batch=True,
+            auth_mount=AUTH_DIR,
+            summary="regctl image copy: same digest, every platform, with signatures and referrers",
+            call=_script_call("regctl", "sh"),
+            copies_signatures=True,
         ),
     )
 }

@@ -26,6 +26,7 @@ from airflow_ecr_promote.precheck import already_promoted
 from airflow_ecr_promote.promotion import Promotion, parse_promotion
 from airflow_ecr_promote.refs import IMAGE_NAME, PromotionInputError, parse_image_ref, parse_role_arn
 from airflow_ecr_promote.result import present, read_pod, summarize
+from airflow_ecr_promote.signatures import VERIFY_CONTAINER_NAME
 
 __all__ = ["EcrListTagsOperator", "EcrPromoteError", "EcrPromoteOperator"]
 
@@ -52,6 +53,9 @@ PROMOTION_FIELDS = (
     "platform",
     "tags",
     "promotions",
+    "with_signatures",
+    "verify_signature_key",
+    "cosign_image",
 )
 
 
@@ -109,6 +113,15 @@ class EcrPromoteOperator(KubernetesPodOperator):
         ``{"source_image", "dest_image"[, "source_role_arn", "dest_role_arn"]}`` copied in one
         pod, e.g. one source fanned out to several accounts or regions (skopeo, crane)
     :param parallel: copies run at once in a batch
+    :param with_signatures: also copy, for the image and each platform manifest, cosign's
+        ``sha256-<hex>.sig/.att/.sbom`` tags and the OCI referrers (signatures, attestations, SBOMs);
+        the return value lists them (``cosign_tags``, ``referrers``). None: on for ``"regctl"``, the
+        engine that can; True with another engine is refused
+    :param verify_signature_key: a PEM public key (``cosign.pub``): the signature gate. An init
+        container runs ``cosign verify --key`` on every source image before the copier starts; an
+        image without a valid signature fails the task and nothing is written
+    :param cosign_image: the gate's image; overrides ``[ecr_promote] cosign_image`` and the pinned
+        ``ghcr.io/sigstore/cosign/cosign`` release
     :param dest_aws_conn_id: an Airflow AWS connection that can call ``ecr:DescribeImages`` on
         the destination: when set, the worker compares digests through the ECR API first and
         starts no pod when every destination tag already holds its source's digest
@@ -156,6 +169,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
         tags: list[str] | None = None,
         promotions: list[dict[str, str]] | None = None,
         parallel: int = 4,
+        with_signatures: bool | None = None,
+        verify_signature_key: str | None = None,
+        cosign_image: str | None = None,
         source_aws_conn_id: str | None = None,
         dest_aws_conn_id: str | None = None,
         role_session_name: str | None = None,
@@ -189,6 +205,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.tags = tags
         self.promotions = promotions
         self.parallel = parallel
+        self.with_signatures = with_signatures
+        self.verify_signature_key = verify_signature_key
+        self.cosign_image = cosign_image
         self.source_aws_conn_id = source_aws_conn_id
         self.dest_aws_conn_id = dest_aws_conn_id
         self.role_session_name = role_session_name
@@ -264,7 +283,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
             dest_tags=self.tags,
             pairs=self.promotions,
         )
-        for param in ("copier_image", "init_image"):
+        for param in ("copier_image", "init_image", "cosign_image"):
             value = getattr(self, param)
             if value is not None and not (isinstance(value, str) and IMAGE_NAME.fullmatch(value)):
                 raise PromotionInputError(
@@ -286,6 +305,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
             parallel=self.parallel,
             role_session_name=session,
             platform=self.platform,
+            with_signatures=self.with_signatures,
+            verify_signature_key=self.verify_signature_key,
+            cosign_image=defaults.cosign_image(self.cosign_image),
         )
         self._promotion, self._engine = promotion, engine
         return plan
@@ -339,9 +361,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.volumes = [
             v for v in self.volumes or [] if getattr(v, "name", None) not in OWN_VOLUMES
         ] + plan.volumes
+        own_inits = (INIT_CONTAINER_NAME, VERIFY_CONTAINER_NAME)
         self.init_containers = [
-            c for c in self.init_containers or [] if getattr(c, "name", None) != INIT_CONTAINER_NAME
-        ] + [plan.init_container]
+            c for c in self.init_containers or [] if getattr(c, "name", None) not in own_inits
+        ] + [plan.init_container, *([plan.gate_container] if plan.gate_container else [])]
         self.labels = {**(self.labels or {}), **plan.labels}
         self.annotations = {**(self.annotations or {}), **plan.annotations}
         if not self.security_context:
@@ -402,6 +425,14 @@ class EcrPromoteOperator(KubernetesPodOperator):
 
     def _skip_if_promoted(self, context: Context) -> bool:
         if self.dest_aws_conn_id is None or self._promotion is None or self._engine is None:
+            return False
+        if (
+            self.verify_signature_key
+            or self.with_signatures
+            or (self.with_signatures is None and self._engine.copies_signatures)
+        ):
+            # the ECR API compares image digests only: signatures added since the last promotion
+            # must still travel, and a gated promotion always runs its gate
             return False
         promotion = self._promotion
         digests = already_promoted(

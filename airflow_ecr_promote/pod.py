@@ -22,6 +22,13 @@ from airflow_ecr_promote.engines import (
     script,
 )
 from airflow_ecr_promote.promotion import Promotion
+from airflow_ecr_promote.signatures import (
+    COSIGN_IMAGE,
+    parse_public_key,
+    parse_with_signatures,
+    verify_container,
+    verify_images,
+)
 
 DEFAULT_INIT_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.27.50"
 INIT_CONTAINER_NAME = "ecr-promote-login"
@@ -54,6 +61,8 @@ class PodPlan:
     resources: k8s.V1ResourceRequirements
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    # the signature gate (cosign verify), run after the login container and before the copier
+    gate_container: k8s.V1Container | None = None
 
 
 def label_value(text: str) -> str:
@@ -114,11 +123,18 @@ def plan_pod(
     parallel: int = 4,
     role_session_name: str = "airflow-ecr-promote",
     platform: str | None = None,
+    with_signatures: bool | None = None,
+    verify_signature_key: str | None = None,
+    cosign_image: str | None = None,
 ) -> PodPlan:
     """Build the promotion's pod pieces; raises PromotionInputError when the engine cannot do it."""
     check_supports(engine, promotion)
     call = engine.call(promotion, parallel)
     chosen_platform = parse_platform(engine, platform)
+    copier_env = dict(call.env)
+    if parse_with_signatures(engine, with_signatures):
+        copier_env["WITH_SIGNATURES"] = "1"
+    key = parse_public_key(verify_signature_key)
     args = list(call.args)
     if engine.platform_flag and chosen_platform:
         args.append(f"{engine.platform_flag}={chosen_platform}")
@@ -159,6 +175,17 @@ def plan_pod(
             name=SCRATCH_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=SCRATCH_VOLUME_SIZE)
         ),
     ]
+    gate = None
+    if key is not None:
+        gate = verify_container(
+            verify_images([copy.source for copy in promotion.copies]),
+            key,
+            cosign_image or COSIGN_IMAGE,
+            security_context=_container_security(None),
+            resources=_resources("50m", "64Mi", "512Mi"),
+            auth_volume=AUTH_VOLUME,
+            scratch_volume=SCRATCH_VOLUME,
+        )
     first = promotion.copies[0]
     labels = {
         "app.kubernetes.io/name": "airflow-ecr-promote",
@@ -179,7 +206,7 @@ def plan_pod(
         image=copier_image or engine.default_image,
         cmds=call.cmds,
         args=args,
-        env=_env(call.env),
+        env=_env(copier_env),
         volume_mounts=mounts,
         volumes=volumes,
         container_security_context=_container_security(engine),
@@ -192,4 +219,5 @@ def plan_pod(
         ),
         labels=labels,
         annotations=annotations,
+        gate_container=gate,
     )

@@ -21,6 +21,13 @@ from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
 from airflow_ecr_promote.promotion import Promotion
+from airflow_ecr_promote.signatures import (
+    TRAVELLED,
+    VERIFY_CONTAINER_NAME,
+    gate_failure,
+    parse_travelled,
+    verify_images,
+)
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}", re.ASCII)
 STATUSES = ("copied", "present", "skipped", "failed")
@@ -127,16 +134,12 @@ def parse_copy_lines(
             entries.append(_entry(copy.source, copy.dest, "unknown", None, None, missing))
             continue
         fields = found
-        entries.append(
-            _entry(
-                copy.source,
-                copy.dest,
-                fields[1],
-                _digest(fields[2]),
-                _digest(fields[3]),
-                fields[4] if len(fields) > 4 else None,
-            )
-        )
+        extra = fields[4] if len(fields) > 4 else None
+        travelled = None
+        if extra and extra.startswith(f"{TRAVELLED} ") and fields[1] in ("copied", "present"):
+            travelled, extra = parse_travelled(extra), None
+        entry = _entry(copy.source, copy.dest, fields[1], _digest(fields[2]), _digest(fields[3]), extra)
+        entries.append({**entry, **(travelled or {})})
     return entries
 
 
@@ -228,6 +231,11 @@ def read_pod(
     if login is not None and login.exit_code != 0:
         reason = (login.message or f"exit code {login.exit_code}").strip()
         return PodOutcome(None, f"Promotion {images} failed while logging in to the registries: {reason}")
+    gate = _terminated(status.init_container_statuses, VERIFY_CONTAINER_NAME)
+    if gate is not None and gate.exit_code != 0:
+        checked = verify_images([copy.source for copy in promotion.copies])
+        refused = gate_failure(gate.message or "", checked)
+        return PodOutcome(None, f"Promotion {images} failed before copying anything: {refused}")
     done = _terminated(status.container_statuses, copier)
     if done is None:
         waiting = "; ".join(_waiting_reasons(pod)) or f"pod phase {status.phase}"

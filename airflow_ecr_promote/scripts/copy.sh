@@ -1,9 +1,11 @@
 #!/bin/sh
-# Copier container of a promotion pod (skopeo or crane): copy each image, keeping its digest,
+# Copier container of a promotion pod (skopeo, crane or regctl): copy each image, keeping its digest,
 # after comparing digests so that an image already promoted is not written again.
 #
 # Every value comes from the environment:
-#   COPY_TOOL     skopeo | crane
+#   COPY_TOOL     skopeo | crane | regctl
+#   WITH_SIGNATURES   1 (regctl): also copy, for the image and each platform manifest, cosign's
+#                 sha256-<hex>.sig/.att/.sbom tags and the OCI referrers, and report what travelled
 #   COPIES, COPIES_2 ... COPIES_<COPY_CHUNKS>   the copy list, read in that order (split so that
 #                 no environment string nears Linux's 128 KiB limit), one copy a line:
 #                 "<source ref> <destination ref>", or "<tag>" for $SOURCE_REPO:<tag> -> $DEST_REPO:<tag>
@@ -12,9 +14,12 @@
 #   ON_CONFLICT   fail | overwrite | skip: what to do when the destination tag holds another digest
 #   PARALLEL      how many copies run at once (default 1)
 #   RETRIES       retries of each registry call on transient errors (default 3)
-#   SRC_AUTH, DEST_AUTH   skopeo auth files for the two sides; crane reads $DOCKER_CONFIG/config.json
+#   SRC_AUTH, DEST_AUTH   skopeo auth files for the two sides; crane and regctl read
+#                 $DOCKER_CONFIG/config.json
 # The report has one line per copy: "<n> <status> <dest digest|-> <source digest|-> [reason]",
 # status one of copied, present (already promoted), skipped (conflict left alone), failed.
+# With WITH_SIGNATURES=1 a copied or present line ends with
+# "travelled tags=<tag>,... referrers=<digest>,...".
 # Each line is printed to stdout as its copy ends ("ecr-promote result <line>"), and the whole
 # report at the end, between the lines "ecr-promote report begin <count>" and
 # "ecr-promote report end <count> sha256:<sha256 of the report>". The termination message
@@ -51,6 +56,9 @@ digest_of() {
         crane)
             if crane digest "$3" 2> "$work/inspect.$1"; then return 0; fi
             ;;
+        regctl)
+            if regctl image digest "$3" 2> "$work/inspect.$1"; then return 0; fi
+            ;;
         *)
             say "unknown COPY_TOOL '$COPY_TOOL'"
             return 1
@@ -75,7 +83,42 @@ copy_image() {
         crane)
             crane copy "$src" "$dst" > /dev/null 2> "$work/copy.$n" && crane digest "$dst" 2>> "$work/copy.$n"
             ;;
+        regctl)
+            # --referrers: OCI referrers; --digest-tags: cosign's sha256-<hex>.* tags; both for the
+            # index and every platform manifest. Existing manifests are not written again.
+            if [ "${WITH_SIGNATURES:-0}" = 1 ]; then set -- --referrers --digest-tags; else set --; fi
+            regctl image copy "$@" "$src" "$dst" > /dev/null 2> "$work/copy.$n" &&
+                regctl image digest "$dst" 2>> "$work/copy.$n"
+            ;;
     esac
+}
+
+# travelled N DST DIGEST: " travelled tags=... referrers=..." for DIGEST and each of its platform
+# manifests, as the destination holds them after the copy (regctl).
+travelled() {
+    repo=${2%@*}
+    repo=${repo%:*}
+    {
+        echo "$3"
+        regctl manifest get "$repo@$3" \
+            --format '{{if .IsList}}{{range .GetManifestList}}{{println .Digest}}{{end}}{{end}}'
+    } > "$work/digests.$1" 2>> "$work/copy.$1" || return 1
+    regctl tag ls "$repo" > "$work/tags.$1" 2>> "$work/copy.$1" || return 1
+    tags="" refs=""
+    while read -r d; do
+        [ -n "$d" ] || continue
+        for t in $(grep "^sha256-${d#sha256:}" "$work/tags.$1"); do tags="$tags,$t"; done
+        regctl artifact list "$repo@$d" --format '{{range .Descriptors}}{{println .Digest}}{{end}}' \
+            > "$work/refs.$1" 2>> "$work/copy.$1" || return 1
+        for r in $(cat "$work/refs.$1"); do refs="$refs,$r"; done
+    done < "$work/digests.$1"
+    printf ' travelled tags=%s referrers=%s' "${tags#,}" "${refs#,}"
+}
+
+# signed_extras N DST DIGEST: the travelled field when WITH_SIGNATURES=1, or nothing.
+signed_extras() {
+    [ "${WITH_SIGNATURES:-0}" = 1 ] || return 0
+    travelled "$@"
 }
 
 # One line of printable ASCII (a registry's error or a refused value may hold CR, NEL or other
@@ -125,6 +168,17 @@ promote() {
         0)
             read_source "$n" "$src" "$dst_digest" || return
             if [ "$dst_digest" = "$src_digest" ]; then
+                if [ "${WITH_SIGNATURES:-0}" = 1 ]; then
+                    # signatures may have been added since: copy what the destination lacks
+                    if ! copy_image "$n" "$src" "$dst" > /dev/null || ! extras=$(travelled "$n" "$dst" "$dst_digest"); then
+                        say "copying the signatures and referrers of $src to $dst failed: $(reason "$work/copy.$n")"
+                        echo "$n failed $dst_digest $src_digest copying signatures and referrers failed: $(reason "$work/copy.$n")" > "$result"
+                        return
+                    fi
+                    say "$dst already holds $src_digest; signatures and referrers copied"
+                    echo "$n present $dst_digest $src_digest$extras" > "$result"
+                    return
+                fi
                 say "$dst already holds $src_digest: nothing to copy"
                 echo "$n present $dst_digest $src_digest" > "$result"
                 return
@@ -164,9 +218,14 @@ promote() {
         echo "$n failed - ${src_digest:--} copy failed: $(reason "$work/copy.$n")" > "$result"
         return
     fi
-    # the copy keeps the digest (skopeo --preserve-digests, crane), so it is the source's
+    if ! extras=$(signed_extras "$n" "$dst" "$new_digest"); then
+        say "listing what travelled with $dst failed: $(reason "$work/copy.$n")"
+        echo "$n failed $new_digest ${src_digest:-$new_digest} copied, but listing its signatures and referrers failed: $(reason "$work/copy.$n")" > "$result"
+        return
+    fi
+    # the copy keeps the digest (skopeo --preserve-digests, crane, regctl), so it is the source's
     say "copied $dst: $new_digest"
-    echo "$n copied $new_digest ${src_digest:-$new_digest}" > "$result"
+    echo "$n copied $new_digest ${src_digest:-$new_digest}$extras" > "$result"
 }
 
 parallel="${PARALLEL:-1}"

@@ -1,9 +1,10 @@
-"""Build the Go tools the lab's copier images carry (kaniko, crane) from their Go modules.
+"""Build the Go tools the lab runs (kaniko, crane, regctl, cosign) from their Go modules.
 
-The versions are those of the operator's pinned default images (``ENGINES[...].default_image``),
-so the lab runs exactly what a cluster pulls by default. Builds are static (CGO off) and the Go
-module and build caches live under the lab's cache folder: a second run finds the binary and
-builds nothing.
+The versions are those of the operator's pinned default images (``ENGINES[...].default_image``,
+and the signature gate's cosign image), so the lab runs exactly what a cluster pulls by default.
+The lab's own Go programs (the referrers registry, under tests/lab/go/) build from their folder.
+Builds are static (CGO off) and the Go module and build caches live under the lab's cache folder:
+a second run finds the binary and builds nothing.
 
 ``go install module/cmd/x@version`` is the usual way, but it also asks the module proxy for the
 module's version list (to report deprecations), and the proxy these machines reach refuses that
@@ -15,6 +16,7 @@ module's own go.mod and go.sum: the same source and dependencies ``go install`` 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -25,27 +27,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from airflow_ecr_promote.engines import ENGINES
+from airflow_ecr_promote.signatures import COSIGN_IMAGE
 
+LOCAL_MODULES = Path(__file__).parent / "go"
 GO_CANDIDATES = ("/usr/local/go/bin/go", "go")
 
 
 @dataclass(frozen=True)
 class GoTool:
-    """A command of a Go module, built at the version of an engine's pinned default image."""
+    """A command of a Go module, built at the version of an engine's pinned default image (or of
+    ``image``, another pinned image); a module under tests/lab/go/ is built from that folder."""
 
     name: str
     module: str
     package: str  # relative to the module root
-    engine: str
+    engine: str = ""
     ldflags: str = ""  # "{version}" is replaced
+    image: str = ""  # the pinned image whose tag is the version, when no engine has it
+    local: bool = False  # the module is the folder tests/lab/go/<name>
+    tag_suffix: str = ""  # of the image tag, after the version (regctl's "-alpine")
 
     @property
     def version(self) -> str:
-        return ENGINES[self.engine].default_image.rsplit(":", 1)[1]
+        if self.local:
+            return "lab"
+        tag = (self.image or ENGINES[self.engine].default_image).rsplit(":", 1)[1]
+        return tag.removesuffix(self.tag_suffix) if self.tag_suffix else tag
 
     @property
     def binary(self) -> str:
-        return Path(self.package).name
+        return self.name if self.local else Path(self.package).name
 
 
 KANIKO = GoTool(
@@ -62,7 +73,28 @@ CRANE = GoTool(
     engine="crane",
     ldflags="-X github.com/google/go-containerregistry/cmd/crane/cmd.Version={version}",
 )
-TOOLS = {tool.name: tool for tool in (KANIKO, CRANE)}
+REGCTL = GoTool(
+    name="regctl",
+    module="github.com/regclient/regclient",
+    package="cmd/regctl",
+    engine="regctl",
+    tag_suffix="-alpine",
+    ldflags="-X github.com/regclient/regclient/internal/version.vcsTag={version}",
+)
+COSIGN = GoTool(
+    name="cosign",
+    module="github.com/sigstore/cosign/v2",
+    package="cmd/cosign",
+    image=COSIGN_IMAGE,
+    ldflags="-X sigs.k8s.io/release-utils/version.gitVersion={version}",
+)
+REFERRERS_REGISTRY = GoTool(
+    name="referrers-registry",
+    module=str(LOCAL_MODULES / "referrers-registry"),
+    package=".",
+    local=True,
+)
+TOOLS = {tool.name: tool for tool in (KANIKO, CRANE, REGCTL, COSIGN, REFERRERS_REGISTRY)}
 
 
 def go_binary() -> str | None:
@@ -92,7 +124,10 @@ def go_env(cache_dir: Path) -> dict[str, str]:
 
 def build(tool: GoTool, cache_dir: Path, log: Callable[[str], None] = print) -> Path:
     """The tool's static binary, built once per version under ``cache_dir/go/bin``."""
-    out_dir = cache_dir / "go" / "bin" / f"{tool.name}-{tool.version}"
+    version = tool.version
+    if tool.local:  # rebuilt whenever the lab's own source changes
+        version = _source_hash(Path(tool.module))
+    out_dir = cache_dir / "go" / "bin" / f"{tool.name}-{version}"
     out = out_dir / tool.binary
     if out.is_file():
         return out
@@ -107,12 +142,17 @@ def build(tool: GoTool, cache_dir: Path, log: Callable[[str], None] = print) -> 
             return out
         t0 = time.monotonic()
         ref = f"{tool.module}@{tool.version}"
-        fetched = subprocess.run(
-            [go, "mod", "download", "-json", ref], env=env, capture_output=True, text=True, check=False
-        )
-        info = json.loads(fetched.stdout or "{}")
-        if fetched.returncode != 0 or "Dir" not in info:
-            raise RuntimeError(f"go mod download {ref} failed: {info.get('Error') or fetched.stderr[-2000:]}")
+        if tool.local:
+            info = {"Dir": tool.module}
+        else:
+            fetched = subprocess.run(
+                [go, "mod", "download", "-json", ref], env=env, capture_output=True, text=True, check=False
+            )
+            info = json.loads(fetched.stdout or "{}")
+            if fetched.returncode != 0 or "Dir" not in info:
+                raise RuntimeError(
+                    f"go mod download {ref} failed: {info.get('Error') or fetched.stderr[-2000:]}"
+                )
         tmp = out.with_suffix(".tmp")
         built = subprocess.run(
             [
@@ -135,3 +175,11 @@ def build(tool: GoTool, cache_dir: Path, log: Callable[[str], None] = print) -> 
         tmp.rename(out)
         log(f"lab: built {tool.name} {tool.version} from {tool.module} in {time.monotonic() - t0:.1f}s")
     return out
+
+
+def _source_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*")):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]

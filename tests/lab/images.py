@@ -98,7 +98,40 @@ ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/busybox:/
 RUN ["/ko-app/crane", "version"]
 ENTRYPOINT ["/ko-app/crane"]
 """
+# regctl's -alpine image: regctl in /usr/local/bin, a busybox shell (static busybox here, for
+# alpine's), its user appuser (1000), the CA bundle at the alpine path.
+_REGCTL = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY regctl /usr/local/bin/regctl
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY passwd /etc/passwd
+COPY group /etc/group
+COPY tmp/ /tmp/
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+RUN ["/usr/local/bin/regctl", "version"]
+USER 1000
+CMD ["regctl", "--help"]
+"""
+
+# cosign's image (ko-built, distroless: no shell): cosign in /ko-app as entrypoint, nonroot 65532.
+_COSIGN = """\
+FROM scratch
+COPY cosign /ko-app/cosign
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY passwd /etc/passwd
+COPY group /etc/group
+COPY tmp/ /tmp/
+ENV PATH=/usr/local/bin:/usr/bin:/bin:/ko-app SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \\
+    HOME=/home/nonroot
+RUN ["/ko-app/cosign", "version"]
+USER 65532
+ENTRYPOINT ["/ko-app/cosign"]
+"""
 _PASSWD = "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
+_REGCTL_PASSWD = _PASSWD + "appuser:x:1000:1000:appuser:/home/appuser:/sbin/nologin\n"
+_CONTAINERFILES = {"kaniko": _KANIKO, "crane": _CRANE, "regctl": _REGCTL, "cosign": _COSIGN}
 _GROUP = "root:x:0:\nnonroot:x:65532:\n"
 BUSYBOX_STATIC = Path("/bin/busybox")  # Debian's busybox-static
 
@@ -111,6 +144,8 @@ class LabImages:
     skopeo: str
     kaniko: str
     crane: str
+    regctl: str = ""
+    cosign: str = ""  # the signature gate's image
 
     def copier(self, engine: str) -> str:
         """The lab's image for an engine's copier container."""
@@ -210,9 +245,10 @@ class ImageBuilder:
         return self._build(name, ref, ctx)
 
     def go_image(self, name: str) -> str:
-        """kaniko or crane: the binary built from its Go module, in an image laid out like upstream's."""
+        """kaniko, crane, regctl or cosign: the binary built from its Go module, in an image laid out
+        like upstream's."""
         tool = gotools.TOOLS[name]
-        containerfile = _KANIKO if name == "kaniko" else _CRANE
+        containerfile = _CONTAINERFILES[name]
         bundle = SYSTEM_CA_BUNDLE.read_bytes() + self.ca_cert.read_bytes()
         ref = f"{REPO_PREFIX}/{name}:{_sha(containerfile, bundle, tool.module, tool.version)}"
         if self.exists(ref):
@@ -226,9 +262,10 @@ class ImageBuilder:
             (ctx / "docker" / ".keep").touch()
             (ctx / "nsswitch.conf").write_text("hosts: files dns\n")
         else:
-            shutil.copy(BUSYBOX_STATIC, ctx / "busybox")
-            (ctx / "passwd").write_text(_PASSWD)
-            (ctx / "group").write_text(_GROUP)
+            if name != "cosign":
+                shutil.copy(BUSYBOX_STATIC, ctx / "busybox")
+            (ctx / "passwd").write_text(_REGCTL_PASSWD if name == "regctl" else _PASSWD)
+            (ctx / "group").write_text(_GROUP + ("appuser:x:1000:\n" if name == "regctl" else ""))
             (ctx / "tmp").mkdir()
             (ctx / "tmp").chmod(0o1777)
             (ctx / "tmp" / ".keep").touch()
@@ -262,6 +299,8 @@ class ImageBuilder:
                 skopeo=self.tool_image("skopeo", base),
                 kaniko=self.go_image("kaniko"),
                 crane=self.go_image("crane"),
+                regctl=self.go_image("regctl"),
+                cosign=self.go_image("cosign"),
             )
 
 
