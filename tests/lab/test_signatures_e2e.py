@@ -1,0 +1,185 @@
+"""Signatures, attestations and SBOMs travel with a promoted image, and the signature gate holds.
+
+Everything is real: cosign and regctl built from their Go modules, keys made by
+``cosign generate-key-pair``, the lab's registries, and the operator's own pod played by podman
+(regctl copier, cosign gate). The lab's registries (distribution 2.8) have no referrers API, so
+cosign's tag scheme (``sha256-<hex>.sig/.att/.sbom``) is tested there; the OCI 1.1 referrers API
+is tested against tests/lab/go/referrers-registry (go-containerregistry's registry, which serves it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from airflow_ecr_promote.operators import EcrPromoteError
+from airflow_ecr_promote.signatures import VERIFY_CONTAINER_NAME
+from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
+
+from .cosign import KeyPair, Tools
+from .lab import Lab
+from .operator_run import TaskRun, lab_operator, run_task
+from .referrers import ReferrersRegistry, referrers_registry
+
+pytestmark = pytest.mark.lab
+
+SOURCE_REPO = "signed/app"
+
+
+def new_dest_repository(lab: Lab, name: str) -> str:
+    """The one place these tests choose a destination repository: a new one per test."""
+    return f"promoted-{name}/app"
+
+
+@pytest.fixture(scope="module")
+def tools(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Tools:
+    return Tools(lab, tmp_path_factory.mktemp("cosign"))
+
+
+@pytest.fixture(scope="module")
+def key(tools: Tools) -> KeyPair:
+    return tools.key_pair("release")
+
+
+@pytest.fixture(scope="module")
+def other_key(tools: Tools) -> KeyPair:
+    return tools.key_pair("someone-else")
+
+
+def promote(lab: Lab, source: str, dest: str, **kwargs: Any) -> TaskRun:
+    """Promote with the regctl engine (signatures on by default) through the operator's pod."""
+    assert lab.images is not None
+    kwargs.setdefault("cosign_image", lab.images.cosign)
+    return run_task(lab, task=lab_operator(lab, "regctl", source_image=source, dest_image=dest, **kwargs))
+
+
+def writes(lab: Lab) -> int:
+    """Requests that write to the destination registry (blob uploads, manifest and tag PUTs)."""
+    return sum(1 for r in lab.requests(DEST_ACCOUNT) if r.method in ("POST", "PUT", "PATCH", "DELETE"))
+
+
+def test_cosign_signature_attestation_and_sbom_travel_and_cosign_verify_succeeds_at_destination(
+    lab: Lab, tools: Tools, key: KeyPair, other_key: KeyPair
+) -> None:
+    digest = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "1.0.0", seed=910)
+    source = f"{SOURCE_HOST}/{SOURCE_REPO}:1.0.0"
+    tools.sign(source, key, SOURCE_ACCOUNT)  # the index and, --recursive, each platform manifest
+    tools.attest(source, key, SOURCE_ACCOUNT, {"builder": "lab", "tests": "passed"})
+    tools.attach_sbom(source, SOURCE_ACCOUNT)
+    dest_repo = new_dest_repository(lab, "signed")
+    dest = f"{DEST_HOST}/{dest_repo}:1.0.0"
+
+    run = promote(lab, source, dest, verify_signature_key=key.public_pem)
+
+    assert run.error is None, "\n".join(run.log[-40:])
+    inits = [c.name for c in run.pods[0].spec.init_containers]
+    assert inits == ["ecr-promote-login", VERIFY_CONTAINER_NAME], "the gate ran, after the login"
+    assert (run.result["status"], run.result["digest"], run.result["digest_kept"]) == ("copied", digest, True)
+    platforms = _platform_digests(tools, dest)
+    assert len(platforms) == 2
+    hex_of = digest.removeprefix("sha256:")
+    expected = {f"sha256-{hex_of}.sig", f"sha256-{hex_of}.att", f"sha256-{hex_of}.sbom"}
+    expected |= {f"sha256-{p.removeprefix('sha256:')}.sig" for p in platforms}
+    assert set(run.result["cosign_tags"]) == expected, "what travelled, per the return value"
+    assert expected <= set(tools.tags(f"{DEST_HOST}/{dest_repo}")), "what the destination holds"
+    assert run.result["referrers"] == []  # distribution 2.8: the tag scheme only
+
+    verified = tools.verify(dest, key, DEST_ACCOUNT)
+    assert verified.returncode == 0, verified.stderr
+    assert f"Verification for {dest} --" in verified.stderr
+    for platform in platforms:
+        one = tools.verify(f"{DEST_HOST}/{dest_repo}@{platform}", key, DEST_ACCOUNT)
+        assert one.returncode == 0, one.stderr
+    attested = tools.verify_attestation(dest, key, DEST_ACCOUNT)
+    assert attested.returncode == 0, attested.stderr
+    refused = tools.verify(dest, other_key, DEST_ACCOUNT)
+    assert refused.returncode != 0, "cosign verify is a real check: another key fails"
+
+
+def test_signature_gate_refuses_an_unsigned_image_of_a_batch_and_nothing_is_written(
+    lab: Lab, tools: Tools, key: KeyPair
+) -> None:
+    lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "2.0.0", seed=911)
+    lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "2.0.1-unsigned", seed=912)
+    tools.sign(f"{SOURCE_HOST}/{SOURCE_REPO}:2.0.0", key, SOURCE_ACCOUNT)
+    dest_repo = new_dest_repository(lab, "gate-unsigned")
+    before = writes(lab)
+
+    run = promote(
+        lab,
+        f"{SOURCE_HOST}/{SOURCE_REPO}:2.0.0",
+        f"{DEST_HOST}/{dest_repo}:2.0.0",
+        tags=["2.0.0", "2.0.1-unsigned"],
+        verify_signature_key=key.public_pem,
+    )
+
+    assert isinstance(run.error, EcrPromoteError), run.error
+    message = str(run.error)
+    assert f"refused source image {SOURCE_HOST}/{SOURCE_REPO}:2.0.1-unsigned" in message, message
+    assert "no signatures found" in message, message
+    copier = run.outcomes[0].containers[0]
+    assert not copier.terminated, "the copier never started"
+    assert writes(lab) == before, "nothing was written at the destination"
+    assert lab.digest(DEST_ACCOUNT, dest_repo, "2.0.0") is None, "not even the signed image"
+
+
+def test_signature_gate_refuses_a_source_signed_with_another_key_and_nothing_is_written(
+    lab: Lab, tools: Tools, key: KeyPair, other_key: KeyPair
+) -> None:
+    lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "3.0.0", seed=913)
+    source = f"{SOURCE_HOST}/{SOURCE_REPO}:3.0.0"
+    tools.sign(source, other_key, SOURCE_ACCOUNT)
+    dest_repo = new_dest_repository(lab, "gate-other-key")
+    before = writes(lab)
+
+    run = promote(lab, source, f"{DEST_HOST}/{dest_repo}:3.0.0", verify_signature_key=key.public_pem)
+
+    assert isinstance(run.error, EcrPromoteError), run.error
+    message = str(run.error)
+    assert f"refused source image {source}" in message, message
+    assert "no matching signatures" in message, message
+    assert writes(lab) == before
+    assert lab.digest(DEST_ACCOUNT, dest_repo, "3.0.0") is None
+
+
+@pytest.fixture(scope="module")
+def referrers_lab(lab: Lab) -> Iterator[ReferrersRegistry]:
+    with referrers_registry(lab) as registry:
+        yield registry
+
+
+def test_oci_referrers_travel_through_the_referrers_api(
+    lab: Lab, tools: Tools, key: KeyPair, referrers_lab: ReferrersRegistry
+) -> None:
+    host = referrers_lab.host
+    digest = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "4.0.0", seed=914)
+    source = f"{host}/team/app:4.0.0"
+    tools.copy(f"{SOURCE_HOST}/{SOURCE_REPO}:4.0.0", source)
+    tools.sign(source, key, None, referrers=True)  # an OCI 1.1 referrer, not a .sig tag
+    tools.put_sbom_referrer(source)
+    at_source = sorted(tools.referrers(source))
+    assert len(at_source) == 2
+    dest = f"{host}/{new_dest_repository(lab, 'referrers')}:4.0.0"
+
+    # one registry host for both sides: one login, with the pod's own identity
+    run = promote(lab, source, dest, source_role_arn=None, dest_role_arn=None)
+
+    assert run.error is None, "\n".join(run.log[-40:])
+    assert run.result["digest"] == digest
+    assert sorted(run.result["referrers"]) == at_source, "what travelled, per the return value"
+    assert sorted(tools.referrers(dest)) == at_source, "what the destination serves"
+    dest_repo = dest.split("/", 1)[1].rsplit(":", 1)[0]
+    asked = [path for method, path in referrers_lab.requests() if method == "GET"]
+    assert f"/v2/{dest_repo}/referrers/{digest}" in asked, "regctl used the referrers API"
+    verified = tools.verify(dest, key, None, oci11=True)
+    assert verified.returncode == 0, verified.stderr
+
+
+def _platform_digests(tools: Tools, image: str) -> list[str]:
+    listed = tools.regctl(
+        "manifest", "get", image, "--format", "{{range .GetManifestList}}{{println .Digest}}{{end}}"
+    )
+    assert listed.returncode == 0, listed.stderr
+    return listed.stdout.split()
