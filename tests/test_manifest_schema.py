@@ -102,6 +102,26 @@ def test_operator_batch_pod(engine: str, version: str) -> None:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_operator_pod_with_the_signature_gate(engine: str, version: str) -> None:
+    from airflow_ecr_promote.operators import EcrPromoteOperator
+    from tests.test_signatures import EC_KEY
+
+    operator = EcrPromoteOperator(
+        task_id="promote",
+        engine=engine,
+        source_image=f"{SOURCE_HOST}/team/app:2.0.1",
+        dest_image=f"{DEST_HOST}/team/app:2.0.1",
+        source_role_arn=PULL_ROLE,
+        dest_role_arn=PUSH_ROLE,
+        verify_signature_key=EC_KEY,
+    )
+    pod = ApiClient().sanitize_for_serialization(build_pod_offline(operator))
+    assert len(pod["spec"]["initContainers"]) == 2
+    validate(pod, version)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("kind", ["job", "pod"])
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 def test_render_manifests(capsys: pytest.CaptureFixture[str], engine: str, kind: str, version: str) -> None:
