@@ -29,7 +29,7 @@ PULL_ROLE = "arn:aws:iam::123456789012:role/ecr-promote-pull"
 PUSH_ROLE = "arn:aws:iam::210987654321:role/ecr-promote-push"
 
 
-COPYING_ENGINES = ("skopeo", "crane")
+COPYING_ENGINES = ("skopeo", "crane", "regctl")
 
 
 @pytest.fixture(params=COPYING_ENGINES)
