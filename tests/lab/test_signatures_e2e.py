@@ -144,6 +144,31 @@ def test_signature_gate_refuses_a_source_signed_with_another_key_and_nothing_is_
     assert lab.digest(DEST_ACCOUNT, dest_repo, "3.0.0") is None
 
 
+def test_a_signature_made_after_the_promotion_travels_on_a_rerun_and_a_third_run_writes_nothing(
+    lab: Lab, tools: Tools, key: KeyPair
+) -> None:
+    digest = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "5.0.0", seed=915)
+    source = f"{SOURCE_HOST}/{SOURCE_REPO}:5.0.0"
+    dest = f"{DEST_HOST}/{new_dest_repository(lab, 'rerun')}:5.0.0"
+    first = promote(lab, source, dest)
+    assert first.error is None, "\n".join(first.log[-40:])
+    assert (first.result["status"], first.result["cosign_tags"]) == ("copied", [])
+
+    tools.sign(source, key, SOURCE_ACCOUNT)
+    second = promote(lab, source, dest)
+
+    assert second.error is None, "\n".join(second.log[-40:])
+    assert second.result["status"] == "present", "the image was there: only its signatures were copied"
+    assert f"sha256-{digest.removeprefix('sha256:')}.sig" in second.result["cosign_tags"]
+    verified = tools.verify(dest, key, DEST_ACCOUNT)
+    assert verified.returncode == 0, verified.stderr
+    before = writes(lab)
+    third = promote(lab, source, dest)
+    assert third.error is None, "\n".join(third.log[-40:])
+    assert third.result["cosign_tags"] == second.result["cosign_tags"]
+    assert writes(lab) == before, "everything was there: nothing written"
+
+
 @pytest.fixture(scope="module")
 def referrers_lab(lab: Lab) -> Iterator[ReferrersRegistry]:
     with referrers_registry(lab) as registry:
