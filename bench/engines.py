@@ -24,7 +24,7 @@ from tests.lab.engine_compare import promote_with, source_blob_bytes, table, war
 from tests.lab.fixtures import missing_prerequisites
 from tests.lab.lab import Lab
 
-ENGINES = (None, "skopeo", "crane")  # None: the operator's default (kaniko)
+ENGINES = (None, "skopeo", "crane", "regctl")  # None: the operator's default (kaniko)
 
 
 def main(argv: list[str] | None = None) -> int:
