@@ -1,8 +1,8 @@
-"""The three engines on the same image, side by side in one run of the local lab.
+"""The engines on the same image, side by side in one run of the local lab.
 
 One two-platform image (a shared base layer plus a random, incompressible layer of --size-mb) is
 promoted from account A to account B by kaniko (the default engine, constructed without
-``engine=``), skopeo and crane, each through the operator's own pod and into its own destination
+``engine=``), skopeo, crane and regctl, each through the operator's own pod and into its own destination
 repository. Printed per engine: digest kept, platforms that arrived, task time (and its ratio to
 kaniko's), the copier container's own run time, and bytes uploaded (and their ratio to the
 source's blob bytes). Times on these shared machines are noisy: read the ratios.

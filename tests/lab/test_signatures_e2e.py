@@ -121,6 +121,11 @@ def test_signature_gate_refuses_an_unsigned_image_of_a_batch_and_nothing_is_writ
     assert "no signatures found" in message, message
     copier = run.outcomes[0].containers[0]
     assert not copier.terminated, "the copier never started"
+    gate = run.outcomes[0].container(VERIFY_CONTAINER_NAME)
+    assert gate.applied["user"].split(":")[0] == "65532", "hardened as the other containers"
+    assert (gate.applied["read_only_root"], gate.applied["effective_caps"]) == (True, [])
+    assert gate.applied["no_new_privileges"] is True
+    assert gate.applied["read_only_mounts"]["/ecr-promote/auth"] is True
     assert writes(lab) == before, "nothing was written at the destination"
     assert lab.digest(DEST_ACCOUNT, dest_repo, "2.0.0") is None, "not even the signed image"
 
