@@ -151,6 +151,24 @@ _PROMOTION_OPTIONS = (
         kind=list,
     ),
     _Option("parallel", "N", "copies of a batch run at once, 1 to 64 (default 4)", kind=int),
+    _Option(
+        "with_signatures",
+        "{true,false}",
+        "also copy cosign's sha256-<hex>.sig/.att/.sbom tags and the OCI referrers of the image and "
+        "each platform (default true with regctl, the engine that can; false otherwise)",
+        kind=bool,
+    ),
+    _Option(
+        "verify_signature_key",
+        "PEM",
+        'the signature gate: a PEM public key (e.g. "$(cat cosign.pub)"); cosign verifies every '
+        "source image with it before anything is copied",
+    ),
+    _Option(
+        "cosign_image",
+        "IMAGE",
+        "override the signature gate's image (default ghcr.io/sigstore/cosign/cosign:v2.6.5)",
+    ),
 )
 _MANIFEST_OPTIONS = (
     _Option("kind", "{job,pod}", "print a batch/v1 Job (default) or a bare v1 Pod"),
@@ -180,7 +198,7 @@ _MANIFEST_OPTIONS = (
 _OPTIONS = {option.key: option for option in (*_PROMOTION_OPTIONS, *_MANIFEST_OPTIONS)}
 # In a values file the batch may be written "tags" (the operator's name) or "tag" (the flag's).
 _VALUE_ALIASES = {"tag": "tags"}
-_CHOICES = {"kind": ("job", "pod"), "output": ("yaml", "json")}
+_CHOICES = {"kind": ("job", "pod"), "output": ("yaml", "json"), "with_signatures": ("true", "false")}
 
 _DESCRIPTION = f"""\
 Print the Kubernetes manifest that promotes (copies) an image between Amazon ECR registries:
@@ -321,7 +339,8 @@ def _origin(key: str, from_flags: Mapping[str, Any], values_path: str | None) ->
 
 def _check_manifest_options(options: Mapping[str, Any], origin: Callable[[str], str]) -> None:
     for key, choices in _CHOICES.items():
-        if key in options and options[key] not in choices:
+        given_bool = key == "with_signatures" and isinstance(options.get(key), bool)  # from a values file
+        if key in options and options[key] not in choices and not given_bool:
             raise CliError(
                 f"{origin(key)}: {show(options[key])} is not a known choice. Expected one of "
                 f"{', '.join(map(repr, choices))}"
@@ -498,6 +517,8 @@ def _render(args: argparse.Namespace) -> str:
         )
     _check_manifest_options(merged, origin)
     inputs = {option.key: merged[option.key] for option in _PROMOTION_OPTIONS if option.key in merged}
+    if inputs.get("with_signatures") in ("true", "false"):  # the flag's text; a values file gives a bool
+        inputs["with_signatures"] = inputs["with_signatures"] == "true"
     try:
         with _stdout_to_stderr():
             manifest = build_manifest(

@@ -292,3 +292,25 @@ def test_signatures_or_a_gate_always_start_the_pod_even_when_the_ecr_api_finds_t
 def test_gate_pod_serializes() -> None:
     pod = ApiClient().sanitize_for_serialization(build_pod_offline(operator(verify_signature_key=EC_KEY)))
     assert pod["spec"]["initContainers"][1]["env"][0] == {"name": KEY_ENV, "value": EC_KEY.strip() + "\n"}
+
+
+def test_render_carries_the_gate_and_the_signatures_choice(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    import yaml
+
+    from airflow_ecr_promote import cli
+
+    values = tmp_path / "values.yaml"
+    values.write_text(f"source_image: {SOURCE}\ndest_image: {DEST}\nengine: regctl\nwith_signatures: false\n")
+    capsys.readouterr()
+    code = cli.main(["render", "--values", str(values), "--verify-signature-key", EC_KEY, "--kind", "pod"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    spec = yaml.safe_load(out)["spec"]
+    assert [c["name"] for c in spec["initContainers"]] == [INIT_CONTAINER_NAME, VERIFY_CONTAINER_NAME]
+    assert "WITH_SIGNATURES" not in {e["name"] for e in spec["containers"][0]["env"]}
+    code = cli.main(["render", "--values", str(values), "--with-signatures", "true", "--engine", "crane"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert "argument --with-signatures: with_signatures=True: cannot be honoured by engine 'crane'" in err
