@@ -21,7 +21,7 @@ pytestmark = pytest.mark.lab
 REPO = "hardening/app"
 
 
-@pytest.mark.parametrize("engine", ["skopeo", "crane"])
+@pytest.mark.parametrize("engine", ["skopeo", "crane", "regctl"])
 def test_copier_runs_non_root_read_only_without_capabilities(lab: Lab, engine: str) -> None:
     tag = f"1.0-{engine}"
     digest = lab.push_image(SOURCE_ACCOUNT, REPO, tag, seed=500)
