@@ -43,8 +43,8 @@ class Tools:
     def __init__(self, lab: Lab, workdir: Path) -> None:
         self.lab = lab
         self.workdir = workdir
-        self.cosign_binary = gotools.build(gotools.COSIGN, lab.cache_dir)
-        self.regctl_binary = gotools.build(gotools.REGCTL, lab.cache_dir)
+        self.cosign_binary = gotools.build(gotools.COSIGN, lab.cache_dir, lab.log)
+        self.regctl_binary = gotools.build(gotools.REGCTL, lab.cache_dir, lab.log)
         (workdir / "home").mkdir(parents=True, exist_ok=True)
         docker = workdir / "docker"
         docker.mkdir(exist_ok=True)
