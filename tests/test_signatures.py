@@ -314,3 +314,20 @@ def test_render_carries_the_gate_and_the_signatures_choice(
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert "argument --with-signatures: with_signatures=True: cannot be honoured by engine 'crane'" in err
+
+
+def test_the_signed_example_dag_gates_on_the_release_key_from_a_variable() -> None:
+    from tests.airflow_context import DagBag
+    from tests.conftest import REPO
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / "examples"))
+    task = bag.dags["ecr_promote_signed"].get_task("promote_signed").prepare_for_execution()
+    context = make_context(task, conf={"tag": "1.4.2"})
+    context["var"] = {"value": {"release_signing_public_key": EC_KEY}}  # what Airflow's accessor returns
+    task.render_template_fields(context)
+    pod = context["task"].build_pod_request_obj(context)
+    assert pod.spec.containers[0].env  # rendered and built as KPO does
+    gate = pod.spec.init_containers[1]
+    assert gate.name == VERIFY_CONTAINER_NAME
+    assert env_of(gate)[KEY_ENV] == EC_KEY.strip() + "\n"
+    assert env_of(pod.spec.containers[0])["WITH_SIGNATURES"] == "1"
