@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size-mb", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=1, help="repeat with fresh tags; every round printed")
+    parser.add_argument("--batch-tags", type=int, default=10, help="tags of the batch comparison (0: none)")
     args = parser.parse_args(argv)
     problems = missing_prerequisites()
     if problems:
@@ -124,7 +125,43 @@ def main(argv: list[str] | None = None) -> int:
                     "linux/arm64, signed (index and both platforms), an attestation and an SBOM"
                 )
                 print(table(rows))
+        if args.batch_tags:
+            batch(lab, tools, key, args.batch_tags)
     return 0
+
+
+def batch(lab: Lab, tools: Tools, key: Any, count: int) -> None:
+    """One pod for ``count`` signed tags (1 MB each), regctl without and with signatures: with
+    them, each copy also lists the destination's tags and asks for each digest's referrers."""
+    tags = [f"batch-{i}" for i in range(count)]
+    for i, tag in enumerate(tags):
+        lab.push_image(SOURCE_ACCOUNT, REPO, tag, extra_mb=1, seed=600 + i)
+        tools.sign(f"{SOURCE_HOST}/{REPO}:{tag}", key, SOURCE_ACCOUNT)
+    rows = []
+    for name, with_signatures in (("regctl batch", False), ("regctl batch+signatures", True)):
+        before = writes(lab)
+        run = run_task(
+            lab,
+            task=lab_operator(
+                lab,
+                "regctl",
+                task_id=name.replace(" ", "_").replace("+", "_"),
+                source_image=f"{SOURCE_HOST}/{REPO}",
+                dest_image=f"{DEST_HOST}/{REPO}-{name.replace(' ', '-').replace('+', '-')}",
+                tags=tags,
+                with_signatures=with_signatures,
+            ),
+        )
+        if run.error is not None:
+            raise RuntimeError(f"{name}: the promotion failed: {run.error}")
+        copier = run.outcomes[-1].container("base")
+        copy = None
+        if copier.started_at and copier.finished_at:
+            copy = (copier.finished_at - copier.started_at).total_seconds()
+        travelled = sum(len(p.get("cosign_tags", [])) for p in run.result["promotions"])
+        rows.append(Row(name, run.seconds, copy, travelled, writes(lab) - before))
+    print(f"\na batch of {count} signed tags (1 MB random layer each, two platforms), parallel=4")
+    print(table(rows))
 
 
 if __name__ == "__main__":
