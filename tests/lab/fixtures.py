@@ -40,9 +40,9 @@ def missing_prerequisites() -> list[str]:
     """Why the lab cannot run here (empty when it can)."""
     problems = [f"missing binary {b}" for b in PREREQUISITES if shutil.which(b) is None]
     if go_binary() is None:
-        problems.append("missing Go toolchain (/usr/local/go/bin/go) to build kaniko and crane")
+        problems.append("missing Go toolchain (/usr/local/go/bin/go) to build the lab's Go tools")
     if not BUSYBOX_STATIC.is_file():
-        problems.append(f"missing {BUSYBOX_STATIC} (Debian busybox-static) for the crane image")
+        problems.append(f"missing {BUSYBOX_STATIC} (Debian busybox-static) for the crane and regctl images")
     try:
         import moto.server  # noqa: F401
     except ImportError:
