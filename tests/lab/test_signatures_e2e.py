@@ -189,8 +189,11 @@ def test_oci_referrers_travel_through_the_referrers_api(
     tools.copy(f"{SOURCE_HOST}/{SOURCE_REPO}:4.0.0", source)
     tools.sign(source, key, None, referrers=True)  # an OCI 1.1 referrer, not a .sig tag
     tools.put_sbom_referrer(source)
+    platform = _platform_digests(tools, source)[0]
+    tools.put_sbom_referrer(f"{host}/team/app@{platform}")  # a referrer of one platform manifest
     at_source = sorted(tools.referrers(source))
-    assert len(at_source) == 2
+    on_platform = tools.referrers(f"{host}/team/app@{platform}")
+    assert len(at_source) == 2 and len(on_platform) == 1
     dest = f"{host}/{new_dest_repository(lab, 'referrers')}:4.0.0"
 
     # one registry host for both sides: one login, with the pod's own identity
@@ -198,9 +201,10 @@ def test_oci_referrers_travel_through_the_referrers_api(
 
     assert run.error is None, "\n".join(run.log[-40:])
     assert run.result["digest"] == digest
-    assert sorted(run.result["referrers"]) == at_source, "what travelled, per the return value"
+    assert sorted(run.result["referrers"]) == sorted(at_source + on_platform), "per the return value"
     assert sorted(tools.referrers(dest)) == at_source, "what the destination serves"
     dest_repo = dest.split("/", 1)[1].rsplit(":", 1)[0]
+    assert tools.referrers(f"{host}/{dest_repo}@{platform}") == on_platform, "the platform's referrer too"
     asked = [path for method, path in referrers_lab.requests() if method == "GET"]
     assert f"/v2/{dest_repo}/referrers/{digest}" in asked, "regctl used the referrers API"
     verified = tools.verify(dest, key, None, oci11=True)
