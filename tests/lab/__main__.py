@@ -1,7 +1,9 @@
-"""CLI: `python -m tests.lab up|down|status [--state-dir DIR]`.
+"""CLI: `python -m tests.lab up|down|status|images [--state-dir DIR]`.
 
 `up` leaves the lab running (PIDs recorded in the state folder) and prints the
-values a shell needs; `down` stops exactly the recorded PIDs.
+values a shell needs; `down` stops exactly the recorded PIDs; `images` builds what the lab's
+pods run (Go tools included) into the cache and starts nothing, so `make test` can build them
+while the checks that need no lab run.
 """
 
 from __future__ import annotations
@@ -9,18 +11,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
+from . import gotools
+from .images import ensure_images
 from .lab import Lab
+from .paths import cache_dir_default
 from .procs import LabError
+from .tls import ensure_ca
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "images"])
     parser.add_argument("--state-dir", help="default: $ECR_PROMOTE_LAB_DIR or /tmp/ecr-promote-lab")
     args = parser.parse_args(argv)
     try:
+        if args.command == "images":
+            cache = cache_dir_default()
+            t0 = time.monotonic()
+            images = ensure_images(cache, ensure_ca(cache)[0])
+            gotools.build(gotools.REFERRERS_REGISTRY, cache)
+            print(f"lab images ready in {time.monotonic() - t0:.0f}s: {images}")
+            return 0
         if args.command == "up":
             lab = Lab(args.state_dir).start()
             print(
