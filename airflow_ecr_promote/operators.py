@@ -25,6 +25,7 @@ from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, OWN_VOLUMES, PodPlan, p
 from airflow_ecr_promote.precheck import already_promoted
 from airflow_ecr_promote.promotion import Promotion, parse_promotion
 from airflow_ecr_promote.refs import IMAGE_NAME, PromotionInputError, parse_image_ref, parse_role_arn
+from airflow_ecr_promote.repository import parse_create_repository
 from airflow_ecr_promote.result import present, read_pod, summarize
 
 __all__ = ["EcrListTagsOperator", "EcrPromoteError", "EcrPromoteOperator"]
@@ -52,6 +53,7 @@ PROMOTION_FIELDS = (
     "platform",
     "tags",
     "promotions",
+    "create_repository",
 )
 
 
@@ -108,6 +110,11 @@ class EcrPromoteOperator(KubernetesPodOperator):
     :param promotions: instead of ``source_image`` / ``dest_image``: a list of
         ``{"source_image", "dest_image"[, "source_role_arn", "dest_role_arn"]}`` copied in one
         pod, e.g. one source fanned out to several accounts or regions (skopeo, crane)
+    :param create_repository: False (default): a missing destination repository fails the task,
+        naming it and the fixes. True: the destination role creates it, with the source repository's
+        tag mutability, scan on push and encryption type; a dict of settings (``imageTagMutability``,
+        ``scanOnPush``, ``encryptionType``, ``kmsKey``): creates it with those. Needs
+        ``ecr:CreateRepository`` and ``ecr:DescribeRepositories`` (README "IAM policies")
     :param parallel: copies run at once in a batch
     :param dest_aws_conn_id: an Airflow AWS connection that can call ``ecr:DescribeImages`` on
         the destination: when set, the worker compares digests through the ECR API first and
@@ -155,6 +162,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         platform: str | None = None,
         tags: list[str] | None = None,
         promotions: list[dict[str, str]] | None = None,
+        create_repository: bool | dict[str, Any] = False,
         parallel: int = 4,
         source_aws_conn_id: str | None = None,
         dest_aws_conn_id: str | None = None,
@@ -188,6 +196,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.platform = platform
         self.tags = tags
         self.promotions = promotions
+        self.create_repository = create_repository
         self.parallel = parallel
         self.source_aws_conn_id = source_aws_conn_id
         self.dest_aws_conn_id = dest_aws_conn_id
@@ -286,6 +295,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
             parallel=self.parallel,
             role_session_name=session,
             platform=self.platform,
+            create_repository=parse_create_repository(self.create_repository),
         )
         self._promotion, self._engine = promotion, engine
         return plan

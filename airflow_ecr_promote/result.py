@@ -21,6 +21,7 @@ from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
 from airflow_ecr_promote.promotion import Promotion
+from airflow_ecr_promote.repository import explain
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}", re.ASCII)
 STATUSES = ("copied", "present", "skipped", "failed")
@@ -227,7 +228,10 @@ def read_pod(
     login = _terminated(status.init_container_statuses, INIT_CONTAINER_NAME)
     if login is not None and login.exit_code != 0:
         reason = (login.message or f"exit code {login.exit_code}").strip()
-        return PodOutcome(None, f"Promotion {images} failed while logging in to the registries: {reason}")
+        step = "logging in to the registries"
+        if reason.startswith("ecr-promote repository:"):  # scripts/repository.sh (create_repository)
+            step = "creating the destination repository"
+        return PodOutcome(None, f"Promotion {images} failed while {step}: {reason}")
     done = _terminated(status.container_statuses, copier)
     if done is None:
         waiting = "; ".join(_waiting_reasons(pod)) or f"pod phase {status.phase}"
@@ -257,6 +261,7 @@ def read_pod(
                 if e["status"] == "unknown":
                     tail = f": {message[-1500:]}" if message else ""
                     e["reason"] = f"no report from the pod: its copier {ended}{tail}"
+    entries = [explain(entry, engine) for entry in entries]  # ECR's refusals, with their fixes
     result = summarize(entries, promotion, engine)
     failed = [e for e in entries if e["status"] in ("failed", "unknown")]
     if failed or done.exit_code != 0:
