@@ -120,6 +120,12 @@ def create_repositories_env(promotion: Promotion, settings: RepositorySettings) 
     return {"CREATE_REPOSITORIES": "\n".join(lines.values()), "REPOSITORY_SETTINGS": settings.env_value()}
 
 
+def ecr_refusal(text: str) -> str | None:
+    """ECR's own text of a missing repository or an immutable tag, if ``text`` quotes one."""
+    found = _TAG_INVALID.search(text) or _NAME_UNKNOWN.search(text)
+    return found[0] if found else None
+
+
 def explain(entry: dict[str, Any], engine: str) -> dict[str, Any]:
     """The entry with ECR's refusal (if its reason holds one) replaced by what it means and the fixes."""
     reason = entry.get("reason")

@@ -21,7 +21,7 @@ from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
 from airflow_ecr_promote.promotion import Promotion
-from airflow_ecr_promote.repository import explain
+from airflow_ecr_promote.repository import ecr_refusal, explain
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}", re.ASCII)
 STATUSES = ("copied", "present", "skipped", "failed")
@@ -211,6 +211,15 @@ def _script_entries(
     )
 
 
+def _kaniko_failure(message: str, read_log: LogReader | None) -> str:
+    """Why kaniko failed: its termination message, and ECR's refusal from its log (kaniko writes its
+    digest file before it pushes, so a refused push leaves only the digest in the message)."""
+    refusal = ecr_refusal(message) or (ecr_refusal(read_log()[0] or "") if read_log is not None else None)
+    if refusal is None or refusal in message:
+        return message[-1500:]
+    return f"{message[-1000:]}: {refusal}".lstrip(": ")
+
+
 def read_pod(
     pod: k8s.V1Pod, promotion: Promotion, engine: str, copier: str, read_log: LogReader | None = None
 ) -> PodOutcome:
@@ -246,7 +255,7 @@ def read_pod(
             "copied" if digest else "failed",
             digest,
             promotion.source.digest,
-            None if digest else message[-1500:],
+            None if digest else _kaniko_failure(message, read_log),
         )
         if digest:
             # kaniko writes a new config (created time, platform), so it never keeps the digest,

@@ -146,3 +146,11 @@ def test_kaniko_on_an_immutable_tag_says_why_it_can_never_succeed() -> None:
 def test_other_failures_and_successes_are_left_alone() -> None:
     for given in (entry("copy failed: unauthorized"), entry(NO_REPO, status="copied")):
         assert explain(given, "skopeo") == given
+
+
+def test_ecr_refusal_finds_ecrs_own_text() -> None:
+    from airflow_ecr_promote.repository import ecr_refusal
+
+    assert ecr_refusal(f"error pushing image: TAG_INVALID: {IMMUTABLE_TEXT}\nmore") == IMMUTABLE_TEXT
+    assert ecr_refusal(f"NAME_UNKNOWN: {NO_REPO}") == NO_REPO
+    assert ecr_refusal("unauthorized") is None
