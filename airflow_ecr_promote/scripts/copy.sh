@@ -157,7 +157,7 @@ promote() {
             ;;
         2) ;;
         3)
-            missing=$(grep -o "$ECR_NO_REPOSITORY" "$work/inspect.$n" | head -n 1 | oneline)
+            missing=$(grep -o "$ECR_NO_REPOSITORY" "$work/inspect.$n" | head -n 1 | oneline | sed 's/ $//')
             say "$dst: $missing"
             echo "$n failed - - destination repository missing: $missing" > "$result"
             return
@@ -171,7 +171,7 @@ promote() {
     say "copying $src to $dst"
     if new_digest=$(copy_image "$n" "$src" "$dst"); then
         :
-    elif immutable=$(grep -o "$ECR_IMMUTABLE" "$work/copy.$n" | head -n 1 | oneline) && [ -n "$immutable" ]; then
+    elif immutable=$(grep -o "$ECR_IMMUTABLE" "$work/copy.$n" | head -n 1 | oneline | sed 's/ $//') && [ -n "$immutable" ]; then
         say "copy to $dst refused: $immutable"
         echo "$n failed ${dst_digest:--} ${src_digest:--} destination tag immutable: $immutable" > "$result"
         return
