@@ -1,7 +1,8 @@
 """What the lab's ECR front (tests/lab/ecr_front.py) costs a push, side by side in one run.
 
 The same image (a random, incompressible layer of --size-mb, two platforms) is pushed with
-skopeo to the destination registry twice per round, each time into a fresh repository: through
+skopeo to the destination registry twice per round (in turn first), each time into a fresh
+repository and with skopeo's blob-info cache emptied, so that every blob is uploaded: through
 the front (the ECR host name: SNI router -> front -> registry), and straight to the registry's
 own port (its certificate also names the lab's address). Printed per round: both times and
 their ratio. Times on these shared machines are noisy: read the ratios, over a few rounds.
@@ -23,11 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.conftest import DEST_ACCOUNT
 from tests.lab.fixtures import missing_prerequisites
-from tests.lab.lab import Lab
+from tests.lab.lab import SKOPEO_CACHE, Lab
 from tests.lab.paths import account
 
 
 def push_seconds(lab: Lab, layout: Path, target: str, authfile: Path) -> float:
+    # skopeo's blob-info cache would mount blobs from an earlier push instead of uploading them
+    lab.run(["sh", "-c", f"rm -f {SKOPEO_CACHE}/*"], check=True)
     started = time.monotonic()
     lab.run(
         ["skopeo", "copy", "--all", "--preserve-digests", "--quiet", "--dest-authfile", str(authfile),
@@ -53,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ecr-promote-bench-") as state, Lab(state) as lab:
         lab.push_image(dest, "bench/front-warmup", "1", extra_mb=args.size_mb, seed=77)  # writes the layout
         layout = lab.cache_dir / "oci" / f"seed77-mb{args.size_mb}-base0"
+        # Without http.host the registry's upload URLs name the host each request was sent to, so
+        # the straight pushes' uploads stay straight (the lab sets it to the ECR host name).
+        config = lab.state_dir / "registries" / DEST_ACCOUNT / "config.yml"
+        settings = json.loads(config.read_text())
+        del settings["http"]["host"]
+        lab.stop_registry(dest)
+        config.write_text(json.dumps(settings))
+        lab.start_registry(dest)
         direct = f"{lab.bind}:{lab.ports[DEST_ACCOUNT]}"
         auth = lab.state_dir / "auth" / "direct.json"
         auth.write_text(
@@ -68,8 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(1, args.rounds + 1):
             repo = f"bench/front-{round_no}"
             lab.create_repository(dest, repo)
-            fronted = push_seconds(lab, layout, f"{dest.registry_host}/{repo}:1", lab.authfile(dest))
-            straight = push_seconds(lab, layout, f"{direct}/{repo}-direct:1", auth)
+            targets = {
+                "front": (f"{dest.registry_host}/{repo}:1", lab.authfile(dest)),
+                "straight": (f"{direct}/{repo}-direct:1", auth),
+            }
+            order = ["front", "straight"] if round_no % 2 else ["straight", "front"]  # neither always first
+            seconds = {name: push_seconds(lab, layout, *targets[name]) for name in order}
+            fronted, straight = seconds["front"], seconds["straight"]
             print(f"{round_no} | {fronted:.2f} s | {straight:.2f} s | {fronted / straight:.2f}x")
     return 0
 

@@ -143,6 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
         front = self.server
         raw = socket.create_connection((front.upstream_host, front.upstream_port), timeout=10)
         raw.settimeout(None)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return front.client_context.wrap_socket(raw, server_hostname=front.registry_host)
 
     def _upstream_digest(self, path: str) -> str | None:
@@ -185,7 +186,17 @@ class _Handler(BaseHTTPRequestHandler):
             if body is not None:
                 upstream.sendall(body)
             elif "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                self._pipe_chunked(upstream.sendall, raw=True)
+                pending = bytearray()
+
+                def send(data: bytes) -> None:  # few large writes: one TLS record per chunk, not three
+                    pending.extend(data)
+                    if len(pending) >= CHUNK or data in (b"\r\n", b"\n", b""):
+                        upstream.sendall(pending)
+                        pending.clear()
+
+                self._pipe_chunked(send, raw=True)
+                if pending:
+                    upstream.sendall(pending)
             else:
                 left = int(self.headers.get("Content-Length") or 0)
                 while left > 0:
