@@ -107,13 +107,13 @@ def parse_create_repository(value: object) -> RepositorySettings | None:
 
 def create_repositories_env(promotion: Promotion, settings: RepositorySettings) -> dict[str, str]:
     """The init container's environment for scripts/repository.sh: one line per destination
-    repository, ``<dest region> <dest role or -> <dest repository> <source region> <source role
-    or -> <source account> <source repository>``, and the settings."""
+    repository, ``<dest region> <dest role or -> <dest account> <dest repository> <source region>
+    <source role or -> <source account> <source repository>``, and the settings."""
     lines: dict[tuple[str, str], str] = {}
     for copy in promotion.copies:
         src, dst = copy.source, copy.dest
         line = (
-            f"{dst.region} {copy.dest_role or '-'} {dst.repository} "
+            f"{dst.region} {copy.dest_role or '-'} {dst.account} {dst.repository} "
             f"{src.region} {copy.source_role or '-'} {src.account} {src.repository}"
         )
         lines.setdefault((dst.host, dst.repository), line)

@@ -84,7 +84,9 @@ def test_one_line_per_destination_repository() -> None:
     batch = promotion(source_image=SRC, dest_image=DST, dest_tags=["1.0", "1.1"])
     env = create_repositories_env(batch, RepositorySettings(from_source=True))
     assert env == {
-        "CREATE_REPOSITORIES": f"us-east-1 {PUSH} prod/app us-west-2 {PULL} 123456789012 team/app",
+        "CREATE_REPOSITORIES": (
+            f"us-east-1 {PUSH} 210987654321 prod/app us-west-2 {PULL} 123456789012 team/app"
+        ),
         "REPOSITORY_SETTINGS": "source",
     }
 

@@ -3,7 +3,7 @@
 #
 # Every value comes from the environment:
 #   CREATE_REPOSITORIES  one line per destination repository: "<dest region> <dest role or ->
-#                        <dest repository> <source region> <source role or -> <source account>
+#                        <dest account> <dest repository> <source region> <source role or -> <source account>
 #                        <source repository>"
 #   REPOSITORY_SETTINGS  "source": the source repository's tag mutability, scan on push and
 #                        encryption type (a KMS key of the source account cannot serve the
@@ -55,17 +55,17 @@ as() {
 }
 
 ensure_repository() {
-    dregion=$1 drole=$2 drepo=$3 sregion=$4 srole=$5 saccount=$6 srepo=$7
+    dregion=$1 drole=$2 daccount=$3 drepo=$4 sregion=$5 srole=$6 saccount=$7 srepo=$8
     if ! dcreds=$(creds_of "$drole" "$dregion" 2> "$repo_out/.repo-err"); then
         repo_fail "cannot assume role $drole to create repository $drepo: $(repo_error)"
     fi
-    if as "$dcreds" aws ecr describe-repositories --region "$dregion" --repository-names "$drepo" \
-        > /dev/null 2> "$repo_out/.repo-err"; then
+    if as "$dcreds" aws ecr describe-repositories --region "$dregion" --registry-id "$daccount" \
+        --repository-names "$drepo" > /dev/null 2> "$repo_out/.repo-err"; then
         printf 'ecr-promote repository: %s exists\n' "$drepo" >&2
         return 0
     fi
     if ! grep -q RepositoryNotFoundException "$repo_out/.repo-err"; then
-        repo_fail "cannot read destination repository $drepo in $dregion: $(repo_error)"
+        repo_fail "cannot read destination repository $drepo in account $daccount ($dregion): $(repo_error)"
     fi
     settings="$REPOSITORY_SETTINGS"
     if [ "$settings" = source ]; then
@@ -99,19 +99,19 @@ ensure_repository() {
             "$mutability" "$scan" "$encryption" >&2
         return 0
     fi
-    repo_fail "cannot create destination repository $drepo in $dregion: $(repo_error)"
+    repo_fail "cannot create destination repository $drepo in account $daccount ($dregion): $(repo_error)"
 }
 
 case "${REPOSITORY_SETTINGS:-}" in
     source | MUTABLE\ * | IMMUTABLE\ *) ;;
     *) repo_fail "refusing REPOSITORY_SETTINGS: expected 'source' or '<mutability> <scan> <encryption> <key>'" ;;
 esac
-while read -r dregion drole drepo sregion srole saccount srepo; do
+while read -r dregion drole daccount drepo sregion srole saccount srepo; do
     [ -n "$dregion" ] || continue
-    for value in "$dregion" "$drole" "$drepo" "$sregion" "$srole" "$saccount" "$srepo"; do
+    for value in "$dregion" "$drole" "$daccount" "$drepo" "$sregion" "$srole" "$saccount" "$srepo"; do
         repo_check CREATE_REPOSITORIES "$value"
     done
-    ensure_repository "$dregion" "$drole" "$drepo" "$sregion" "$srole" "$saccount" "$srepo"
+    ensure_repository "$dregion" "$drole" "$daccount" "$drepo" "$sregion" "$srole" "$saccount" "$srepo"
 done <<EOF
 ${CREATE_REPOSITORIES:-}
 EOF
