@@ -14,6 +14,12 @@ lab images as ENV and returned by `Lab.aws_env()`. It may call `ecr:GetAuthoriza
 `arn:aws:iam::210987654321:role/ecr-promote-push` (pull + push actions). Any other role ->
 `AccessDenied ... sts:AssumeRole on resource: <role ARN>`; unknown key -> `InvalidClientTokenId`;
 wrong secret -> `SignatureDoesNotMatch`; unsigned -> `MissingAuthenticationToken`.
+
+The registries follow ECR's repository rules (tests/lab/ecr_front.py, in front of each): a
+repository exists only once created through the ECR API, e.g. `Lab.create_repository(DEST_ACCOUNT,
+"team/app", immutable=True)` (setup, as IaC would), and an IMMUTABLE one refuses to move a tag.
+`push_image` creates its repository; a test that promotes into a new destination repository
+creates it first, or uses `create_repository=True` with `moto_iam.PUSH_CREATE_ROLE_ARN`.
 """
 
 from __future__ import annotations
