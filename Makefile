@@ -94,6 +94,7 @@ bench: venv lab-deps
 	$(PY) bench/engines.py
 	$(PY) bench/batch_scale.py
 	$(PY) bench/signatures.py
+	$(PY) bench/ecr_front.py
 
 clean:
 	rm -rf $(VENV) $(VENV2) $(AWSCLI) .pytest_cache .mypy_cache .ruff_cache

@@ -25,6 +25,7 @@ from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, OWN_VOLUMES, PodPlan, p
 from airflow_ecr_promote.precheck import already_promoted
 from airflow_ecr_promote.promotion import Promotion, parse_promotion
 from airflow_ecr_promote.refs import IMAGE_NAME, PromotionInputError, parse_image_ref, parse_role_arn
+from airflow_ecr_promote.repository import parse_create_repository
 from airflow_ecr_promote.result import present, read_pod, summarize
 from airflow_ecr_promote.signatures import VERIFY_CONTAINER_NAME
 
@@ -56,6 +57,7 @@ PROMOTION_FIELDS = (
     "with_signatures",
     "verify_signature_key",
     "cosign_image",
+    "create_repository",
 )
 
 
@@ -112,6 +114,11 @@ class EcrPromoteOperator(KubernetesPodOperator):
     :param promotions: instead of ``source_image`` / ``dest_image``: a list of
         ``{"source_image", "dest_image"[, "source_role_arn", "dest_role_arn"]}`` copied in one
         pod, e.g. one source fanned out to several accounts or regions (skopeo, crane)
+    :param create_repository: False (default): a missing destination repository fails the task,
+        naming it and the fixes. True: the destination role creates it, with the source repository's
+        tag mutability, scan on push and encryption type; a dict of settings (``imageTagMutability``,
+        ``scanOnPush``, ``encryptionType``, ``kmsKey``): creates it with those. Needs
+        ``ecr:CreateRepository`` and ``ecr:DescribeRepositories`` (README "IAM policies")
     :param parallel: copies run at once in a batch
     :param with_signatures: also copy, for the image and each platform manifest, cosign's
         ``sha256-<hex>.sig/.att/.sbom`` tags and the OCI referrers (signatures, attestations, SBOMs);
@@ -168,6 +175,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         platform: str | None = None,
         tags: list[str] | None = None,
         promotions: list[dict[str, str]] | None = None,
+        create_repository: bool | dict[str, Any] = False,
         parallel: int = 4,
         with_signatures: bool | None = None,
         verify_signature_key: str | None = None,
@@ -204,6 +212,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.platform = platform
         self.tags = tags
         self.promotions = promotions
+        self.create_repository = create_repository
         self.parallel = parallel
         self.with_signatures = with_signatures
         self.verify_signature_key = verify_signature_key
@@ -308,6 +317,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
             with_signatures=self.with_signatures,
             verify_signature_key=self.verify_signature_key,
             cosign_image=defaults.cosign_image(self.cosign_image),
+            create_repository=parse_create_repository(self.create_repository),
         )
         self._promotion, self._engine = promotion, engine
         return plan

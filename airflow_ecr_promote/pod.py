@@ -22,6 +22,7 @@ from airflow_ecr_promote.engines import (
     script,
 )
 from airflow_ecr_promote.promotion import Promotion
+from airflow_ecr_promote.repository import RepositorySettings, create_repositories_env
 from airflow_ecr_promote.signatures import (
     COSIGN_IMAGE,
     parse_public_key,
@@ -126,6 +127,7 @@ def plan_pod(
     with_signatures: bool | None = None,
     verify_signature_key: str | None = None,
     cosign_image: str | None = None,
+    create_repository: RepositorySettings | None = None,
 ) -> PodPlan:
     """Build the promotion's pod pieces; raises PromotionInputError when the engine cannot do it."""
     check_supports(engine, promotion)
@@ -149,10 +151,14 @@ def plan_pod(
     }
     if engine.writes_dockerfile:
         init_env["SOURCE_IMAGE"] = str(promotion.source)
+    init_script = script("login.sh")
+    if create_repository is not None:  # after the logins, before any copy: scripts/repository.sh
+        init_env.update(create_repositories_env(promotion, create_repository))
+        init_script += script("repository.sh")
     init_container = k8s.V1Container(
         name=INIT_CONTAINER_NAME,
         image=init_image or DEFAULT_INIT_IMAGE,
-        command=["sh", "-c", script("login.sh")],
+        command=["sh", "-c", init_script],
         env=_env(init_env),
         volume_mounts=[
             k8s.V1VolumeMount(name=AUTH_VOLUME, mount_path=AUTH_DIR),

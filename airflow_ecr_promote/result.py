@@ -21,6 +21,7 @@ from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
 from airflow_ecr_promote.promotion import Promotion
+from airflow_ecr_promote.repository import ecr_refusal, explain
 from airflow_ecr_promote.signatures import (
     TRAVELLED,
     VERIFY_CONTAINER_NAME,
@@ -213,6 +214,15 @@ def _script_entries(
     )
 
 
+def _kaniko_failure(message: str, read_log: LogReader | None) -> str:
+    """Why kaniko failed: its termination message, and ECR's refusal from its log (kaniko writes its
+    digest file before it pushes, so a refused push leaves only the digest in the message)."""
+    refusal = ecr_refusal(message) or (ecr_refusal(read_log()[0] or "") if read_log is not None else None)
+    if refusal is None or refusal in message:
+        return message[-1500:]
+    return f"{message[-1000:]}: {refusal}".lstrip(": ")
+
+
 def read_pod(
     pod: k8s.V1Pod, promotion: Promotion, engine: str, copier: str, read_log: LogReader | None = None
 ) -> PodOutcome:
@@ -230,7 +240,10 @@ def read_pod(
     login = _terminated(status.init_container_statuses, INIT_CONTAINER_NAME)
     if login is not None and login.exit_code != 0:
         reason = (login.message or f"exit code {login.exit_code}").strip()
-        return PodOutcome(None, f"Promotion {images} failed while logging in to the registries: {reason}")
+        step = "logging in to the registries"
+        if reason.startswith("ecr-promote repository:"):  # scripts/repository.sh (create_repository)
+            step = "creating the destination repository"
+        return PodOutcome(None, f"Promotion {images} failed while {step}: {reason}")
     gate = _terminated(status.init_container_statuses, VERIFY_CONTAINER_NAME)
     if gate is not None and gate.exit_code != 0:
         checked = verify_images([copy.source for copy in promotion.copies])
@@ -250,7 +263,7 @@ def read_pod(
             "copied" if digest else "failed",
             digest,
             promotion.source.digest,
-            None if digest else message[-1500:],
+            None if digest else _kaniko_failure(message, read_log),
         )
         if digest:
             # kaniko writes a new config (created time, platform), so it never keeps the digest,
@@ -265,6 +278,7 @@ def read_pod(
                 if e["status"] == "unknown":
                     tail = f": {message[-1500:]}" if message else ""
                     e["reason"] = f"no report from the pod: its copier {ended}{tail}"
+    entries = [explain(entry, engine) for entry in entries]  # ECR's refusals, with their fixes
     result = summarize(entries, promotion, engine)
     failed = [e for e in entries if e["status"] in ("failed", "unknown")]
     if failed or done.exit_code != 0:

@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     tags = [f"2026.{i // 100:02d}.{i % 100:02d}" for i in range(args.tags)]
     with tempfile.TemporaryDirectory(prefix="ecr-promote-bench-") as state, Lab(state) as lab:
         seeds = [f"build-{i}" for i in range(args.images)]
+        for repo in (SOURCE_REPO, "bench/bare"):  # the destination repositories exist, as ECR needs
+            lab.create_repository(DEST_ACCOUNT, repo)
         for i, seed in enumerate(seeds):
             lab.push_image(
                 SOURCE_ACCOUNT, SOURCE_REPO, seed, extra_mb=args.tag_mb, seed=5000 + i, base_mb=args.base_mb

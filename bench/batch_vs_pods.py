@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             lab.push_image(
                 SOURCE_ACCOUNT, SOURCE_REPO, tag, extra_mb=args.tag_mb, seed=1000 + i, base_mb=args.base_mb
             )
+        for repo in ("singles/app", "batch/app"):  # the destination repositories exist, as ECR needs
+            lab.create_repository(DEST_ACCOUNT, repo)
         unique = unique_blob_bytes(lab, tags)
         source = f"{SOURCE_HOST}/{SOURCE_REPO}"
 

@@ -929,12 +929,12 @@ def test_copy_script_passes_each_reference_whole_or_refuses_it(env: dict[str, st
                 read_as_source = argv[5] == src_auth and ref in sources
                 assert read_as_source or (argv[5] == dest_auth and ref in dests), argv
             else:
-                assert argv[:9] == [
-                    "copy", "--all", "--preserve-digests", "--retry-times", retries,
+                assert argv[:10] == [
+                    "copy", "--debug", "--all", "--preserve-digests", "--retry-times", retries,
                     "--src-authfile", src_auth, "--dest-authfile", dest_auth,
                 ], argv  # fmt: skip
-                assert argv[9] == "--digestfile" and argv[10].startswith(str(box.scratch)), argv
-                assert len(argv) == 13 and (argv[11][9:], argv[12][9:]) in passed, argv
+                assert argv[10] == "--digestfile" and argv[11].startswith(str(box.scratch)), argv
+                assert len(argv) == 14 and (argv[12][9:], argv[13][9:]) in passed, argv
         read = {
             argv[-1].removeprefix("docker://") for argv in calls[tool] if argv[0] in ("inspect", "digest")
         }

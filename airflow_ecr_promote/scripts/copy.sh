@@ -42,7 +42,13 @@ check_ref() {
     esac
 }
 
-# digest_of N SIDE REF: the manifest digest of REF on stdout; exit 2 when REF does not exist.
+# ECR's texts for a repository that does not exist (NAME_UNKNOWN) and for a tag an immutable
+# repository will not move (TAG_INVALID); the operator explains the reasons that quote them.
+ECR_NO_REPOSITORY="The repository with name '[^']*' does not exist in the registry with id '[0-9]*'"
+ECR_IMMUTABLE="The image tag '[^']*' already exists in the '[^']*' repository and cannot be overwritten because the repository is immutable[.]"
+
+# digest_of N SIDE REF: the manifest digest of REF on stdout; exit 2 when REF does not exist,
+# 3 when its repository does not exist (ECR's NAME_UNKNOWN).
 digest_of() {
     case "$COPY_TOOL" in
         skopeo)
@@ -64,6 +70,9 @@ digest_of() {
             return 1
             ;;
     esac
+    if grep -q "$ECR_NO_REPOSITORY" "$work/inspect.$1"; then
+        return 3
+    fi
     if grep -qiE 'manifest unknown|manifest_unknown|not found|name unknown|name_unknown' \
         "$work/inspect.$1"; then
         return 2
@@ -75,7 +84,10 @@ copy_image() {
     n=$1 src=$2 dst=$3
     case "$COPY_TOOL" in
         skopeo)
-            skopeo copy --all --preserve-digests --retry-times "$retries" \
+            # --debug: skopeo reports a refused manifest (TAG_INVALID) only at debug level, and
+            # then fails on "Manifest list must be converted ..." (containers/image takes
+            # TAG_INVALID for a manifest type the registry rejects and tries another type).
+            skopeo copy --debug --all --preserve-digests --retry-times "$retries" \
                 --src-authfile "$SRC_AUTH" --dest-authfile "$DEST_AUTH" \
                 --digestfile "$work/digest.$n" "docker://$src" "docker://$dst" \
                 > /dev/null 2> "$work/copy.$n" && cat "$work/digest.$n"
@@ -128,7 +140,7 @@ oneline() {
 }
 
 reason() {
-    oneline < "$1"
+    grep -v 'level=debug' "$1" | oneline
 }
 
 # read_source N SRC DST_DIGEST: the source's digest into $src_digest, or its failure line written.
@@ -136,7 +148,7 @@ read_source() {
     src_digest=$(digest_of "$1" source "$2")
     case $? in
         0) return 0 ;;
-        2)
+        2 | 3)
             say "$2: not found"
             echo "$1 failed $3 - source $2 not found" > "$result"
             ;;
@@ -198,6 +210,12 @@ promote() {
             esac
             ;;
         2) ;;
+        3)
+            missing=$(grep -o "$ECR_NO_REPOSITORY" "$work/inspect.$n" | head -n 1 | oneline | sed 's/ $//')
+            say "$dst: $missing"
+            echo "$n failed - - destination repository missing: $missing" > "$result"
+            return
+            ;;
         *)
             say "$dst: $(reason "$work/inspect.$n")"
             echo "$n failed - - cannot read destination $dst: $(reason "$work/inspect.$n")" > "$result"
@@ -207,6 +225,10 @@ promote() {
     say "copying $src to $dst"
     if new_digest=$(copy_image "$n" "$src" "$dst"); then
         :
+    elif immutable=$(grep -o "$ECR_IMMUTABLE" "$work/copy.$n" | head -n 1 | oneline | sed 's/ $//') && [ -n "$immutable" ]; then
+        say "copy to $dst refused: $immutable"
+        echo "$n failed ${dst_digest:--} ${src_digest:--} destination tag immutable: $immutable" > "$result"
+        return
     elif [ -z "$src_digest" ] && ! read_source "$n" "$src" -; then
         return
     # Twice more: copies of one digest under several tags, running at once, can race on the

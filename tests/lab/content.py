@@ -45,15 +45,20 @@ class RegistryContent(ABC):
     @abstractmethod
     def authfile(self, which: AccountRef) -> Path: ...
 
+    @abstractmethod
+    def create_repository(self, which: AccountRef, repo: str, *, immutable: bool = False) -> None: ...
+
     def push_image(
         self, which: AccountRef, repo: str, tag: str, *, extra_mb: int = 0, seed: int = 0, base_mb: int = 0
     ) -> str:
         """Copy the generated two-platform image to that registry (`skopeo copy --all`); return its digest.
 
         `base_mb` makes the base layer (the same for every seed) that large, as images built on
-        one base image share it.
+        one base image share it. The repository is created first when missing (test setup, as a
+        build pipeline's repository exists before it pushes).
         """
         acct = account(which)
+        self.create_repository(acct, repo)
         layout = self.cache_dir / "oci" / f"seed{seed}-mb{extra_mb}-base{base_mb}"
         digest_file = layout / "DIGEST"
         if not digest_file.exists():

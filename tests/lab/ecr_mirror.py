@@ -25,6 +25,7 @@ MANIFEST_TYPES = (
 
 def record_push(account: str, region: str, event: dict[str, Any]) -> bool:
     """Record one registry event in moto's ECR backend; True when it was a tagged manifest push."""
+    from moto.ecr.exceptions import ImageAlreadyExistsException
     from moto.ecr.models import ecr_backends
 
     target = event.get("target") or {}
@@ -34,7 +35,7 @@ def record_push(account: str, region: str, event: dict[str, Any]) -> bool:
     backend = ecr_backends[account][region]
     repository = target["repository"]
     if repository not in backend.repositories:
-        backend.create_repository(repository, account, {}, {}, "MUTABLE", [])
+        return False
     # moto keeps the manifest as given; the digest is the registry's (sha256 of the bytes pushed).
     # (moto tells images apart by their manifest text, so the digest goes into it too)
     manifest = json.dumps(
@@ -45,7 +46,10 @@ def record_push(account: str, region: str, event: dict[str, Any]) -> bool:
             "annotations": {"lab.digest": target["digest"]},
         }
     )
-    backend.put_image(repository, manifest, target["tag"], media_type, target["digest"])
+    try:
+        backend.put_image(repository, manifest, target["tag"], media_type, target["digest"])
+    except ImageAlreadyExistsException:  # the same digest pushed again under the same tag
+        return False
     return True
 
 

@@ -36,6 +36,7 @@ def promote_with(lab: Lab, engine: str | None, repo: str, tag: str, source_diges
     constructs the operator without ``engine=``, i.e. with the default engine."""
     name = engine or DEFAULT_ENGINE
     dest_repo = f"{repo}-{name}"
+    lab.create_repository(DEST_ACCOUNT, dest_repo)  # the destination repository exists, as ECR needs
     operator = lab_operator(
         lab,
         engine,

@@ -14,6 +14,12 @@ lab images as ENV and returned by `Lab.aws_env()`. It may call `ecr:GetAuthoriza
 `arn:aws:iam::210987654321:role/ecr-promote-push` (pull + push actions). Any other role ->
 `AccessDenied ... sts:AssumeRole on resource: <role ARN>`; unknown key -> `InvalidClientTokenId`;
 wrong secret -> `SignatureDoesNotMatch`; unsigned -> `MissingAuthenticationToken`.
+
+The registries follow ECR's repository rules (tests/lab/ecr_front.py, in front of each): a
+repository exists only once created through the ECR API, e.g. `Lab.create_repository(DEST_ACCOUNT,
+"team/app", immutable=True)` (setup, as IaC would), and an IMMUTABLE one refuses to move a tag.
+`push_image` creates its repository; a test that promotes into a new destination repository
+creates it first, or uses `create_repository=True` with `moto_iam.PUSH_CREATE_ROLE_ARN`.
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ class Lab(RegistryContent):
         self.ca_bundle = self.state_dir / "tls" / "ca-bundle.pem"
         self.hosts_file = self.state_dir / "ns" / "hosts"
         self._state_file = self.state_dir / "lab.json"
+        self._created: set[tuple[str, str]] = set()  # (account, repository) made by create_repository
 
     # ----------------------------------------------------------------- lifecycle
     def __enter__(self) -> Lab:
@@ -142,11 +149,15 @@ class Lab(RegistryContent):
         # moto with IAM enforced and the lab's identities seeded (tests/lab/moto_iam.py), run by path
         self.ports["ecr-mirror"] = procs.free_port(self.bind)
         mirror = ["--mirror-port", str(self.ports["ecr-mirror"])]  # registry pushes -> moto's ECR API
-        argv = [sys.executable, str(Path(moto_iam.__file__)), "-H", self.bind, "-p", port, *tls_args, *mirror]
-        self._spawn("moto", argv)
         for acct in ACCOUNTS.values():
             self.ports[acct.account_id] = procs.free_port(self.bind)
+            self.ports[f"front-{acct.account_id}"] = procs.free_port(self.bind)
             self._write_registry(ca, acct)
+        # ECR's repository rules in front of each registry, inside moto (tests/lab/ecr_front.py)
+        fronts = ["--fronts", json.dumps([self._front_spec(acct) for acct in ACCOUNTS.values()])]
+        argv = [sys.executable, str(Path(moto_iam.__file__)), "-H", self.bind, "-p", port, *tls_args, *mirror]
+        self._spawn("moto", [*argv, *fronts])
+        for acct in ACCOUNTS.values():
             self._start_registry_proc(acct)
         self._write_hosts()
         self._write_haproxy()
@@ -206,9 +217,25 @@ class Lab(RegistryContent):
             system.rstrip("\n") + "\n# ecr-promote lab\n" + "".join(f"{self.bind} {n}\n" for n in names)
         )
 
+    def _front_spec(self, acct: Account) -> dict[str, Any]:
+        d = self._reg_dir(acct)
+        return {
+            "bind": self.bind,
+            "port": self.ports[f"front-{acct.account_id}"],
+            "account": acct.account_id,
+            "region": acct.region,
+            "registry_host": acct.registry_host,
+            "upstream_port": self.ports[acct.account_id],
+            "password": acct.password,
+            "cert": str(d / "tls.crt"),
+            "key": str(d / "tls.key"),
+            "ca": str(self.ca_cert),
+        }
+
     def _write_haproxy(self) -> None:
-        routes = [
-            (f"reg_{a.account_id}", a.registry_host, self.ports[a.account_id]) for a in ACCOUNTS.values()
+        routes = [  # registry host -> its ECR front, which passes requests on to the registry
+            (f"reg_{a.account_id}", a.registry_host, self.ports[f"front-{a.account_id}"])
+            for a in ACCOUNTS.values()
         ]
         routes += [("moto", h, self.ports["moto"]) for h in moto_hosts()]
         lines = HAPROXY_HEAD.format(bind=self.bind).splitlines()
@@ -275,6 +302,62 @@ class Lab(RegistryContent):
         self._wait_registry(acct)
         self.procs[name].argv = self.procs[name].cmdline() or self.procs[name].argv
         self._save()
+
+    def create_repository(
+        self,
+        which: AccountRef,
+        repo: str,
+        *,
+        immutable: bool = False,
+        scan_on_push: bool = False,
+        kms: bool = False,
+    ) -> None:
+        """Create ``repo`` in that account through the lab's ECR API (moto), as IaC would, with the
+        lab's setup role; a repository that already exists is left as it is.
+
+        Pushes reach a registry only for repositories created this way (tests/lab/ecr_front.py).
+        """
+        from botocore.exceptions import ClientError
+
+        acct = account(which)
+        if (acct.account_id, repo) in self._created:
+            return
+        settings: dict[str, Any] = {
+            "imageTagMutability": "IMMUTABLE" if immutable else "MUTABLE",
+            "imageScanningConfiguration": {"scanOnPush": scan_on_push},
+        }
+        if kms:
+            settings["encryptionConfiguration"] = {"encryptionType": "KMS"}
+        try:
+            self.ecr_client(acct).create_repository(repositoryName=repo, **settings)
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "RepositoryAlreadyExistsException":
+                raise
+        self._created.add((acct.account_id, repo))
+
+    def ecr_client(self, which: AccountRef, role_arn: str | None = None) -> Any:
+        """A boto3 ECR client of that account's region on the lab's ECR API, as ``role_arn``
+        (default: the account's lab setup role, ``moto_iam.LAB_ADMIN_ROLE_ARNS``)."""
+        import boto3
+
+        acct = account(which)
+        role = role_arn or moto_iam.LAB_ADMIN_ROLE_ARNS[acct.account_id]
+        base = boto3.Session(
+            aws_access_key_id=moto_iam.BASE_ACCESS_KEY_ID,
+            aws_secret_access_key=moto_iam.BASE_SECRET_ACCESS_KEY,
+            region_name=acct.region,
+        )
+        sts = base.client("sts", endpoint_url=self.moto_endpoint, verify=str(self.ca_bundle))
+        creds = sts.assume_role(RoleArn=role, RoleSessionName="ecr-promote-lab")["Credentials"]
+        return boto3.client(
+            "ecr",
+            region_name=acct.region,
+            endpoint_url=self.moto_endpoint,
+            verify=str(self.ca_bundle),
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+        )
 
     def registry_log(self, which: AccountRef) -> Path:
         """The registry's JSON log (appended across restarts)."""

@@ -11,8 +11,13 @@ the very first request (`INITIAL_NO_AUTH_ACTION_COUNT=0`):
   allows `sts:AssumeRole` ONLY on the roles below, plus `ecr:GetAuthorizationToken` (the
   pod-identity path: login with the base identity, no role);
 - role `arn:aws:iam::123456789012:role/ecr-promote-pull` (source account): pull actions;
-- role `arn:aws:iam::210987654321:role/ecr-promote-push` (destination account): pull + push.
-  Both trust exactly the user's ARN and allow `ecr:GetAuthorizationToken`.
+- role `arn:aws:iam::210987654321:role/ecr-promote-push` (destination account): pull + push,
+  without `ecr:CreateRepository` (the README's push policy without `create_repository`);
+- role `arn:aws:iam::210987654321:role/ecr-promote-push-create`: the same plus
+  `ecr:CreateRepository` (the README's policy for `create_repository`).
+  They trust exactly the user's ARN and allow `ecr:GetAuthorizationToken`.
+- role `ecr-promote-lab-admin` in each account (`ecr:*`): the lab's own setup, e.g. creating the
+  repositories a test pushes to (`Lab.create_repository`), never a promotion's identity.
 - role `ecr-promote-airflow` (source account, trusting the user too): the identity of an Airflow
   outside the cluster (MWAA's execution role), allowed only `eks:DescribeCluster`; role
   `ecr-promote-eks-admin` may also create EKS clusters, for tests to set one up.
@@ -71,8 +76,14 @@ PUSH_ACTIONS = [
     "ecr:UploadLayerPart",
     "ecr:CompleteLayerUpload",
     "ecr:PutImage",
-    "ecr:CreateRepository",
 ]
+# the push role of a promotion with create_repository (README: "IAM policies")
+PUSH_CREATE_ACTIONS = [*PUSH_ACTIONS, "ecr:CreateRepository"]
+PUSH_CREATE_ROLE_ARN = f"arn:aws:iam::{DEST_ACCOUNT}:role/ecr-promote-push-create"
+# the lab's own setup (creating repositories before a test) in each account, never a pod's identity
+LAB_ADMIN_ROLE_ARNS = {
+    a: f"arn:aws:iam::{a}:role/ecr-promote-lab-admin" for a in (SOURCE_ACCOUNT, DEST_ACCOUNT)
+}
 
 
 def _doc(*statements: dict[str, Any]) -> str:
@@ -81,13 +92,16 @@ def _doc(*statements: dict[str, Any]) -> str:
 
 BASE_POLICY = _doc(
     {"Sid": "AssumeThePromotionRoles", "Effect": "Allow", "Action": "sts:AssumeRole",
-     "Resource": [PULL_ROLE_ARN, PUSH_ROLE_ARN, AIRFLOW_ROLE_ARN, EKS_ADMIN_ROLE_ARN]},
+     "Resource": [PULL_ROLE_ARN, PUSH_ROLE_ARN, PUSH_CREATE_ROLE_ARN, AIRFLOW_ROLE_ARN, EKS_ADMIN_ROLE_ARN,
+                  *LAB_ADMIN_ROLE_ARNS.values()]},
     {"Sid": "PodIdentityLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
 )  # fmt: skip
 TRUST_POLICY = _doc({"Effect": "Allow", "Principal": {"AWS": BASE_USER_ARN}, "Action": "sts:AssumeRole"})
 ROLES = {  # role ARN -> actions its inline policy allows (on "*": moto compares ECR actions to "*")
     PULL_ROLE_ARN: PULL_ACTIONS,
     PUSH_ROLE_ARN: PUSH_ACTIONS,
+    PUSH_CREATE_ROLE_ARN: PUSH_CREATE_ACTIONS,
+    **{arn: ["ecr:*"] for arn in LAB_ADMIN_ROLE_ARNS.values()},
     AIRFLOW_ROLE_ARN: ["eks:DescribeCluster"],
     EKS_ADMIN_ROLE_ARN: ["eks:CreateCluster", "eks:DescribeCluster", "eks:ListClusters"],
 }
@@ -229,6 +243,11 @@ def main(argv: list[str] | None = None) -> None:
         del args[at : at + 2]
         host = args[args.index("-H") + 1] if "-H" in args else "127.0.0.1"
         _load_sibling("ecr_mirror").start(host, port)
+    if "--fronts" in args:
+        at = args.index("--fronts")
+        specs = json.loads(args[at + 1])
+        del args[at : at + 2]
+        _load_sibling("ecr_front").start_all(specs)
     from moto.server import main as serve
 
     serve(args)

@@ -55,6 +55,7 @@ def release(lab: Lab, db: Path, workdir: Path, tag: str) -> dict[str, Any]:
 
 def test_release_pipeline_sensor_promote_asset_deploy(lab: Lab, db: Path, tmp_path: Path) -> None:
     digest = lab.push_image(SOURCE_ACCOUNT, "team/app", "7.7.0", seed=77)
+    lab.create_repository(DEST_ACCOUNT, "team/app")
     with lab_connections(lab):
         wait_until_ecr_api_reports(SOURCE_CONN_ID, f"{SOURCE_HOST}/team/app:7.7.0", digest)
 
@@ -96,6 +97,7 @@ def test_release_pipeline_sensor_promote_asset_deploy(lab: Lab, db: Path, tmp_pa
 
 
 def test_a_deploy_task_maps_over_tags_listed_and_promoted(lab: Lab, db: Path, tmp_path: Path) -> None:
+    lab.create_repository(DEST_ACCOUNT, "lab-map/app")
     digests = {tag: lab.push_image(SOURCE_ACCOUNT, "lab-map/app", tag, seed=60 + i)
                for i, tag in enumerate(["5.0.0", "5.1.0", "4.9.0"])}  # fmt: skip
     with lab_connections(lab):

@@ -42,6 +42,7 @@ def blob_sizes(lab: Lab, account: str, repo: str, tag: str) -> dict[str, int]:
 
 def test_batch_sends_shared_layers_once_and_reports_every_tag(lab: Lab, engine: str) -> None:
     repo, tags = f"batch/shared-{engine}", [f"3.0.{i}" for i in range(5)]
+    lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     digests = {
         tag: lab.push_image(SOURCE_ACCOUNT, repo, tag, extra_mb=1, seed=100 + i, base_mb=4)
         for i, tag in enumerate(tags)
@@ -70,6 +71,7 @@ def test_batch_with_a_missing_tag_promotes_the_others_and_a_rerun_redoes_only_it
     lab: Lab, engine: str
 ) -> None:
     repo = f"batch/missing-{engine}"
+    lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     for i, tag in enumerate(["4.0.0", "4.0.2"]):
         lab.push_image(SOURCE_ACCOUNT, repo, tag, seed=200 + i)
     kwargs = {
@@ -118,6 +120,8 @@ def test_conflicting_destination_tag_fails_by_default_and_is_left_unchanged(lab:
 
 def test_fan_out_to_two_destinations_in_one_pod(lab: Lab, engine: str) -> None:
     repo = f"fanout/{engine}"
+    lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
+    lab.create_repository(SOURCE_ACCOUNT, f"release/{engine}")
     digest = lab.push_image(SOURCE_ACCOUNT, repo, "6.0.0", seed=400)
     source = f"{SOURCE_HOST}/{repo}:6.0.0"
     run = run_operator(

@@ -90,6 +90,7 @@ def seeded_tags(lab: Lab, repo: str, tags: list[str], images: int, seed: int) ->
 @pytest.mark.parametrize("engine", ["skopeo", "crane"])
 def test_batch_of_300_tags_reports_every_tag_and_its_rerun_writes_nothing(lab: Lab, engine: str) -> None:
     repo = f"scale/{engine}"
+    lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     tags = [f"7.{i // 100}.{i % 100}" for i in range(300)]
     expected = seeded_tags(lab, repo, tags, images=3, seed=700)
     kwargs = {"source_image": f"{SOURCE_HOST}/{repo}", "dest_image": f"{DEST_HOST}/{repo}", "tags": tags}
@@ -116,6 +117,7 @@ def test_batch_of_300_tags_reports_every_tag_and_its_rerun_writes_nothing(lab: L
 @pytest.mark.parametrize("engine", ["skopeo", "crane"])
 def test_batch_where_a_third_fails_with_long_reasons_reports_each_reason(lab: Lab, engine: str) -> None:
     repo = f"scale/reasons-{engine}/with-a-rather-long-repository-name-as-teams-have"
+    lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     tags = [f"release-candidate-{i:03d}-" + "x" * 90 for i in range(60)]
     present = [tag for i, tag in enumerate(tags) if i % 3 != 1]
     missing = [tag for i, tag in enumerate(tags) if i % 3 == 1]
@@ -153,6 +155,7 @@ def with_sidecar(lab: Lab) -> k8s.V1Pod:
 @pytest.mark.parametrize("engine", ["skopeo", "crane"])
 def test_batch_with_an_extra_container_in_the_pod_reports_every_tag(lab: Lab, engine: str) -> None:
     repo = f"scale/sidecar-{engine}"
+    lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     tags = [f"9.0.{i}-" + "y" * 100 for i in range(40)]
     expected = seeded_tags(lab, repo, tags, images=1, seed=900)
     run = run_operator(
@@ -173,6 +176,7 @@ def test_batch_with_an_extra_container_in_the_pod_reports_every_tag(lab: Lab, en
 @pytest.mark.parametrize("engine", ["skopeo", "crane"])
 def test_source_with_tag_and_digest_is_copied_by_its_digest(lab: Lab, engine: str) -> None:
     repo = f"scale/pinned-{engine}"
+    lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     digest = lab.push_image(SOURCE_ACCOUNT, repo, "10.0.0", seed=1000)
     run = run_operator(
         lab,

@@ -20,6 +20,12 @@ pytestmark = pytest.mark.lab
 REPO = "discover/app"
 
 
+@pytest.fixture(autouse=True)
+def destination_repository(lab: Lab) -> None:
+    """The destination repository exists, as ECR needs (made once, as IaC would)."""
+    lab.create_repository(DEST_ACCOUNT, REPO)
+
+
 def test_discovered_tags_are_promoted_in_one_batch_and_the_sensor_sees_them(lab: Lab) -> None:
     digests = {tag: lab.push_image(SOURCE_ACCOUNT, REPO, tag, seed=900 + i)
                for i, tag in enumerate(["1.2.0", "1.10.0", "1.9.1", "2.0.0-rc.1", "nightly"])}  # fmt: skip

@@ -114,6 +114,7 @@ def test_cluster_named_by_the_task_runs_the_pod_with_the_providers_token(
     lab: Lab, eks_cluster: dict[str, Any], kubeconfigs: list[dict[str, Any]]
 ) -> None:
     repo, tag = "eks/app", "1.0.0"
+    lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     digest = lab.push_image(SOURCE_ACCOUNT, repo, tag, seed=1400)
     run = run_task(lab, task=operator(lab, repo, tag, ALLOWED))
     assert run.error is None, run.log[-20:]

@@ -63,6 +63,7 @@ def assert_complete_or_absent(lab: Lab, repo: str, tag: str, source_digest: str)
 
 def test_destination_registry_restarting_mid_copy_leaves_no_partial_image(lab: Lab) -> None:
     repo, tag = "faults/restart", "1.0"
+    lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     source_digest = lab.push_image(SOURCE_ACCOUNT, repo, tag, extra_mb=150, seed=600)
     uploads_at_start = len(lab.upload_requests(DEST_ACCOUNT))
     interrupted = threading.Event()
@@ -130,6 +131,7 @@ def registry_password(lab: Lab, which: str, password: str) -> Iterator[None]:
 
 def test_registry_refusing_the_login_password_names_the_registry(lab: Lab) -> None:
     repo, tag = "faults/password", "1.0"
+    lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     lab.push_image(SOURCE_ACCOUNT, repo, tag, seed=602)
     with registry_password(lab, DEST_ACCOUNT, "rotated-password"):
         run = promote(lab, repo, tag)

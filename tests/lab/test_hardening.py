@@ -21,6 +21,12 @@ pytestmark = pytest.mark.lab
 REPO = "hardening/app"
 
 
+@pytest.fixture(autouse=True)
+def destination_repository(lab: Lab) -> None:
+    """The destination repository exists, as ECR needs (made once, as IaC would)."""
+    lab.create_repository(DEST_ACCOUNT, REPO)
+
+
 @pytest.mark.parametrize("engine", ["skopeo", "crane", "regctl"])
 def test_copier_runs_non_root_read_only_without_capabilities(lab: Lab, engine: str) -> None:
     tag = f"1.0-{engine}"

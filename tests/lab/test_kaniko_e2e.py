@@ -23,6 +23,12 @@ pytestmark = pytest.mark.lab
 REPO = "kaniko/app"
 
 
+@pytest.fixture(autouse=True)
+def destination_repository(lab: Lab) -> None:
+    """The destination repository exists, as ECR needs (made once, as IaC would)."""
+    lab.create_repository(DEST_ACCOUNT, REPO)
+
+
 def promote_default(lab: Lab, tag: str, **kwargs: Any) -> TaskRun:
     """Promote with the operator's defaults: no engine given, so kaniko."""
     operator = lab_operator(

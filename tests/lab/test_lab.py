@@ -139,6 +139,7 @@ def test_promotion_pod_preserves_digest(lab: Lab) -> None:
     from kubernetes.client import ApiClient, V1Pod
 
     digest = lab.push_image(SOURCE.account_id, "lab/app", "1.0", extra_mb=4, seed=2)
+    lab.create_repository(DESTINATION.account_id, "lab/app")
     before = len(lab.upload_requests(DESTINATION.account_id))
     pod = promote_pod(lab, "lab/app", "1.0")
     outcome = play_pod(lab, pod, timeout=120)
@@ -195,7 +196,8 @@ def test_failing_copier_reports_exit_code_and_message(lab: Lab) -> None:
     copy = outcome.container("copy")
     assert copy.exit_code not in (None, 0)
     assert copy.reason == "Error"
-    assert "manifest unknown" in copy.message or "not found" in copy.message, copy.message
+    # the source repository was never created: ECR's (and the lab's) "name unknown"
+    assert "name unknown: The repository with name 'lab/never-pushed' does not exist" in copy.message
 
 
 def test_registry_restart_keeps_storage(lab: Lab) -> None:
@@ -205,3 +207,42 @@ def test_registry_restart_keeps_storage(lab: Lab) -> None:
         lab.digest(DESTINATION.account_id, "lab/restart", "1")
     lab.start_registry(DESTINATION.account_id)
     assert lab.digest(DESTINATION.account_id, "lab/restart", "1") == digest
+
+
+def test_push_to_a_missing_repository_is_refused_with_ecrs_error(lab: Lab) -> None:
+    res = lab.run(
+        ["skopeo", "copy", "--all", "--preserve-digests", "--dest-authfile", str(lab.authfile(DESTINATION)),
+         f"docker://{SOURCE.registry_host}/lab/push:v1", f"docker://{DESTINATION.registry_host}/lab/no-repository:v1",
+         "--src-authfile", str(lab.authfile(SOURCE))],
+        timeout=120,
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert "name unknown" in res.stderr.lower(), res.stderr
+    expected = (
+        "The repository with name 'lab/no-repository' does not exist in the registry with id "
+        f"'{DESTINATION.account_id}'"
+    )
+    assert expected in res.stderr, res.stderr
+    assert lab.digest(DESTINATION.account_id, "lab/no-repository", "v1") is None
+    assert not [p for _, p in lab.upload_requests(DESTINATION.account_id) if "/no-repository/" in p]
+
+
+def test_immutable_repository_refuses_to_move_a_tag_and_accepts_the_same_digest(lab: Lab) -> None:
+    lab.create_repository(DESTINATION.account_id, "lab/immutable", immutable=True)
+    first = lab.push_image(DESTINATION.account_id, "lab/immutable", "v1", seed=11)
+    assert lab.push_image(DESTINATION.account_id, "lab/immutable", "v1", seed=11) == first
+    lab.push_image(SOURCE.account_id, "lab/other", "v1", seed=12)
+    # skopeo takes TAG_INVALID for a refused manifest type: ECR's text shows only at debug level
+    res = lab.run(
+        ["skopeo", "copy", "--debug", "--all", "--preserve-digests",
+         "--src-authfile", str(lab.authfile(SOURCE)), "--dest-authfile", str(lab.authfile(DESTINATION)),
+         f"docker://{SOURCE.registry_host}/lab/other:v1", f"docker://{DESTINATION.registry_host}/lab/immutable:v1"],
+        timeout=120,
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert (
+        "tag invalid: The image tag 'v1' already exists in the 'lab/immutable' repository and cannot be "
+        "overwritten because the repository is immutable." in res.stderr
+    ), res.stderr[-2000:]
+    assert lab.digest(DESTINATION.account_id, "lab/immutable", "v1") == first
+    assert lab.push_image(DESTINATION.account_id, "lab/immutable", "v2", seed=12) != first

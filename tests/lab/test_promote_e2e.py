@@ -24,6 +24,14 @@ from .operator_run import TaskRun, lab_conf, run_task
 pytestmark = pytest.mark.lab
 
 REPO = "team/app"
+
+
+@pytest.fixture(autouse=True)
+def destination_repository(lab: Lab) -> None:
+    """The destination repository exists, as ECR needs (made once, as IaC would)."""
+    lab.create_repository(DEST_ACCOUNT, REPO)
+
+
 SOURCE, DEST = SOURCE_ACCOUNT, DEST_ACCOUNT
 PULL_ROLE = "arn:aws:iam::123456789012:role/ecr-promote-pull"
 PUSH_ROLE = "arn:aws:iam::210987654321:role/ecr-promote-push"

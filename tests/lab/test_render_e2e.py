@@ -21,6 +21,7 @@ pytestmark = pytest.mark.lab
 
 def test_rendered_job_pod_template_promotes_an_image(lab: Lab) -> None:
     repo, tag = "render/app", "7.0.0"
+    lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     digest = lab.push_image(SOURCE_ACCOUNT, repo, tag, seed=700)
     command = Path(sys.executable).parent / "airflow-ecr-promote"
     done = subprocess.run(

@@ -1,0 +1,304 @@
+"""ECR's repository rules in front of each lab registry.
+
+A distribution registry accepts a push to any repository name and overwrites any tag; ECR does
+neither. This front sits between the SNI router (haproxy) and one account's registry, ends TLS
+with the registry's certificate, and runs inside the moto process (like ecr_mirror.py) so it reads
+moto's ECR backend directly. For each authenticated request on ``/v2/<repository>/...``:
+
+- the repository is not in moto's ECR backend of that account and region (it exists only once
+  created through the ECR API, ``CreateRepository``): ECR's answer, 404 ``NAME_UNKNOWN`` "The
+  repository with name '<repo>' does not exist in the registry with id '<account>'", for pushes
+  and pulls alike;
+- the repository is IMMUTABLE and a manifest is PUT by a tag that already names another digest:
+  ECR's answer, 400 ``TAG_INVALID`` "The image tag '<tag>' already exists in the '<repo>'
+  repository and cannot be overwritten because the repository is immutable." (the same digest
+  again is accepted, as ECR does);
+- everything else goes to the registry unchanged, streamed both ways (uploads are not buffered).
+
+A request without the account's credentials goes to the registry as it is, which answers 401,
+as ECR checks authentication before the repository. One request per connection: the front
+answers ``Connection: close``, and clients open a new connection for the next request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# the repository part of a registry API path (a name may hold slashes)
+_ROUTES = (
+    re.compile(r"/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)"),
+    re.compile(r"/v2/(?P<name>.+)/blobs/uploads/[^/]*"),
+    re.compile(r"/v2/(?P<name>.+)/blobs/[^/]+"),
+    re.compile(r"/v2/(?P<name>.+)/tags/list"),
+    re.compile(r"/v2/(?P<name>.+)/referrers/[^/]+"),
+)
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "expect", "te", "upgrade", "trailer"}
+MANIFEST_ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
+CHUNK = 256 * 1024
+# repository name -> its imageTagMutability ("MUTABLE", "IMMUTABLE", ...), None when it does not exist
+RepositoryLookup = Callable[[str], str | None]
+
+
+def repository_of(path: str) -> tuple[str, str | None] | None:
+    """(repository, manifest reference or None) of a registry API path, None for other paths."""
+    for route in _ROUTES:
+        match = route.fullmatch(path)
+        if match:
+            return match["name"], match.groupdict().get("ref")
+    return None
+
+
+def name_unknown(repository: str, account: str) -> tuple[int, str, str]:
+    """ECR's answer to a request on a repository that does not exist."""
+    message = f"The repository with name '{repository}' does not exist in the registry with id '{account}'"
+    return 404, "NAME_UNKNOWN", message
+
+
+def tag_invalid(repository: str, tag: str) -> tuple[int, str, str]:
+    """ECR's answer to a manifest PUT that would move a tag of an immutable repository."""
+    message = (
+        f"The image tag '{tag}' already exists in the '{repository}' repository and cannot be "
+        "overwritten because the repository is immutable."
+    )
+    return 400, "TAG_INVALID", message
+
+
+def is_immutable(mutability: str | None) -> bool:
+    return mutability in ("IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _FrontServer
+
+    def setup(self) -> None:
+        self.request.do_handshake()  # here, in the request's thread, not in the accepting one
+        super().setup()
+
+    def _any(self) -> None:
+        self.close_connection = True
+        front = self.server
+        path = self.path.split("?", 1)[0]
+        target = repository_of(path)
+        body: bytes | None = None
+        if target is not None and self.headers.get("Authorization") == front.authorization:
+            repository, ref = target
+            mutability = front.lookup(repository)
+            if mutability is None:
+                self._discard_small_body()
+                self._refuse(*name_unknown(repository, front.account))
+                return
+            if self.command == "PUT" and ref and not ref.startswith("sha256:") and is_immutable(mutability):
+                body = self._read_body()
+                existing = self._upstream_digest(path)
+                if existing is not None and existing != "sha256:" + hashlib.sha256(body).hexdigest():
+                    self._refuse(*tag_invalid(repository, ref))
+                    return
+        self._forward(body)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+    # ---------------------------------------------------------------- answers
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        payload = json.dumps({"errors": [{"code": code, "message": message, "detail": None}]}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _discard_small_body(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if 0 < length <= 1 << 20:
+            self.rfile.read(length)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            out = bytearray()
+            self._pipe_chunked(out.extend)
+            return bytes(out)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    # -------------------------------------------------------------- upstream
+    def _connect(self) -> ssl.SSLSocket:
+        front = self.server
+        raw = socket.create_connection((front.upstream_host, front.upstream_port), timeout=10)
+        raw.settimeout(None)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return front.client_context.wrap_socket(raw, server_hostname=front.registry_host)
+
+    def _upstream_digest(self, path: str) -> str | None:
+        """The digest the registry holds under a manifest path (HEAD, the client's credentials)."""
+        head = (
+            f"HEAD {path} HTTP/1.1\r\nHost: {self.server.registry_host}\r\n"
+            f"Authorization: {self.headers['Authorization']}\r\nAccept: {MANIFEST_ACCEPT}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        with self._connect() as upstream:
+            upstream.sendall(head.encode())
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                data = upstream.recv(CHUNK)
+                if not data:
+                    break
+                answer += data
+        lines = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        if len(lines[0].split()) < 2 or lines[0].split()[1] != "200":
+            return None
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "docker-content-digest":
+                return value.strip()
+        return None
+
+    def _forward(self, body: bytes | None) -> None:
+        try:
+            upstream = self._connect()
+        except OSError as error:
+            self._refuse(502, "UNAVAILABLE", f"the lab registry does not answer: {error}")
+            return
+        with upstream:
+            lines = [f"{self.command} {self.path} HTTP/1.1"]
+            for name, value in self.headers.items():
+                if name.lower() not in _HOP_BY_HOP:
+                    lines.append(f"{name}: {value}")
+            lines.append("Connection: close")
+            upstream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            if body is not None:
+                upstream.sendall(body)
+            elif "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                pending = bytearray()
+
+                def send(data: bytes) -> None:  # few large writes: one TLS record per chunk, not three
+                    pending.extend(data)
+                    if len(pending) >= CHUNK or data in (b"\r\n", b"\n", b""):
+                        upstream.sendall(pending)
+                        pending.clear()
+
+                self._pipe_chunked(send, raw=True)
+                if pending:
+                    upstream.sendall(pending)
+            else:
+                left = int(self.headers.get("Content-Length") or 0)
+                while left > 0:
+                    data = self.rfile.read1(min(left, CHUNK))
+                    if not data:
+                        return
+                    upstream.sendall(data)
+                    left -= len(data)
+            while True:
+                data = upstream.recv(CHUNK)
+                if not data:
+                    break
+                self.wfile.write(data)
+
+    def _pipe_chunked(self, write: Callable[[bytes], Any], *, raw: bool = False) -> None:
+        """Read a chunked request body; pass on the chunks' bytes (or the raw framing, ``raw``)."""
+        while True:
+            size_line = self.rfile.readline(1024)
+            if raw:
+                write(size_line)
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while True:  # trailers, then the empty line
+                    line = self.rfile.readline(8192)
+                    if raw:
+                        write(line)
+                    if line in (b"\r\n", b"\n", b""):
+                        return
+            left = size
+            while left > 0:
+                data = self.rfile.read1(min(left, CHUNK))
+                if not data:
+                    return
+                write(data)
+                left -= len(data)
+            crlf = self.rfile.readline(8)
+            if raw:
+                write(crlf)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class _FrontServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return  # a client that hangs up (a readiness probe, a stopped copy) is no error of the front
+
+    account: str
+    registry_host: str
+    upstream_host: str
+    upstream_port: int
+    authorization: str
+    lookup: RepositoryLookup
+    client_context: ssl.SSLContext
+
+
+def serve(
+    *,
+    bind: str,
+    port: int,
+    account: str,
+    registry_host: str,
+    upstream_port: int,
+    password: str,
+    cert: str,
+    key: str,
+    ca: str,
+    lookup: RepositoryLookup,
+) -> ThreadingHTTPServer:
+    """Serve one account's front on ``bind:port`` in a daemon thread, in front of ``bind:upstream_port``."""
+    server = _FrontServer((bind, port), _Handler)
+    server.account, server.registry_host = account, registry_host
+    server.upstream_host, server.upstream_port = bind, upstream_port
+    server.authorization = "Basic " + base64.b64encode(f"AWS:{password}".encode()).decode()
+    server.lookup = lookup
+    server.client_context = ssl.create_default_context(cafile=ca)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    threading.Thread(target=server.serve_forever, name=f"ecr-front-{account}", daemon=True).start()
+    return server
+
+
+def moto_lookup(account: str, region: str) -> RepositoryLookup:
+    """Repository name -> imageTagMutability, from moto's ECR backend (this process's)."""
+
+    def lookup(name: str) -> str | None:
+        from moto.ecr.models import ecr_backends
+
+        repository = ecr_backends[account][region].repositories.get(name)
+        return None if repository is None else str(repository.image_tag_mutability)
+
+    return lookup
+
+
+def start_all(specs: list[dict[str, Any]]) -> list[ThreadingHTTPServer]:
+    """Start one front per spec (``serve``'s keyword arguments plus ``region``), reading moto."""
+    servers = []
+    for spec in specs:
+        spec = dict(spec)
+        region = spec.pop("region")
+        servers.append(serve(**spec, lookup=moto_lookup(spec["account"], region)))
+    return servers
