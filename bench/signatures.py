@@ -46,6 +46,13 @@ def writes(lab: Lab) -> int:
     return sum(1 for r in lab.requests(DEST_ACCOUNT) if r.method in ("POST", "PUT", "PATCH", "DELETE"))
 
 
+def dest_repository(lab: Lab, name: str) -> str:
+    """Each variant's own destination repository, created as ECR needs."""
+    repo = f"{REPO}-{name.replace(' ', '-').replace('+', '-')}"
+    lab.create_repository(DEST_ACCOUNT, repo)
+    return repo
+
+
 def promote(lab: Lab, name: str, tag: str, engine: str, **kwargs: Any) -> Row:
     assert lab.images is not None
     operator = lab_operator(
@@ -53,7 +60,7 @@ def promote(lab: Lab, name: str, tag: str, engine: str, **kwargs: Any) -> Row:
         engine,
         task_id=f"promote_{name.replace(' ', '_').replace('+', '_')}",
         source_image=f"{SOURCE_HOST}/{REPO}:{tag}",
-        dest_image=f"{DEST_HOST}/{REPO}-{name.replace(' ', '-').replace('+', '-')}:{tag}",
+        dest_image=f"{DEST_HOST}/{dest_repository(lab, name)}:{tag}",
         cosign_image=lab.images.cosign,
         **kwargs,
     )
@@ -147,7 +154,7 @@ def batch(lab: Lab, tools: Tools, key: Any, count: int) -> None:
                 "regctl",
                 task_id=name.replace(" ", "_").replace("+", "_"),
                 source_image=f"{SOURCE_HOST}/{REPO}",
-                dest_image=f"{DEST_HOST}/{REPO}-{name.replace(' ', '-').replace('+', '-')}",
+                dest_image=f"{DEST_HOST}/{dest_repository(lab, name)}",
                 tags=tags,
                 with_signatures=with_signatures,
             ),

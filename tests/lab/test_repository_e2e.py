@@ -19,8 +19,8 @@ from .operator_run import TaskRun, lab_operator, run_task
 
 pytestmark = pytest.mark.lab
 
-ENGINES = ("skopeo", "crane", "kaniko")
-COPYING_ENGINES = ("skopeo", "crane")
+ENGINES = ("skopeo", "crane", "regctl", "kaniko")
+COPYING_ENGINES = ("skopeo", "crane", "regctl")
 
 
 def promote(

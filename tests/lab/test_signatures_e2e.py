@@ -28,9 +28,14 @@ pytestmark = pytest.mark.lab
 SOURCE_REPO = "signed/app"
 
 
-def new_dest_repository(lab: Lab, name: str) -> str:
-    """The one place these tests choose a destination repository: a new one per test."""
-    return f"promoted-{name}/app"
+def new_dest_repository(lab: Lab, name: str, *, in_ecr: bool = True) -> str:
+    """The one place these tests choose a destination repository: a new one per test, created in the
+    destination account's ECR as ECR needs (so a write the gate stops would otherwise succeed);
+    `in_ecr=False` for the referrers registry, which is no ECR stand-in."""
+    repo = f"promoted-{name}/app"
+    if in_ecr:
+        lab.create_repository(DEST_ACCOUNT, repo)
+    return repo
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +199,7 @@ def test_oci_referrers_travel_through_the_referrers_api(
     at_source = sorted(tools.referrers(source))
     on_platform = tools.referrers(f"{host}/team/app@{platform}")
     assert len(at_source) == 2 and len(on_platform) == 1
-    dest = f"{host}/{new_dest_repository(lab, 'referrers')}:4.0.0"
+    dest = f"{host}/{new_dest_repository(lab, 'referrers', in_ecr=False)}:4.0.0"
 
     # one registry host for both sides: one login, with the pod's own identity
     run = promote(lab, source, dest, source_role_arn=None, dest_role_arn=None)
