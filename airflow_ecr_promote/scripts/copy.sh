@@ -47,6 +47,13 @@ check_ref() {
 ECR_NO_REPOSITORY="The repository with name '[^']*' does not exist in the registry with id '[0-9]*'"
 ECR_IMMUTABLE="The image tag '[^']*' already exists in the '[^']*' repository and cannot be overwritten because the repository is immutable[.]"
 
+# dest_repository REF: the repository of a reference (host/repo:tag, host/repo@digest).
+dest_repository() {
+    r=${1#*/}
+    r=${r%@*}
+    echo "${r%:*}"
+}
+
 # digest_of N SIDE REF: the manifest digest of REF on stdout; exit 2 when REF does not exist,
 # 3 when its repository does not exist (ECR's NAME_UNKNOWN).
 digest_of() {
@@ -228,6 +235,13 @@ promote() {
     elif immutable=$(grep -o "$ECR_IMMUTABLE" "$work/copy.$n" | head -n 1 | oneline | sed 's/ $//') && [ -n "$immutable" ]; then
         say "copy to $dst refused: $immutable"
         echo "$n failed ${dst_digest:--} ${src_digest:--} destination tag immutable: $immutable" > "$result"
+        return
+    # regctl reads the destination with HEAD, whose 404 has no body: ECR's NAME_UNKNOWN text first
+    # reaches it on the copy's first upload
+    elif missing=$(grep -o "$ECR_NO_REPOSITORY" "$work/copy.$n" | grep -F "name '$(dest_repository "$dst")'" |
+        head -n 1 | oneline | sed 's/ $//') && [ -n "$missing" ]; then
+        say "$dst: $missing"
+        echo "$n failed - - destination repository missing: $missing" > "$result"
         return
     elif [ -z "$src_digest" ] && ! read_source "$n" "$src" -; then
         return
