@@ -27,6 +27,7 @@ from airflow_ecr_promote.refs import PromotionInputError, parse_image_ref
 # reason prefixes written by scripts/copy.sh
 MISSING = "destination repository missing:"
 IMMUTABLE = "destination tag immutable:"
+SIGNATURE_IMMUTABLE = "signature tag immutable:"
 _NAME_UNKNOWN = re.compile(
     r"The repository with name '([^']*)' does not exist in the registry with id '(\d+)'"
 )
@@ -145,7 +146,17 @@ def explain(entry: dict[str, Any], engine: str) -> dict[str, Any]:
             "ecr:DescribeRepositories)"
         )
         return {**entry, "reason": text}
-    if reason.startswith(IMMUTABLE) or _TAG_INVALID.search(reason):
+    refused = _TAG_INVALID.search(reason)
+    if refused is not None and SIGNATURE_IMMUTABLE in reason:
+        text = (
+            f"the image is already in the destination {where}, but a signature, attestation or SBOM "
+            f"added at the source since cannot follow it: ECR refused to move cosign's tag '{refused[1]}' "
+            "because the repository's tags are immutable. Fix: sign before promoting, sign with OCI 1.1 "
+            "referrers (`cosign sign --registry-referrers-mode=oci-1-1`, no tag), or make the repository "
+            "MUTABLE; with_signatures=False promotes without them"
+        )
+        return {**entry, "reason": text}
+    if reason.startswith(IMMUTABLE) or refused:
         tag = dest.tag or ""
         if engine == "kaniko":
             why = (

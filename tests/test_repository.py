@@ -13,6 +13,7 @@ from airflow_ecr_promote.refs import PromotionInputError
 from airflow_ecr_promote.repository import (
     IMMUTABLE,
     MISSING,
+    SIGNATURE_IMMUTABLE,
     RepositorySettings,
     create_repositories_env,
     explain,
@@ -143,6 +144,15 @@ def test_kaniko_on_an_immutable_tag_says_why_it_can_never_succeed() -> None:
     text = explain(entry(f"PUT https://x/v2/prod/app/manifests/1.0: TAG_INVALID: {IMMUTABLE_TEXT}"), "kaniko")
     assert "kaniko gives every push a new digest" in text["reason"]
     assert "engine='skopeo' or engine='crane'" in text["reason"]
+
+
+def test_a_signature_tag_an_immutable_repository_refuses_is_named_with_its_fixes() -> None:
+    sig = "sha256-" + "b" * 64 + ".sig"
+    ecr = IMMUTABLE_TEXT.replace("'1.0'", f"'{sig}'")
+    text = explain(entry(f"copying signatures and referrers failed: {SIGNATURE_IMMUTABLE} {ecr}"), "regctl")
+    assert f"ECR refused to move cosign's tag '{sig}'" in text["reason"]
+    assert "already in the destination repository 'prod/app'" in text["reason"]
+    assert "--registry-referrers-mode=oci-1-1" in text["reason"] and "on_conflict" not in text["reason"]
 
 
 def test_other_failures_and_successes_are_left_alone() -> None:

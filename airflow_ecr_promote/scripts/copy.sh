@@ -190,8 +190,10 @@ promote() {
                 if [ "${WITH_SIGNATURES:-0}" = 1 ]; then
                     # signatures may have been added since: copy what the destination lacks
                     if ! copy_image "$n" "$src" "$dst" > /dev/null || ! extras=$(travelled "$n" "$dst" "$dst_digest"); then
-                        say "copying the signatures and referrers of $src to $dst failed: $(reason "$work/copy.$n")"
-                        echo "$n failed $dst_digest $src_digest copying signatures and referrers failed: $(reason "$work/copy.$n")" > "$result"
+                        why=$(grep -o "$ECR_IMMUTABLE" "$work/copy.$n" | head -n 1 | oneline | sed 's/ $//')
+                        [ -n "$why" ] && why="signature tag immutable: $why" || why=$(reason "$work/copy.$n")
+                        say "copying the signatures and referrers of $src to $dst failed: $why"
+                        echo "$n failed $dst_digest $src_digest copying signatures and referrers failed: $why" > "$result"
                         return
                     fi
                     say "$dst already holds $src_digest; signatures and referrers copied"

@@ -28,13 +28,13 @@ pytestmark = pytest.mark.lab
 SOURCE_REPO = "signed/app"
 
 
-def new_dest_repository(lab: Lab, name: str, *, in_ecr: bool = True) -> str:
+def new_dest_repository(lab: Lab, name: str, *, in_ecr: bool = True, immutable: bool = False) -> str:
     """The one place these tests choose a destination repository: a new one per test, created in the
     destination account's ECR as ECR needs (so a write the gate stops would otherwise succeed);
     `in_ecr=False` for the referrers registry, which is no ECR stand-in."""
     repo = f"promoted-{name}/app"
     if in_ecr:
-        lab.create_repository(DEST_ACCOUNT, repo)
+        lab.create_repository(DEST_ACCOUNT, repo, immutable=immutable)
     return repo
 
 
@@ -177,6 +177,29 @@ def test_a_signature_made_after_the_promotion_travels_on_a_rerun_and_a_third_run
     assert third.error is None, "\n".join(third.log[-40:])
     assert third.result["cosign_tags"] == second.result["cosign_tags"]
     assert writes(lab) == before, "everything was there: nothing written"
+
+
+def test_a_signature_added_later_is_refused_by_an_immutable_repository_and_the_first_still_verifies(
+    lab: Lab, tools: Tools, key: KeyPair, other_key: KeyPair
+) -> None:
+    lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "5.1.0", seed=916)
+    source = f"{SOURCE_HOST}/{SOURCE_REPO}:5.1.0"
+    dest = f"{DEST_HOST}/{new_dest_repository(lab, 'immutable-signature', immutable=True)}:5.1.0"
+    tools.sign(source, key, SOURCE_ACCOUNT)
+    first = promote(lab, source, dest)
+    assert first.error is None, "\n".join(first.log[-40:])
+    assert first.result["cosign_tags"], "the signature travelled with the image"
+
+    tools.sign(source, other_key, SOURCE_ACCOUNT)  # cosign rewrites the .sig tag with both signatures
+    second = promote(lab, source, dest)
+
+    assert isinstance(second.error, EcrPromoteError), "\n".join(second.log[-40:])
+    message = str(second.error)
+    assert "a signature, attestation or SBOM added at the source since cannot follow it" in message, message
+    assert "ECR refused to move cosign's tag 'sha256-" in message, message
+    assert "--registry-referrers-mode=oci-1-1" in message, message
+    assert tools.verify(dest, key, DEST_ACCOUNT).returncode == 0, "the first signature is still there"
+    assert tools.verify(dest, other_key, DEST_ACCOUNT).returncode != 0, "the second one was refused"
 
 
 @pytest.fixture(scope="module")
