@@ -68,12 +68,8 @@ def promote(lab: Lab, name: str, tag: str, engine: str, **kwargs: Any) -> Row:
     run = run_task(lab, task=operator)
     if run.error is not None:
         raise RuntimeError(f"{name}: the promotion failed: {run.error}")
-    copier = run.outcomes[-1].container("base")
-    copy = None
-    if copier.started_at and copier.finished_at:
-        copy = (copier.finished_at - copier.started_at).total_seconds()
     travelled = len(run.result.get("cosign_tags", [])) + len(run.result.get("referrers", []))
-    return Row(name, run.seconds, copy, travelled, writes(lab) - before)
+    return Row(name, run.seconds, run.copier_seconds, travelled, writes(lab) - before)
 
 
 def table(rows: list[Row]) -> str:
@@ -161,12 +157,8 @@ def batch(lab: Lab, tools: Tools, key: Any, count: int) -> None:
         )
         if run.error is not None:
             raise RuntimeError(f"{name}: the promotion failed: {run.error}")
-        copier = run.outcomes[-1].container("base")
-        copy = None
-        if copier.started_at and copier.finished_at:
-            copy = (copier.finished_at - copier.started_at).total_seconds()
         travelled = sum(len(p.get("cosign_tags", [])) for p in run.result["promotions"])
-        rows.append(Row(name, run.seconds, copy, travelled, writes(lab) - before))
+        rows.append(Row(name, run.seconds, run.copier_seconds, travelled, writes(lab) - before))
     print(f"\na batch of {count} signed tags (1 MB random layer each, two platforms), parallel=4")
     print(table(rows))
 

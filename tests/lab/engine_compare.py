@@ -48,17 +48,13 @@ def promote_with(lab: Lab, engine: str | None, repo: str, tag: str, source_diges
     run = run_task(lab, task=operator)
     if run.error is not None:
         raise RuntimeError(f"{name}: the promotion failed: {run.error}")
-    copier = run.outcomes[-1].container("base") if run.outcomes else None
-    copy_seconds = None
-    if copier is not None and copier.started_at and copier.finished_at:
-        copy_seconds = (copier.finished_at - copier.started_at).total_seconds()
     return EngineFigures(
         engine=name,
         source_digest=source_digest,
         digest=lab.digest(DEST_ACCOUNT, dest_repo, tag),
         platforms=sorted(lab.platforms(DEST_ACCOUNT, dest_repo, tag)),
         task_seconds=run.seconds,
-        copy_seconds=copy_seconds,
+        copy_seconds=run.copier_seconds,
         uploaded=lab.uploaded_bytes(DEST_ACCOUNT) - before,
         run=run,
     )

@@ -45,6 +45,14 @@ class TaskRun:
     seconds: float = 0.0
     log_reads: list[str] = field(default_factory=list)
 
+    @property
+    def copier_seconds(self) -> float | None:
+        """The last pod's copier container alone, start to finish (None when it did not run)."""
+        copier = self.outcomes[-1].container("base") if self.outcomes else None
+        if copier is None or not (copier.started_at and copier.finished_at):
+            return None
+        return float((copier.finished_at - copier.started_at).total_seconds())
+
 
 class _ListHandler(logging.Handler):
     def __init__(self, lines: list[str]) -> None:
