@@ -152,6 +152,14 @@ _PROMOTION_OPTIONS = (
     ),
     _Option("parallel", "N", "copies of a batch run at once, 1 to 64 (default 4)", kind=int),
     _Option(
+        "create_repository",
+        "{false,true,JSON}",
+        "a missing destination repository: false (default) fails naming it; true creates it with the "
+        "source repository's settings; a JSON object gives them, e.g. "
+        '\'{"imageTagMutability": "IMMUTABLE", "scanOnPush": true}\' (needs ecr:CreateRepository and '
+        "ecr:DescribeRepositories)",
+    ),
+    _Option(
         "with_signatures",
         "{true,false}",
         "also copy cosign's sha256-<hex>.sig/.att/.sbom tags and the OCI referrers of the image and "
@@ -498,6 +506,22 @@ def dump(manifest: Mapping[str, Any], output: str = "yaml") -> str:
     return text
 
 
+def _create_repository_flag(text: str, origin: Callable[[str], str]) -> bool | dict[str, Any]:
+    """--create-repository's text: true, false or a JSON object of settings (checked by the operator)."""
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        settings = json.loads(text)
+    except ValueError:
+        settings = None
+    if not isinstance(settings, dict):
+        raise CliError(
+            f"{origin('create_repository')}: {show(text)} is not true, false or a JSON object of settings. "
+            'Expected e.g. true, or \'{"imageTagMutability": "IMMUTABLE", "scanOnPush": true}\''
+        )
+    return settings
+
+
 def _render(args: argparse.Namespace) -> str:
     from_flags = {key: value for key, value in vars(args).items() if key in _OPTIONS}
     values_path: str | None = getattr(args, "values", None)
@@ -519,6 +543,8 @@ def _render(args: argparse.Namespace) -> str:
     inputs = {option.key: merged[option.key] for option in _PROMOTION_OPTIONS if option.key in merged}
     if inputs.get("with_signatures") in ("true", "false"):  # the flag's text; a values file gives a bool
         inputs["with_signatures"] = inputs["with_signatures"] == "true"
+    if isinstance(inputs.get("create_repository"), str):  # the flag's text; a values file gives its value
+        inputs["create_repository"] = _create_repository_flag(inputs["create_repository"], origin)
     try:
         with _stdout_to_stderr():
             manifest = build_manifest(

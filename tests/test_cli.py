@@ -479,3 +479,48 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--version")
     assert code == 0
     assert out.strip() == f"airflow-ecr-promote {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("flag", "inputs"),
+    [
+        ("true", {"create_repository": True}),
+        (
+            '{"imageTagMutability": "IMMUTABLE", "scanOnPush": true}',
+            {"create_repository": {"imageTagMutability": "IMMUTABLE", "scanOnPush": True}},
+        ),
+        ("false", {}),
+    ],
+    ids=["from-source", "given-settings", "false"],
+)
+def test_create_repository_flag_is_the_operators_parameter(
+    capsys: pytest.CaptureFixture[str], flag: str, inputs: dict[str, Any]
+) -> None:
+    code, out, err = run(
+        capsys, *BASE_ARGS, "--engine", "skopeo", "--output", "json", "--create-repository", flag
+    )
+    assert code == 0, err
+    spec = json.loads(out)["spec"]["template"]["spec"]
+    expected = operator_pod(source_image=SOURCE, dest_image=DEST, engine="skopeo", **inputs)["spec"]
+    assert spec["initContainers"] == expected["initContainers"]
+    env = {e["name"]: e.get("value") for e in spec["initContainers"][0]["env"]}
+    assert ("CREATE_REPOSITORIES" in env) == (flag != "false")
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("yes", ["argument --create-repository", "'yes'", "not true, false or a JSON object"]),
+        ("[1]", ["argument --create-repository", "not true, false or a JSON object"]),
+        ('{"imageTagMutability": "SOMETIMES"}', ["argument --create-repository", "SOMETIMES", "MUTABLE"]),
+        ('{"retention": 3}', ["argument --create-repository", "unknown keys", "retention"]),
+    ],
+    ids=["word", "json-list", "bad-mutability", "unknown-key"],
+)
+def test_bad_create_repository_flag_exit_2_naming_it(
+    capsys: pytest.CaptureFixture[str], flag: str, expected: list[str]
+) -> None:
+    code, out, err = run(capsys, *BASE_ARGS, "--create-repository", flag)
+    assert (code, out) == (2, ""), err
+    for text in expected:
+        assert text in err, (text, err)

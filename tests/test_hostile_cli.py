@@ -35,6 +35,7 @@ FLAGS = [
     "--namespace",
     "--service-account",
     "--name",
+    "--create-repository",
 ]
 HOSTILE = st.one_of(
     st.sampled_from(
@@ -79,7 +80,11 @@ def test_hostile_flag_values_are_refused_or_only_data(
         return
     manifest: dict[str, Any] = json.loads(out)
     spec = manifest["spec"]["template"]["spec"]
-    assert spec["initContainers"][0]["command"] == ["sh", "-c", script("login.sh")]
+    logins = script("login.sh")
+    assert spec["initContainers"][0]["command"] in (
+        ["sh", "-c", logins],
+        ["sh", "-c", logins + script("repository.sh")],  # a --create-repository that parsed
+    )
     assert spec["containers"][0]["command"] == ["sh", "-c", script("copy.sh")]
     for container in [*spec["initContainers"], *spec["containers"]]:
         for env in container.get("env") or []:
