@@ -146,8 +146,15 @@ oneline() {
     tr '\n\r\t' '   ' | LC_ALL=C tr -cd ' -~' | sed 's/  */ /g' | cut -c1-300
 }
 
+# ECR's refusal of an IAM action comes first when there is one ("User: <arn> is not authorized to
+# perform: ecr:PutImage on resource: <repository ARN>"): crane and regctl log lines before it, and
+# only 300 characters are kept, so the missing action would otherwise be cut off.
 reason() {
-    grep -v 'level=debug' "$1" | oneline
+    {
+        grep -o 'User: [^ ]* is not authorized to perform: [^ ]* on resource: [^ "]*' "$1" |
+            head -n 1 | sed 's/^/denied: /'
+        grep -v 'level=debug' "$1"
+    } | oneline
 }
 
 # read_source N SRC DST_DIGEST: the source's digest into $src_digest, or its failure line written.

@@ -83,7 +83,8 @@ def test_create_repository_with_given_settings_and_a_role_that_may_not_create_fa
     assert isinstance(refused.error, EcrPromoteError)
     message = str(refused.error)
     assert "failed while creating the destination repository" in message
-    assert "AccessDeniedException" in message and "ecr:CreateRepository" in message
+    # the README's push policy without create-repository-push: the lookup is the first call refused
+    assert "AccessDeniedException" in message and "ecr:DescribeRepositories" in message
     assert lab.digest(DEST_ACCOUNT, repo, "1.0") is None
 
     settings = {"imageTagMutability": "IMMUTABLE", "scanOnPush": False}
