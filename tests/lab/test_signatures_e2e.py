@@ -268,6 +268,37 @@ def test_the_copier_promotes_the_digest_the_gate_verified_though_the_tag_moves_a
     assert tools.verify(dest, key, DEST_ACCOUNT).returncode == 0, "and its signature came along"
 
 
+def test_kaniko_builds_from_the_digest_the_gate_verified_though_the_tag_moves_after_the_gate(
+    lab: Lab, tools: Tools, key: KeyPair
+) -> None:
+    import json
+
+    signed = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "6.1.0", seed=922)
+    lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "6.1.0-unsigned", seed=923)
+    source = f"{SOURCE_HOST}/{SOURCE_REPO}:6.1.0"
+    tools.sign(source, key, SOURCE_ACCOUNT)
+    dest_repo = new_dest_repository(lab, "kaniko-moved-tag")
+    assert lab.images is not None
+    task = lab_operator(
+        lab, "kaniko", source_image=source, dest_image=f"{DEST_HOST}/{dest_repo}:6.1.0",
+        verify_signature_key=key.public_pem, cosign_image=lab.images.cosign,
+    )  # fmt: skip
+    mover = _move_tag_after_the_gate(lab, f"{SOURCE_HOST}/{SOURCE_REPO}", "6.1.0", "6.1.0-unsigned")
+
+    run = run_task(lab, task=task, prepare=mover)
+
+    assert run.error is None, "\n".join(run.log[-40:])
+    assert run.result["source_image"] == source
+    index = json.loads(lab.inspect_raw(SOURCE_ACCOUNT, SOURCE_REPO, signed) or b"{}")
+    amd64 = next(m["digest"] for m in index["manifests"] if m["platform"]["architecture"] == "amd64")
+    layers = [
+        layer["digest"]
+        for layer in json.loads(lab.inspect_raw(SOURCE_ACCOUNT, SOURCE_REPO, amd64) or b"{}")["layers"]
+    ]
+    built = json.loads(lab.inspect_raw(DEST_ACCOUNT, dest_repo, "6.1.0") or b"{}")
+    assert [layer["digest"] for layer in built["layers"]] == layers, "built FROM the verified digest"
+
+
 def test_a_refused_promotion_creates_no_repository_and_an_accepted_one_creates_it_after_the_gate(
     lab: Lab, tools: Tools, key: KeyPair
 ) -> None:
