@@ -175,7 +175,7 @@ _PROMOTION_OPTIONS = (
     _Option(
         "cosign_image",
         "IMAGE",
-        "override the signature gate's image (default ghcr.io/sigstore/cosign/cosign:v2.6.5)",
+        "override the signature gate's image, cosign with a shell (default ghcr.io/sigstore/cosign/cosign:v2.6.5-dev)",
     ),
 )
 _MANIFEST_OPTIONS = (

@@ -21,7 +21,13 @@ from airflow_ecr_promote.discovery import EcrListTagsOperator
 from airflow_ecr_promote.eks import EksTarget, eks_kubeconfig, parse_eks_target
 from airflow_ecr_promote.engines import Engine
 from airflow_ecr_promote.links import EcrImageLink, link_target
-from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, OWN_VOLUMES, PodPlan, plan_pod
+from airflow_ecr_promote.pod import (
+    INIT_CONTAINER_NAME,
+    OWN_VOLUMES,
+    REPOSITORY_CONTAINER_NAME,
+    PodPlan,
+    plan_pod,
+)
 from airflow_ecr_promote.precheck import already_promoted
 from airflow_ecr_promote.promotion import Promotion, parse_promotion
 from airflow_ecr_promote.refs import IMAGE_NAME, PromotionInputError, parse_image_ref, parse_role_arn
@@ -117,7 +123,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
     :param create_repository: False (default): a missing destination repository fails the task,
         naming it and the fixes. True: the destination role creates it, with the source repository's
         tag mutability, scan on push and encryption type; a dict of settings (``imageTagMutability``,
-        ``scanOnPush``, ``encryptionType``, ``kmsKey``): creates it with those. Needs
+        ``scanOnPush``, ``encryptionType``, ``kmsKey``): creates it with those. The repository is
+        created after the signature gate, when there is one, and before any copy. Needs
         ``ecr:CreateRepository`` and ``ecr:DescribeRepositories`` (README "IAM policies")
     :param parallel: copies run at once in a batch
     :param with_signatures: also copy, for the image and each platform manifest, cosign's
@@ -125,8 +132,11 @@ class EcrPromoteOperator(KubernetesPodOperator):
         the return value lists them (``cosign_tags``, ``referrers``). None: on for ``"regctl"``, the
         engine that can; True with another engine is refused
     :param verify_signature_key: a PEM public key (``cosign.pub``): the signature gate. An init
-        container runs ``cosign verify --key`` on every source image before the copier starts; an
-        image without a valid signature fails the task and nothing is written
+        container resolves every source image to its digest once and runs ``cosign verify --key``
+        on those digests (cosign's ``.sig`` tags and OCI 1.1 referrer signatures) before the
+        repository step and the copier, which copies the verified digests; an image without a
+        valid signature fails the task and nothing is written, repositories included. The gate
+        sees only the source's credentials. None: no gate; an empty or blank key is refused
     :param cosign_image: the gate's image; overrides ``[ecr_promote] cosign_image`` and the pinned
         ``ghcr.io/sigstore/cosign/cosign`` release
     :param dest_aws_conn_id: an Airflow AWS connection that can call ``ecr:DescribeImages`` on
@@ -371,10 +381,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.volumes = [
             v for v in self.volumes or [] if getattr(v, "name", None) not in OWN_VOLUMES
         ] + plan.volumes
-        own_inits = (INIT_CONTAINER_NAME, VERIFY_CONTAINER_NAME)
+        own_inits = (INIT_CONTAINER_NAME, VERIFY_CONTAINER_NAME, REPOSITORY_CONTAINER_NAME)
         self.init_containers = [
             c for c in self.init_containers or [] if getattr(c, "name", None) not in own_inits
-        ] + [plan.init_container, *([plan.gate_container] if plan.gate_container else [])]
+        ] + plan.init_containers
         self.labels = {**(self.labels or {}), **plan.labels}
         self.annotations = {**(self.annotations or {}), **plan.annotations}
         if not self.security_context:

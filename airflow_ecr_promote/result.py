@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes.client import models as k8s
 
-from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
+from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, REPOSITORY_CONTAINER_NAME
 from airflow_ecr_promote.promotion import Promotion
 from airflow_ecr_promote.repository import ecr_refusal, explain
 from airflow_ecr_promote.signatures import (
@@ -240,15 +240,18 @@ def read_pod(
     login = _terminated(status.init_container_statuses, INIT_CONTAINER_NAME)
     if login is not None and login.exit_code != 0:
         reason = (login.message or f"exit code {login.exit_code}").strip()
-        step = "logging in to the registries"
-        if reason.startswith("ecr-promote repository:"):  # scripts/repository.sh (create_repository)
-            step = "creating the destination repository"
-        return PodOutcome(None, f"Promotion {images} failed while {step}: {reason}")
+        return PodOutcome(None, f"Promotion {images} failed while logging in to the registries: {reason}")
     gate = _terminated(status.init_container_statuses, VERIFY_CONTAINER_NAME)
     if gate is not None and gate.exit_code != 0:
         checked = verify_images([copy.source for copy in promotion.copies])
         refused = gate_failure(gate.message or "", checked)
         return PodOutcome(None, f"Promotion {images} failed before copying anything: {refused}")
+    repository = _terminated(status.init_container_statuses, REPOSITORY_CONTAINER_NAME)
+    if repository is not None and repository.exit_code != 0:  # scripts/repository.sh
+        reason = (repository.message or f"exit code {repository.exit_code}").strip()
+        return PodOutcome(
+            None, f"Promotion {images} failed while creating the destination repository: {reason}"
+        )
     done = _terminated(status.container_statuses, copier)
     if done is None:
         waiting = "; ".join(_waiting_reasons(pod)) or f"pod phase {status.phase}"

@@ -96,16 +96,21 @@ def test_one_line_per_destination_repository() -> None:
 def test_the_init_container_creates_repositories_only_when_asked(engine: str) -> None:
     kwargs = {"on_conflict": "overwrite"} if engine == "kaniko" else {}
     plain = plan_pod(promotion(**kwargs), ENGINES[engine])
+    assert plain.repository_container is None
     assert "CREATE_REPOSITORIES" not in {e.name for e in plain.init_container.env}
     assert "create-repository" not in plain.init_container.command[2]
     asked = plan_pod(
         promotion(**kwargs), ENGINES[engine], create_repository=RepositorySettings(False, "IMMUTABLE")
     )
-    env = {e.name: e.value for e in asked.init_container.env}
+    assert asked.repository_container is not None
+    # its own init container, after the login (and after the gate, when there is one)
+    assert asked.init_containers == [asked.init_container, asked.repository_container]
+    assert "create-repository" not in asked.init_container.command[2]
+    env = {e.name: e.value for e in asked.repository_container.env}
     assert env["REPOSITORY_SETTINGS"] == "IMMUTABLE false AES256 -"
     assert env["CREATE_REPOSITORIES"].startswith("us-east-1 ")
-    script = asked.init_container.command[2]
-    assert script.index("get-login-password") < script.index("create-repository")
+    script = asked.repository_container.command[2]
+    assert "create-repository" in script
     assert "prod/app" not in script, "user values reach the script only through the environment"
 
 

@@ -16,6 +16,8 @@
 #   RETRIES       retries of each registry call on transient errors (default 3)
 #   SRC_AUTH, DEST_AUTH   skopeo auth files for the two sides; crane and regctl read
 #                 $DOCKER_CONFIG/config.json
+#   PINNED_SOURCES   with the signature gate: its list "<source> <repository>@<digest>", one a
+#                 line; each source is copied by the digest the gate verified, never by its tag
 # The report has one line per copy: "<n> <status> <dest digest|-> <source digest|-> [reason]",
 # status one of copied, present (already promoted), skipped (conflict left alone), failed.
 # With WITH_SIGNATURES=1 a copied or present line ends with
@@ -299,6 +301,18 @@ while read -r src dst; do
     fi
     printf '%s %s\n' "$src" "$dst" >> "$work/list"
 done < "$work/copies"
+if [ -n "${PINNED_SOURCES:-}" ]; then
+    # the gate verified these digests: copy them, not what the tags name by now; a source the gate
+    # did not pin is not copied at all
+    if ! awk 'NR == FNR { pin[$1] = $2; next }
+        !($1 in pin) { print "no digest pinned by the signature gate for " $1 > "/dev/stderr"; exit 1 }
+        { print pin[$1], $2 }' "$PINNED_SOURCES" "$work/list" > "$work/list.pinned"; then
+        say "refusing to copy: the signature gate's list $PINNED_SOURCES does not cover every source"
+        rm -rf "$work"
+        exit 1
+    fi
+    mv "$work/list.pinned" "$work/list"
+fi
 total=$(wc -l < "$work/list")
 total=$((total + 0))
 

@@ -88,6 +88,7 @@ COSIGN = GoTool(
     package="cmd/cosign",
     image=COSIGN_IMAGE,
     ldflags="-X sigs.k8s.io/release-utils/version.gitVersion={version}",
+    tag_suffix="-dev",  # the -dev image: the same release on a base with busybox
 )
 REFERRERS_REGISTRY = GoTool(
     name="referrers-registry",

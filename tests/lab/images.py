@@ -115,16 +115,19 @@ USER 1000
 CMD ["regctl", "--help"]
 """
 
-# cosign's image (ko-built, distroless: no shell): cosign in /ko-app as entrypoint, nonroot 65532.
+# cosign's -dev image (ko-built on distroless static-debian12:debug-nonroot): cosign in /ko-app as
+# entrypoint, busybox (static) in /busybox for the gate's script, nonroot 65532.
 _COSIGN = """\
 FROM scratch
+COPY busybox /busybox/busybox
+RUN ["/busybox/busybox", "--install", "-s", "/busybox"]
 COPY cosign /ko-app/cosign
 COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY passwd /etc/passwd
 COPY group /etc/group
 COPY tmp/ /tmp/
-ENV PATH=/usr/local/bin:/usr/bin:/bin:/ko-app SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \\
-    HOME=/home/nonroot
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/busybox:/ko-app \\
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt HOME=/home/nonroot
 RUN ["/ko-app/cosign", "version"]
 USER 65532
 ENTRYPOINT ["/ko-app/cosign"]
@@ -271,8 +274,7 @@ class ImageBuilder:
             (ctx / "docker" / ".keep").touch()
             (ctx / "nsswitch.conf").write_text("hosts: files dns\n")
         else:
-            if name != "cosign":
-                shutil.copy(BUSYBOX_STATIC, ctx / "busybox")
+            shutil.copy(BUSYBOX_STATIC, ctx / "busybox")
             (ctx / "passwd").write_text(_REGCTL_PASSWD if name == "regctl" else _PASSWD)
             (ctx / "group").write_text(_GROUP + ("appuser:x:1000:\n" if name == "regctl" else ""))
             (ctx / "tmp").mkdir()
