@@ -21,7 +21,7 @@ from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
 from airflow_ecr_promote.promotion import Promotion
-from airflow_ecr_promote.repository import ecr_refusal, explain
+from airflow_ecr_promote.repository import ecr_refusal, explain, interpret
 from airflow_ecr_promote.signatures import (
     TRAVELLED,
     VERIFY_CONTAINER_NAME,
@@ -139,7 +139,10 @@ def parse_copy_lines(
         travelled = None
         if extra and extra.startswith(f"{TRAVELLED} ") and fields[1] in ("copied", "present"):
             travelled, extra = parse_travelled(extra), None
-        entry = _entry(copy.source, copy.dest, fields[1], _digest(fields[2]), _digest(fields[3]), extra)
+        digest = _digest(fields[2])
+        if extra and fields[1] in ("failed", "skipped"):
+            extra = interpret(extra, fields[1], copy, digest)  # the script's fact, as a reason
+        entry = _entry(copy.source, copy.dest, fields[1], digest, _digest(fields[3]), extra)
         entries.append({**entry, **(travelled or {})})
     return entries
 
@@ -269,7 +272,7 @@ def read_pod(
             # kaniko writes a new config (created time, platform), so it never keeps the digest,
             # even when the source is named by digest (kaniko issue 673).
             entry["digest_kept"] = False
-        entries = [entry]
+        entries = [explain(entry, engine)]  # ECR's refusal in kaniko's words, with its fixes
     else:
         # unstripped: a report line may end with a space, and the summary's sha256 covers it
         entries = _script_entries(done.message or "", promotion, ended, read_log)
@@ -278,7 +281,6 @@ def read_pod(
                 if e["status"] == "unknown":
                     tail = f": {message[-1500:]}" if message else ""
                     e["reason"] = f"no report from the pod: its copier {ended}{tail}"
-    entries = [explain(entry, engine) for entry in entries]  # ECR's refusals, with their fixes
     result = summarize(entries, promotion, engine)
     failed = [e for e in entries if e["status"] in ("failed", "unknown")]
     if failed or done.exit_code != 0:
