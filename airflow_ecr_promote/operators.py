@@ -155,6 +155,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
         "eks_aws_conn_id",
     )
     ui_color = "#f0e4ff"
+    # (connect, read) seconds for reading the copier's log in cleanup: a node that is gone
+    # (Fargate, Karpenter consolidation) can leave the API server's log request hanging, and the
+    # task must then fail with what it knows rather than wait without end
+    log_read_timeout: tuple[float, float] = (10.0, 60.0)
     operator_extra_links = (*KubernetesPodOperator.operator_extra_links, EcrImageLink())
 
     def __init__(
@@ -426,6 +430,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 namespace=pod.metadata.namespace,
                 container=self.base_container_name,
                 _preload_content=False,
+                _request_timeout=self.log_read_timeout,
             )
             return bytes(response.data).decode("utf-8", "replace"), None
         except Exception as error:
