@@ -91,7 +91,10 @@ ensure_repository() {
         repo_check kmsKey "$4"
         encryption="$encryption,kmsKey=$4"
     fi
-    if as "$dcreds" aws ecr create-repository --region "$dregion" --repository-name "$drepo" \
+    # --registry-id: without it ECR creates the repository in the caller's own account, which is
+    # not the destination's when the role (or the pod's identity) belongs to another account
+    if as "$dcreds" aws ecr create-repository --region "$dregion" --registry-id "$daccount" \
+        --repository-name "$drepo" \
         --image-tag-mutability "$mutability" --image-scanning-configuration "scanOnPush=$scan" \
         --encryption-configuration "$encryption" > /dev/null 2> "$repo_out/.repo-err" ||
         grep -q RepositoryAlreadyExistsException "$repo_out/.repo-err"; then

@@ -227,6 +227,8 @@ class Lab(RegistryContent):
             "registry_host": acct.registry_host,
             "upstream_port": self.ports[acct.account_id],
             "password": acct.password,
+            # logins of the accounts its registry policy grants (moto: each account's own token)
+            "granted": [f"{a}-auth-token" for a in moto_iam.REGISTRY_GRANTS.get(acct.account_id, ())],
             "cert": str(d / "tls.crt"),
             "key": str(d / "tls.key"),
             "ca": str(self.ca_cert),

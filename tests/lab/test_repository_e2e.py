@@ -14,7 +14,7 @@ from airflow_ecr_promote.operators import EcrPromoteError
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
 from .lab import Lab
-from .moto_iam import PUSH_CREATE_ROLE_ARN
+from .moto_iam import PUSH_CREATE_ROLE_ARN, TOOLS_ACCOUNT, TOOLS_PUSH_CREATE_ROLE_ARN
 from .operator_run import TaskRun, lab_operator, run_task
 
 pytestmark = pytest.mark.lab
@@ -72,6 +72,28 @@ def test_create_repository_copies_the_source_repository_settings(lab: Lab, engin
     assert created["imageTagMutability"] == "IMMUTABLE"
     assert created["imageScanningConfiguration"] == {"scanOnPush": True}
     assert created["encryptionConfiguration"]["encryptionType"] == "KMS"
+
+
+@pytest.mark.parametrize("engine", ["skopeo", "crane"])
+def test_create_repository_with_a_push_role_of_a_third_account_creates_it_in_the_destination_account(
+    lab: Lab, engine: str
+) -> None:
+    """The push role belongs to a tools account that the destination's registry policy lets push and
+    create repositories: the repository is created in the destination account, not the role's own."""
+    from botocore.exceptions import ClientError
+
+    repo = f"repository/third-account-{engine}"
+    lab.push_image(SOURCE_ACCOUNT, repo, "1.0", seed=1260)
+    run = promote(lab, engine, repo, "1.0", create_repository=True, dest_role_arn=TOOLS_PUSH_CREATE_ROLE_ARN)
+    assert run.error is None, "\n".join(run.log[-30:])
+    assert run.result["status"] == "copied"
+    assert lab.digest(DEST_ACCOUNT, repo, "1.0") == run.result["digest"]
+    created = lab.ecr_client(DEST_ACCOUNT).describe_repositories(repositoryNames=[repo])["repositories"][0]
+    assert created["registryId"] == DEST_ACCOUNT
+    # and nothing in the role's own account
+    tools = lab.ecr_client(DEST_ACCOUNT, role_arn=TOOLS_PUSH_CREATE_ROLE_ARN)
+    with pytest.raises(ClientError, match="RepositoryNotFoundException"):
+        tools.describe_repositories(registryId=TOOLS_ACCOUNT, repositoryNames=[repo])
 
 
 def test_create_repository_with_given_settings_and_a_role_that_may_not_create_fails_naming_the_action(
