@@ -11,8 +11,10 @@ a missing repository is attributed to the source or the destination by its name 
 id, and a refused tag by its name (the image's own, or one of cosign's).
 
 With ``create_repository`` the init container creates each missing destination repository with
-the destination role, before any copy (``scripts/repository.sh``): with the settings given, or
-with the source repository's tag mutability, scan-on-push and encryption type (read with the
+the destination role, before any copy (``scripts/repository.sh``), in the destination's registry
+(``--registry-id``, whatever account the role belongs to): with the settings given, or with the
+source repository's tag mutability (with its exclusion filters for the ``*_WITH_EXCLUSION``
+modes, or not at all when they cannot be read), scan-on-push and encryption type (read with the
 source role).
 """
 
@@ -75,6 +77,16 @@ def parse_create_repository(value: object) -> RepositorySettings | None:
     if unknown:
         raise PromotionInputError("create_repository", value, f"has unknown keys {unknown}", _EXPECTED)
     mutability = value.get("imageTagMutability", "MUTABLE")
+    if mutability in ("MUTABLE_WITH_EXCLUSION", "IMMUTABLE_WITH_EXCLUSION"):
+        raise PromotionInputError(
+            "create_repository",
+            value,
+            f"imageTagMutability {mutability!r} needs exclusion filters, which these settings do not take "
+            "(creating the repository without them would make every tag follow the plain mode, the "
+            "sha256-* tags of cosign included)",
+            "Create the repository yourself with its filters, or pass create_repository=True to copy the "
+            "source repository's settings, exclusion filters included",
+        )
     if mutability not in ("MUTABLE", "IMMUTABLE"):
         raise PromotionInputError(
             "create_repository",

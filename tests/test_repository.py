@@ -67,6 +67,8 @@ def test_explicit_settings() -> None:
         ({}, "is not a boolean or a dict"),
         ({"mutability": "IMMUTABLE"}, "unknown keys ['mutability']"),
         ({"imageTagMutability": "immutable"}, "imageTagMutability 'immutable' is not ECR's"),
+        ({"imageTagMutability": "IMMUTABLE_WITH_EXCLUSION"}, "needs exclusion filters, which these settings"),
+        ({"imageTagMutability": "MUTABLE_WITH_EXCLUSION"}, "create_repository=True to copy the source"),
         ({"scanOnPush": "true"}, "scanOnPush 'true' is not a boolean"),
         ({"encryptionType": "DSSE"}, "encryptionType 'DSSE' is not ECR's"),
         ({"encryptionType": "AES256", "kmsKey": "alias/x"}, "kmsKey 'alias/x' is not a KMS key"),
