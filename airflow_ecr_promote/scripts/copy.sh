@@ -169,21 +169,36 @@ copy_image() {
     esac
 }
 
-# travelled N DST DIGEST: " travelled tags=... referrers=..." for DIGEST and each of its platform
-# manifests, as the destination holds them after the copy (regctl).
+# tags_of REPO: the tags of REPO, listed once per pod (a repository's list is as long as its
+# history; listing it for every copy made a batch cost copies x tags). Copies running at once
+# wait for the one that lists.
+tags_of() {
+    list="$work/tags-$(printf '%s' "$1" | sha256sum | cut -c1-32)"
+    until mkdir "$list.lock" 2> /dev/null; do sleep 1; done
+    [ -f "$list" ] || regctl tag ls "$1" > "$list" || rm -f "$list"
+    rm -rf "$list.lock"
+    cat "$list" 2> /dev/null
+}
+
+# travelled N SRC DST DIGEST: " travelled tags=... referrers=..." for DIGEST and each of its
+# platform manifests (regctl), as the destination holds them after the copy: cosign's tags that
+# the destination held when its tags were listed, and those the copy brought from the source
+# (--digest-tags copies the source's), from one listing of each repository per pod.
 travelled() {
-    repo=${2%@*}
+    srepo=${2%@*}
+    srepo=${srepo%:*}
+    repo=${3%@*}
     repo=${repo%:*}
     {
-        echo "$3"
-        regctl manifest get "$repo@$3" \
+        echo "$4"
+        regctl manifest get "$repo@$4" \
             --format '{{if .IsList}}{{range .GetManifestList}}{{println .Digest}}{{end}}{{end}}'
     } > "$work/digests.$1" 2>> "$work/copy.$1" || return 1
-    regctl tag ls "$repo" > "$work/tags.$1" 2>> "$work/copy.$1" || return 1
+    { tags_of "$repo" && tags_of "$srepo"; } > "$work/tags.$1" 2>> "$work/copy.$1" || return 1
     tags="" refs=""
     while read -r d; do
         [ -n "$d" ] || continue
-        for t in $(grep "^sha256-${d#sha256:}" "$work/tags.$1"); do tags="$tags,$t"; done
+        for t in $(grep "^sha256-${d#sha256:}" "$work/tags.$1" | awk '!seen[$0]++'); do tags="$tags,$t"; done
         regctl artifact list "$repo@$d" --format '{{range .Descriptors}}{{println .Digest}}{{end}}' \
             > "$work/refs.$1" 2>> "$work/copy.$1" || return 1
         for r in $(cat "$work/refs.$1"); do refs="$refs,$r"; done
@@ -191,7 +206,7 @@ travelled() {
     printf ' travelled tags=%s referrers=%s' "${tags#,}" "${refs#,}"
 }
 
-# signed_extras N DST DIGEST: the travelled field when WITH_SIGNATURES=1, or nothing.
+# signed_extras N SRC DST DIGEST: the travelled field when WITH_SIGNATURES=1, or nothing.
 signed_extras() {
     [ "${WITH_SIGNATURES:-0}" = 1 ] || return 0
     travelled "$@"
@@ -264,7 +279,7 @@ promote() {
         if [ "$dst_digest" = "$src_digest" ]; then
             if [ "${WITH_SIGNATURES:-0}" = 1 ]; then
                 # signatures may have been added since: copy what the destination lacks
-                if ! copy_image "$n" "$src" "$dst" > /dev/null || ! extras=$(travelled "$n" "$dst" "$dst_digest"); then
+                if ! copy_image "$n" "$src" "$dst" > /dev/null || ! extras=$(travelled "$n" "$src" "$dst" "$dst_digest"); then
                     failed "$n" "$dst_digest" "$src_digest" signatures "$work/copy.$n"
                     return
                 fi
@@ -305,7 +320,7 @@ promote() {
             conflict "$n" || return
         fi
     done
-    if ! extras=$(signed_extras "$n" "$dst" "$new_digest"); then
+    if ! extras=$(signed_extras "$n" "$src" "$dst" "$new_digest"); then
         failed "$n" "$new_digest" "${src_digest:-$new_digest}" listing "$work/copy.$n"
         return
     fi
