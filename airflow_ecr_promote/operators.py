@@ -22,11 +22,11 @@ from airflow_ecr_promote.eks import EksTarget, eks_kubeconfig, parse_eks_target
 from airflow_ecr_promote.engines import Engine
 from airflow_ecr_promote.links import EcrImageLink, link_target
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, OWN_VOLUMES, PodPlan, plan_pod
-from airflow_ecr_promote.precheck import already_promoted
-from airflow_ecr_promote.promotion import Promotion, parse_promotion
+from airflow_ecr_promote.precheck import already_promoted, confirm_promoted
+from airflow_ecr_promote.promotion import Copy, Promotion, parse_promotion
 from airflow_ecr_promote.refs import IMAGE_NAME, PromotionInputError, parse_image_ref, parse_role_arn
 from airflow_ecr_promote.repository import parse_create_repository
-from airflow_ecr_promote.result import present, read_pod, summarize
+from airflow_ecr_promote.result import Confirm, present, read_pod, summarize
 from airflow_ecr_promote.signatures import VERIFY_CONTAINER_NAME
 
 __all__ = ["EcrListTagsOperator", "EcrPromoteError", "EcrPromoteOperator"]
@@ -438,6 +438,19 @@ class EcrPromoteOperator(KubernetesPodOperator):
             text = f"HTTP {status} {reason}" if status else (str(error).strip().split("\n") or [""])[0]
             return None, f"{type(error).__name__}: {text[:300]}"
 
+    def _confirm_through_ecr(self) -> Confirm:
+        """Copies whose report lines were lost, confirmed through the ECR API (the worker's AWS
+        connections): the destination holds the source's digest."""
+        source, dest = self.source_aws_conn_id or self.dest_aws_conn_id, self.dest_aws_conn_id
+
+        def confirm(copies: list[Copy]) -> list[str | None]:
+            self.log.info(
+                "The copier's full report is lost: confirming %d copies through the ECR API", len(copies)
+            )
+            return confirm_promoted(copies, source_conn_id=source, dest_conn_id=dest)
+
+        return confirm
+
     def _skip_if_promoted(self, context: Context) -> bool:
         if self.dest_aws_conn_id is None or self._promotion is None or self._engine is None:
             return False
@@ -500,6 +513,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 self._engine.name,
                 self.base_container_name,
                 read_log=lambda: self._copier_log(final),
+                confirm=self._confirm_through_ecr() if self.dest_aws_conn_id is not None else None,
             )
             self._result = outcome.result
             # A failed task returns nothing: keep what it did promote readable, as KPO does.
