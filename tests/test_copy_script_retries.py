@@ -109,7 +109,27 @@ def test_retries_reach_every_tool_and_stop_at_the_count(stand_ins: Path, tmp_pat
     assert read(state, "sleeps") == ["1", "2"]
 
 
-@pytest.mark.parametrize(("error", "error_class"), [(DENIED, "denied"), (NO_REPOSITORY, "name_unknown")])
+IMMUTABLE = (
+    "The image tag '1' already exists in the 'team/app' repository and cannot be overwritten because the "
+    "repository is immutable."
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "error_class"),
+    [
+        (DENIED, "denied"),
+        (NO_REPOSITORY, "name_unknown"),
+        (f"PUT https://{DEST}: TAG_INVALID: {IMMUTABLE}", "tag_invalid"),
+        # skopeo names the registry's codes in words
+        ("writing manifest: denied: User is not authorized to perform: ecr:PutImage", "denied"),
+        (
+            f"reading manifest 1 in {DEST}: name unknown: {NO_REPOSITORY.split('NAME_UNKNOWN: ')[1]}",
+            "name_unknown",
+        ),
+        (f'level=debug msg="Error uploading manifest: tag invalid: {IMMUTABLE}"', "tag_invalid"),
+    ],
+)
 def test_refusals_are_not_retried(stand_ins: Path, tmp_path: Path, error: str, error_class: str) -> None:
     state = tmp_path / "state"
     registry(state, **{key(SOURCE): A})

@@ -66,11 +66,13 @@ oneline() {
 }
 
 # error_class FILE: what kind of failure a tool's output reports, from the registry's error code
-# (no interpretation of the registry's prose: the operator does that). skopeo's --debug lines
-# are read only for TAG_INVALID and the manifest-list race, which it reports at debug level only.
+# (no interpretation of the registry's prose: the operator does that). crane and regctl print
+# the code as the registry sends it (TAG_INVALID), skopeo in words ("tag invalid"). skopeo's
+# --debug lines are read only for TAG_INVALID and the manifest-list race, which it reports at
+# debug level only.
 error_class() {
     grep -v 'level=debug' "$1" > "$1.plain"
-    if grep -q 'TAG_INVALID' "$1"; then
+    if grep -qiE 'TAG_INVALID|tag invalid' "$1"; then
         echo tag_invalid
     elif grep -qiE 'NAME_UNKNOWN|name unknown' "$1.plain"; then
         echo name_unknown
@@ -93,7 +95,7 @@ error_class() {
 # refusal that carries one, else the tool's last words (skopeo's debug lines left out)
 message_of() {
     case "$1" in
-        tag_invalid) words=$(grep -o 'TAG_INVALID.*' "$2" | head -n 1 | sed 's/" *$//' | oneline) ;;
+        tag_invalid) words=$(grep -oiE '(TAG_INVALID|tag invalid).*' "$2" | head -n 1 | sed 's/" *$//' | oneline) ;;
         name_unknown) words=$(grep -oiE '(NAME_UNKNOWN|name unknown).*' "$2" | head -n 1 | sed 's/" *$//' | oneline) ;;
         *) words= ;;
     esac

@@ -58,6 +58,23 @@ def test_missing_destination_repository_fails_naming_it_the_account_and_both_fix
     assert lab.digest(DEST_ACCOUNT, repo, "1.0") is None
 
 
+@pytest.mark.parametrize("engine", COPYING_ENGINES)
+def test_a_missing_source_repository_named_like_the_destination_is_reported_as_the_source(
+    lab: Lab, engine: str
+) -> None:
+    """dev-to-prod naming: the destination's repository exists, the source's of the same name does
+    not. ECR's NAME_UNKNOWN names the source's registry id: the source is missing, not the
+    destination, and create_repository is no fix."""
+    repo = f"repository/dev-to-prod-{engine}"
+    lab.create_repository(DEST_ACCOUNT, repo)
+    run = promote(lab, engine, repo, "1.0")
+    assert isinstance(run.error, EcrPromoteError), run.log[-20:]
+    message = str(run.error)
+    assert f"source {SOURCE_HOST}/{repo}:1.0 not found" in message
+    assert "does not exist (ECR" not in message and "create_repository" not in message
+    assert lab.digest(DEST_ACCOUNT, repo, "1.0") is None
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_create_repository_copies_the_source_repository_settings(lab: Lab, engine: str) -> None:
     repo = f"repository/created-{engine}"
