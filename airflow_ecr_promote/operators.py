@@ -28,11 +28,11 @@ from airflow_ecr_promote.pod import (
     PodPlan,
     plan_pod,
 )
-from airflow_ecr_promote.precheck import already_promoted
-from airflow_ecr_promote.promotion import Promotion, parse_promotion
+from airflow_ecr_promote.precheck import already_promoted, confirm_promoted
+from airflow_ecr_promote.promotion import Copy, Promotion, parse_promotion
 from airflow_ecr_promote.refs import IMAGE_NAME, PromotionInputError, parse_image_ref, parse_role_arn
 from airflow_ecr_promote.repository import parse_create_repository
-from airflow_ecr_promote.result import present, read_pod, summarize
+from airflow_ecr_promote.result import Confirm, present, read_pod, summarize
 from airflow_ecr_promote.signatures import VERIFY_CONTAINER_NAME
 
 __all__ = ["EcrListTagsOperator", "EcrPromoteError", "EcrPromoteOperator"]
@@ -165,6 +165,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
         "eks_aws_conn_id",
     )
     ui_color = "#f0e4ff"
+    # (connect, read) seconds for reading the copier's log in cleanup: a node that is gone
+    # (Fargate, Karpenter consolidation) can leave the API server's log request hanging, and the
+    # task must then fail with what it knows rather than wait without end
+    log_read_timeout: tuple[float, float] = (10.0, 60.0)
     operator_extra_links = (*KubernetesPodOperator.operator_extra_links, EcrImageLink())
 
     def __init__(
@@ -436,12 +440,26 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 namespace=pod.metadata.namespace,
                 container=self.base_container_name,
                 _preload_content=False,
+                _request_timeout=self.log_read_timeout,
             )
             return bytes(response.data).decode("utf-8", "replace"), None
         except Exception as error:
             status, reason = getattr(error, "status", None), getattr(error, "reason", None)
             text = f"HTTP {status} {reason}" if status else (str(error).strip().split("\n") or [""])[0]
             return None, f"{type(error).__name__}: {text[:300]}"
+
+    def _confirm_through_ecr(self) -> Confirm:
+        """Copies whose report lines were lost, confirmed through the ECR API (the worker's AWS
+        connections): the destination holds the source's digest."""
+        source, dest = self.source_aws_conn_id or self.dest_aws_conn_id, self.dest_aws_conn_id
+
+        def confirm(copies: list[Copy]) -> list[str | None]:
+            self.log.info(
+                "The copier's full report is lost: confirming %d copies through the ECR API", len(copies)
+            )
+            return confirm_promoted(copies, source_conn_id=source, dest_conn_id=dest)
+
+        return confirm
 
     def _skip_if_promoted(self, context: Context) -> bool:
         if self.dest_aws_conn_id is None or self._promotion is None or self._engine is None:
@@ -505,6 +523,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 self._engine.name,
                 self.base_container_name,
                 read_log=lambda: self._copier_log(final),
+                confirm=self._confirm_through_ecr() if self.dest_aws_conn_id is not None else None,
             )
             self._result = outcome.result
             # A failed task returns nothing: keep what it did promote readable, as KPO does.

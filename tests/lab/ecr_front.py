@@ -15,6 +15,9 @@ moto's ECR backend directly. For each authenticated request on ``/v2/<repository
   again is accepted, as ECR does);
 - everything else goes to the registry unchanged, streamed both ways (uploads are not buffered).
 
+A login of an account the registry's policy grants (``granted``: moto hands each account's
+principals a token for their own account, ``AWS:<account>-auth-token``, where ECR's token opens
+every registry that lets the principal in) is passed on as the account's own.
 A request without the account's credentials goes to the registry as it is, which answers 401,
 as ECR checks authentication before the repository. One request per connection: the front
 answers ``Connection: close``, and clients open a new connection for the next request.
@@ -97,6 +100,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         target = repository_of(path)
         body: bytes | None = None
+        if self.headers.get("Authorization") in front.granted:
+            self.headers.replace_header("Authorization", front.authorization)
         if target is not None and self.headers.get("Authorization") == front.authorization:
             repository, ref = target
             mutability = front.lookup(repository)
@@ -251,6 +256,7 @@ class _FrontServer(ThreadingHTTPServer):
     upstream_host: str
     upstream_port: int
     authorization: str
+    granted: frozenset[str]
     lookup: RepositoryLookup
     client_context: ssl.SSLContext
 
@@ -267,12 +273,14 @@ def serve(
     key: str,
     ca: str,
     lookup: RepositoryLookup,
+    granted: tuple[str, ...] = (),
 ) -> ThreadingHTTPServer:
     """Serve one account's front on ``bind:port`` in a daemon thread, in front of ``bind:upstream_port``."""
     server = _FrontServer((bind, port), _Handler)
     server.account, server.registry_host = account, registry_host
     server.upstream_host, server.upstream_port = bind, upstream_port
-    server.authorization = "Basic " + base64.b64encode(f"AWS:{password}".encode()).decode()
+    server.authorization = _basic(password)
+    server.granted = frozenset(_basic(p) for p in granted)
     server.lookup = lookup
     server.client_context = ssl.create_default_context(cafile=ca)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -280,6 +288,10 @@ def serve(
     server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     threading.Thread(target=server.serve_forever, name=f"ecr-front-{account}", daemon=True).start()
     return server
+
+
+def _basic(password: str) -> str:
+    return "Basic " + base64.b64encode(f"AWS:{password}".encode()).decode()
 
 
 def moto_lookup(account: str, region: str) -> RepositoryLookup:
@@ -300,5 +312,6 @@ def start_all(specs: list[dict[str, Any]]) -> list[ThreadingHTTPServer]:
     for spec in specs:
         spec = dict(spec)
         region = spec.pop("region")
+        spec["granted"] = tuple(spec.get("granted", ()))
         servers.append(serve(**spec, lookup=moto_lookup(spec["account"], region)))
     return servers

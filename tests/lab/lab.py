@@ -19,7 +19,10 @@ The registries follow ECR's repository rules (tests/lab/ecr_front.py, in front o
 repository exists only once created through the ECR API, e.g. `Lab.create_repository(DEST_ACCOUNT,
 "team/app", immutable=True)` (setup, as IaC would), and an IMMUTABLE one refuses to move a tag.
 `push_image` creates its repository; a test that promotes into a new destination repository
-creates it first, or uses `create_repository=True` with `moto_iam.PUSH_CREATE_ROLE_ARN`.
+creates it first, or uses `create_repository=True` with `moto_iam.PUSH_CREATE_ROLE_ARN` (or
+`moto_iam.TOOLS_PUSH_CREATE_ROLE_ARN`, a third account's role that the destination's registry
+policy grants: ECR calls naming the destination's registryId act there, and the destination's
+registry accepts that account's login).
 """
 
 from __future__ import annotations
@@ -228,6 +231,8 @@ class Lab(RegistryContent):
             "registry_host": acct.registry_host,
             "upstream_port": self.ports[acct.account_id],
             "password": acct.password,
+            # logins of the accounts its registry policy grants (moto: each account's own token)
+            "granted": [f"{a}-auth-token" for a in moto_iam.REGISTRY_GRANTS.get(acct.account_id, ())],
             "cert": str(d / "tls.crt"),
             "key": str(d / "tls.key"),
             "ca": str(self.ca_cert),

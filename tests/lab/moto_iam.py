@@ -16,6 +16,10 @@ the very first request (`INITIAL_NO_AUTH_ACTION_COUNT=0`):
 - role `arn:aws:iam::210987654321:role/ecr-promote-push-create`: the same plus
   `ecr:CreateRepository` (the README's policy for `create_repository`).
   They trust exactly the user's ARN and allow `ecr:GetAuthorizationToken`.
+- role `arn:aws:iam::345678901234:role/ecr-promote-push-create` (a third, "tools" account): the
+  same actions; the destination's registry policy grants that account (`REGISTRY_GRANTS`), so an
+  ECR call of it naming the destination's `registryId` acts on the destination's registry, and the
+  destination's registry accepts its login (tests/lab/ecr_front.py), as in AWS;
 - role `ecr-promote-lab-admin` in each account (`ecr:*`): the lab's own setup, e.g. creating the
   repositories a test pushes to (`Lab.create_repository`), never a promotion's identity.
 - role `ecr-promote-airflow` (source account, trusting the user too): the identity of an Airflow
@@ -36,7 +40,10 @@ account (moto only looks in the caller's, so cross-account trust was never check
 that does not exist is refused, and the AccessDenied message names the role
 ("... is not authorized to perform: sts:AssumeRole on resource: <role ARN>"); and a bodiless
 GET (EKS DescribeCluster) is signature-checked as sent (moto signed its parsed parameters as a body).
-Not enforced: resource policies, permission boundaries, conditions other than moto's trust
+An ECR request naming another account's `registryId` acts on that account's registry when its
+registry policy grants the caller's account (`REGISTRY_GRANTS`), and is refused otherwise (moto
+kept every repository in the caller's own account, whatever the registryId).
+Not enforced: other resource policies, permission boundaries, conditions other than moto's trust
 policy ones; `/moto-api/` stays open (the lab reads `/moto-api/data.json`).
 """
 
@@ -80,6 +87,11 @@ PUSH_ACTIONS = [
 # the push role of a promotion with create_repository (README: "IAM policies")
 PUSH_CREATE_ACTIONS = [*PUSH_ACTIONS, "ecr:CreateRepository"]
 PUSH_CREATE_ROLE_ARN = f"arn:aws:iam::{DEST_ACCOUNT}:role/ecr-promote-push-create"
+# a third account (e.g. a CI/tools account) whose push role the destination's registry policy lets
+# push and create repositories: an ECR call naming the destination's registryId acts there
+TOOLS_ACCOUNT = "345678901234"
+TOOLS_PUSH_CREATE_ROLE_ARN = f"arn:aws:iam::{TOOLS_ACCOUNT}:role/ecr-promote-push-create"
+REGISTRY_GRANTS = {DEST_ACCOUNT: (TOOLS_ACCOUNT,)}  # registry account -> accounts its policy allows
 # the lab's own setup (creating repositories before a test) in each account, never a pod's identity
 LAB_ADMIN_ROLE_ARNS = {
     a: f"arn:aws:iam::{a}:role/ecr-promote-lab-admin" for a in (SOURCE_ACCOUNT, DEST_ACCOUNT)
@@ -92,8 +104,8 @@ def _doc(*statements: dict[str, Any]) -> str:
 
 BASE_POLICY = _doc(
     {"Sid": "AssumeThePromotionRoles", "Effect": "Allow", "Action": "sts:AssumeRole",
-     "Resource": [PULL_ROLE_ARN, PUSH_ROLE_ARN, PUSH_CREATE_ROLE_ARN, AIRFLOW_ROLE_ARN, EKS_ADMIN_ROLE_ARN,
-                  *LAB_ADMIN_ROLE_ARNS.values()]},
+     "Resource": [PULL_ROLE_ARN, PUSH_ROLE_ARN, PUSH_CREATE_ROLE_ARN, TOOLS_PUSH_CREATE_ROLE_ARN,
+                  AIRFLOW_ROLE_ARN, EKS_ADMIN_ROLE_ARN, *LAB_ADMIN_ROLE_ARNS.values()]},
     {"Sid": "PodIdentityLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
 )  # fmt: skip
 TRUST_POLICY = _doc({"Effect": "Allow", "Principal": {"AWS": BASE_USER_ARN}, "Action": "sts:AssumeRole"})
@@ -101,6 +113,7 @@ ROLES = {  # role ARN -> actions its inline policy allows (on "*": moto compares
     PULL_ROLE_ARN: PULL_ACTIONS,
     PUSH_ROLE_ARN: PUSH_ACTIONS,
     PUSH_CREATE_ROLE_ARN: PUSH_CREATE_ACTIONS,
+    TOOLS_PUSH_CREATE_ROLE_ARN: PUSH_CREATE_ACTIONS,
     **{arn: ["ecr:*"] for arn in LAB_ADMIN_ROLE_ARNS.values()},
     AIRFLOW_ROLE_ARN: ["eks:DescribeCluster"],
     EKS_ADMIN_ROLE_ARN: ["eks:CreateCluster", "eks:DescribeCluster", "eks:ListClusters"],
@@ -225,10 +238,32 @@ def enforce() -> None:
         return original_request(self)
 
     base._create_aws_request = create_aws_request  # type: ignore[method-assign]
+    _registry_ids()
     base.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
     base._is_assuming_role_operation = is_assuming_role_operation  # type: ignore[method-assign]
     base._check_role_trust_relationship = check_role_trust_relationship  # type: ignore[method-assign]
     access_control.IAMRequest._raise_access_denied = raise_access_denied  # type: ignore[method-assign]
+
+
+def _registry_ids() -> None:
+    """ECR calls act on the registry their ``registryId`` names (moto used the caller's account's
+    backend for every call, only labelling a repository with the registryId given)."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.ecr.models import ecr_backends
+    from moto.ecr.responses import ECRResponse
+
+    def ecr_backend(self: Any) -> Any:
+        caller = self.current_account
+        registry = self._get_param("registryId") or caller
+        if registry != caller and caller not in REGISTRY_GRANTS.get(registry, ()):
+            raise JsonRESTError(
+                "AccessDeniedException",
+                f"User: account {caller} is not authorized to perform this action on the registry "
+                f"with id '{registry}': no registry policy grants it",
+            )
+        return ecr_backends[registry][self.region]
+
+    ECRResponse.ecr_backend = property(ecr_backend)  # type: ignore[method-assign,assignment]
 
 
 def main(argv: list[str] | None = None) -> None:
