@@ -31,6 +31,7 @@ from airflow_ecr_promote.engines import DEFAULT_ENGINE, ENGINES
 from airflow_ecr_promote.pod import DEFAULT_INIT_IMAGE, LABEL_PREFIX
 from airflow_ecr_promote.promotion import ON_CONFLICT_CHOICES
 from airflow_ecr_promote.refs import EXAMPLE_DEST, EXAMPLE_IMAGE, EXAMPLE_ROLE, PromotionInputError, show
+from airflow_ecr_promote.signatures import COSIGN_IMAGE
 
 if TYPE_CHECKING:
     from kubernetes.client import models as k8s
@@ -175,7 +176,7 @@ _PROMOTION_OPTIONS = (
     _Option(
         "cosign_image",
         "IMAGE",
-        "override the signature gate's image (default ghcr.io/sigstore/cosign/cosign:v2.6.5)",
+        f"override the signature gate's image, cosign with a shell (default {COSIGN_IMAGE})",
     ),
 )
 _MANIFEST_OPTIONS = (

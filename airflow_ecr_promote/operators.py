@@ -21,12 +21,18 @@ from airflow_ecr_promote.discovery import EcrListTagsOperator
 from airflow_ecr_promote.eks import EksTarget, eks_kubeconfig, parse_eks_target
 from airflow_ecr_promote.engines import Engine
 from airflow_ecr_promote.links import EcrImageLink, link_target
-from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, OWN_VOLUMES, PodPlan, plan_pod
-from airflow_ecr_promote.precheck import already_promoted
-from airflow_ecr_promote.promotion import Promotion, parse_promotion
+from airflow_ecr_promote.pod import (
+    INIT_CONTAINER_NAME,
+    OWN_VOLUMES,
+    REPOSITORY_CONTAINER_NAME,
+    PodPlan,
+    plan_pod,
+)
+from airflow_ecr_promote.precheck import already_promoted, confirm_promoted
+from airflow_ecr_promote.promotion import Copy, Promotion, parse_promotion
 from airflow_ecr_promote.refs import IMAGE_NAME, PromotionInputError, parse_image_ref, parse_role_arn
 from airflow_ecr_promote.repository import parse_create_repository
-from airflow_ecr_promote.result import present, read_pod, summarize
+from airflow_ecr_promote.result import Confirm, present, read_pod, summarize
 from airflow_ecr_promote.signatures import VERIFY_CONTAINER_NAME
 
 __all__ = ["EcrListTagsOperator", "EcrPromoteError", "EcrPromoteOperator"]
@@ -117,7 +123,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
     :param create_repository: False (default): a missing destination repository fails the task,
         naming it and the fixes. True: the destination role creates it, with the source repository's
         tag mutability, scan on push and encryption type; a dict of settings (``imageTagMutability``,
-        ``scanOnPush``, ``encryptionType``, ``kmsKey``): creates it with those. Needs
+        ``scanOnPush``, ``encryptionType``, ``kmsKey``): creates it with those. The repository is
+        created after the signature gate, when there is one, and before any copy. Needs
         ``ecr:CreateRepository`` and ``ecr:DescribeRepositories`` (README "IAM policies")
     :param parallel: copies run at once in a batch
     :param with_signatures: also copy, for the image and each platform manifest, cosign's
@@ -125,8 +132,11 @@ class EcrPromoteOperator(KubernetesPodOperator):
         the return value lists them (``cosign_tags``, ``referrers``). None: on for ``"regctl"``, the
         engine that can; True with another engine is refused
     :param verify_signature_key: a PEM public key (``cosign.pub``): the signature gate. An init
-        container runs ``cosign verify --key`` on every source image before the copier starts; an
-        image without a valid signature fails the task and nothing is written
+        container resolves every source image to its digest once and runs ``cosign verify --key``
+        on those digests (cosign's ``.sig`` tags and OCI 1.1 referrer signatures) before the
+        repository step and the copier, which copies the verified digests; an image without a
+        valid signature fails the task and nothing is written, repositories included. The gate
+        sees only the source's credentials. None: no gate; an empty or blank key is refused
     :param cosign_image: the gate's image; overrides ``[ecr_promote] cosign_image`` and the pinned
         ``ghcr.io/sigstore/cosign/cosign`` release
     :param dest_aws_conn_id: an Airflow AWS connection that can call ``ecr:DescribeImages`` on
@@ -155,6 +165,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
         "eks_aws_conn_id",
     )
     ui_color = "#f0e4ff"
+    # (connect, read) seconds for reading the copier's log in cleanup: a node that is gone
+    # (Fargate, Karpenter consolidation) can leave the API server's log request hanging, and the
+    # task must then fail with what it knows rather than wait without end
+    log_read_timeout: tuple[float, float] = (10.0, 60.0)
     operator_extra_links = (*KubernetesPodOperator.operator_extra_links, EcrImageLink())
 
     def __init__(
@@ -371,10 +385,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.volumes = [
             v for v in self.volumes or [] if getattr(v, "name", None) not in OWN_VOLUMES
         ] + plan.volumes
-        own_inits = (INIT_CONTAINER_NAME, VERIFY_CONTAINER_NAME)
+        own_inits = (INIT_CONTAINER_NAME, VERIFY_CONTAINER_NAME, REPOSITORY_CONTAINER_NAME)
         self.init_containers = [
             c for c in self.init_containers or [] if getattr(c, "name", None) not in own_inits
-        ] + [plan.init_container, *([plan.gate_container] if plan.gate_container else [])]
+        ] + plan.init_containers
         self.labels = {**(self.labels or {}), **plan.labels}
         self.annotations = {**(self.annotations or {}), **plan.annotations}
         if not self.security_context:
@@ -426,12 +440,26 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 namespace=pod.metadata.namespace,
                 container=self.base_container_name,
                 _preload_content=False,
+                _request_timeout=self.log_read_timeout,
             )
             return bytes(response.data).decode("utf-8", "replace"), None
         except Exception as error:
             status, reason = getattr(error, "status", None), getattr(error, "reason", None)
             text = f"HTTP {status} {reason}" if status else (str(error).strip().split("\n") or [""])[0]
             return None, f"{type(error).__name__}: {text[:300]}"
+
+    def _confirm_through_ecr(self) -> Confirm:
+        """Copies whose report lines were lost, confirmed through the ECR API (the worker's AWS
+        connections): the destination holds the source's digest."""
+        source, dest = self.source_aws_conn_id or self.dest_aws_conn_id, self.dest_aws_conn_id
+
+        def confirm(copies: list[Copy]) -> list[str | None]:
+            self.log.info(
+                "The copier's full report is lost: confirming %d copies through the ECR API", len(copies)
+            )
+            return confirm_promoted(copies, source_conn_id=source, dest_conn_id=dest)
+
+        return confirm
 
     def _skip_if_promoted(self, context: Context) -> bool:
         if self.dest_aws_conn_id is None or self._promotion is None or self._engine is None:
@@ -495,6 +523,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 self._engine.name,
                 self.base_container_name,
                 read_log=lambda: self._copier_log(final),
+                confirm=self._confirm_through_ecr() if self.dest_aws_conn_id is not None else None,
             )
             self._result = outcome.result
             # A failed task returns nothing: keep what it did promote readable, as KPO does.

@@ -25,17 +25,22 @@ from airflow_ecr_promote.promotion import Promotion
 from airflow_ecr_promote.repository import RepositorySettings, create_repositories_env
 from airflow_ecr_promote.signatures import (
     COSIGN_IMAGE,
+    GATE_DIR,
+    GATE_VOLUME,
+    PINNED_DOCKERFILE,
+    PINNED_FILE,
+    gate_volume,
     parse_public_key,
     parse_with_signatures,
     verify_container,
-    verify_images,
 )
 
 DEFAULT_INIT_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.27.50"
 INIT_CONTAINER_NAME = "ecr-promote-login"
+REPOSITORY_CONTAINER_NAME = "ecr-promote-repository"
 AUTH_VOLUME = "ecr-promote-auth"
 SCRATCH_VOLUME = "ecr-promote-scratch"
-OWN_VOLUMES = (AUTH_VOLUME, SCRATCH_VOLUME)
+OWN_VOLUMES = (AUTH_VOLUME, SCRATCH_VOLUME, GATE_VOLUME)
 AUTH_VOLUME_SIZE = "16Mi"
 SCRATCH_VOLUME_SIZE = "2Gi"
 # Label and annotation keys live under a DNS name of the project's own (the GitHub Pages host of
@@ -64,6 +69,15 @@ class PodPlan:
     annotations: dict[str, str] = field(default_factory=dict)
     # the signature gate (cosign verify), run after the login container and before the copier
     gate_container: k8s.V1Container | None = None
+    # create_repository (scripts/repository.sh), run after the gate: a refused promotion writes nothing
+    repository_container: k8s.V1Container | None = None
+
+    @property
+    def init_containers(self) -> list[k8s.V1Container]:
+        """The promotion's init containers, in the order they run: login, gate, repository."""
+        return [
+            c for c in (self.init_container, self.gate_container, self.repository_container) if c is not None
+        ]
 
 
 def label_value(text: str) -> str:
@@ -149,25 +163,10 @@ def plan_pod(
         "TMPDIR": SCRATCH_DIR,
         "AWS_PAGER": "",
     }
-    if engine.writes_dockerfile:
-        init_env["SOURCE_IMAGE"] = str(promotion.source)
-    init_script = script("login.sh")
-    if create_repository is not None:  # after the logins, before any copy: scripts/repository.sh
-        init_env.update(create_repositories_env(promotion, create_repository))
-        init_script += script("repository.sh")
-    init_container = k8s.V1Container(
-        name=INIT_CONTAINER_NAME,
-        image=init_image or DEFAULT_INIT_IMAGE,
-        command=["sh", "-c", init_script],
-        env=_env(init_env),
-        volume_mounts=[
-            k8s.V1VolumeMount(name=AUTH_VOLUME, mount_path=AUTH_DIR),
-            k8s.V1VolumeMount(name=SCRATCH_VOLUME, mount_path=SCRATCH_DIR),
-        ],
-        resources=_resources("50m", "128Mi", "512Mi"),
-        security_context=_container_security(None),
-        termination_message_policy="FallbackToLogsOnError",
-    )
+    init_mounts = [
+        k8s.V1VolumeMount(name=AUTH_VOLUME, mount_path=AUTH_DIR),
+        k8s.V1VolumeMount(name=SCRATCH_VOLUME, mount_path=SCRATCH_DIR),
+    ]
     mounts = [k8s.V1VolumeMount(name=AUTH_VOLUME, mount_path=engine.auth_mount, read_only=True)]
     if engine.read_only_root:
         mounts.append(k8s.V1VolumeMount(name=SCRATCH_VOLUME, mount_path=SCRATCH_DIR))
@@ -183,14 +182,56 @@ def plan_pod(
     ]
     gate = None
     if key is not None:
+        # The gate's own volume: the login container writes the source's auth file to it, the gate
+        # writes the digests it verified, and the copier copies those digests (read-only here).
         gate = verify_container(
-            verify_images([copy.source for copy in promotion.copies]),
+            [copy.source for copy in promotion.copies],
             key,
             cosign_image or COSIGN_IMAGE,
             security_context=_container_security(None),
             resources=_resources("50m", "64Mi", "512Mi"),
-            auth_volume=AUTH_VOLUME,
-            scratch_volume=SCRATCH_VOLUME,
+        )
+        volumes.append(gate_volume())
+        init_env["GATE_DIR"] = GATE_DIR
+        init_mounts.append(k8s.V1VolumeMount(name=GATE_VOLUME, mount_path=GATE_DIR))
+        mounts.append(k8s.V1VolumeMount(name=GATE_VOLUME, mount_path=GATE_DIR, read_only=True))
+        if engine.writes_dockerfile:  # kaniko builds FROM the verified digest
+            args = [a for a in args if not a.startswith("--dockerfile=")] + [
+                f"--dockerfile={PINNED_DOCKERFILE}"
+            ]
+        else:
+            copier_env["PINNED_SOURCES"] = PINNED_FILE
+    elif engine.writes_dockerfile:
+        init_env["SOURCE_IMAGE"] = str(promotion.source)
+    init_container = k8s.V1Container(
+        name=INIT_CONTAINER_NAME,
+        image=init_image or DEFAULT_INIT_IMAGE,
+        command=["sh", "-c", script("login.sh")],
+        env=_env(init_env),
+        volume_mounts=init_mounts,
+        resources=_resources("50m", "128Mi", "512Mi"),
+        security_context=_container_security(None),
+        termination_message_policy="FallbackToLogsOnError",
+    )
+    repository = None
+    if create_repository is not None:
+        # its own container, after the gate: a promotion the gate refuses creates no repository
+        repository_env = {
+            name: init_env[name] for name in ("ROLE_SESSION_NAME", "AUTH_DIR", "HOME", "TMPDIR", "AWS_PAGER")
+        }
+        repository_env.update(create_repositories_env(promotion, create_repository))
+        repository = k8s.V1Container(
+            name=REPOSITORY_CONTAINER_NAME,
+            image=init_image or DEFAULT_INIT_IMAGE,
+            command=["sh", "-c", "set -u\numask 077\n" + script("repository.sh")],
+            env=_env(repository_env),
+            volume_mounts=[
+                k8s.V1VolumeMount(name=AUTH_VOLUME, mount_path=AUTH_DIR),
+                k8s.V1VolumeMount(name=SCRATCH_VOLUME, mount_path=SCRATCH_DIR),
+            ],
+            resources=_resources("50m", "128Mi", "512Mi"),
+            security_context=_container_security(None),
+            termination_message_policy="FallbackToLogsOnError",
         )
     first = promotion.copies[0]
     labels = {
@@ -226,4 +267,5 @@ def plan_pod(
         labels=labels,
         annotations=annotations,
         gate_container=gate,
+        repository_container=repository,
     )

@@ -6,6 +6,9 @@ registry. With Airflow AWS connections that can read both sides, the worker comp
 digests ECR reports (``DescribeImages``, one call per repository and 100 images) and skips the
 pod when every destination tag already holds its source's digest. Anything else (absent,
 different, an API error) goes to the pod, which decides per copy and per ``on_conflict``.
+
+After a pod whose full report could not be read (its node gone with its log), the same lookups
+confirm the copies whose lines are missing: a destination that holds its source's digest.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_ecr_promote.discovery import ecr_hook, error_code
-from airflow_ecr_promote.promotion import Promotion
+from airflow_ecr_promote.promotion import Copy, Promotion
 from airflow_ecr_promote.refs import ImageRef
 
 log = logging.getLogger(__name__)
@@ -84,3 +87,39 @@ def already_promoted(
             return None
         digests.append(source)
     return digests
+
+
+def _digest_each(conn_id: str | None, images: list[ImageRef]) -> dict[ImageRef, str | None]:
+    """Each image's digest, None for one ECR does not hold: 100 images a call, and a hundred with
+    a missing one asked again one by one."""
+    found: dict[ImageRef, str | None] = {}
+    for start in range(0, len(images), _BATCH):
+        chunk = images[start : start + _BATCH]
+        whole = _digests(conn_id, chunk)
+        if whole is not None:
+            found.update(whole)
+            continue
+        for image in chunk:
+            one = _digests(conn_id, [image])
+            found[image] = one[image] if one else None
+    return found
+
+
+def confirm_promoted(
+    copies: list[Copy], *, source_conn_id: str | None, dest_conn_id: str | None
+) -> list[str | None]:
+    """For each copy, its source's digest when ECR shows its destination holding it, else None:
+    what confirms a copy whose line of the pod's report could not be read. An API error
+    confirms nothing."""
+    try:
+        dests = _digest_each(dest_conn_id, [c.dest for c in copies])
+        unpinned = [c.source for c in copies if not c.source.digest]
+        sources = _digest_each(source_conn_id, unpinned) if unpinned else {}
+    except (ClientError, BotoCoreError) as error:
+        log.warning("Could not read the digests through the ECR API (%s): nothing confirmed.", error)
+        return [None] * len(copies)
+    confirmed: list[str | None] = []
+    for copy in copies:
+        source = copy.source.digest or sources.get(copy.source)
+        confirmed.append(source if source is not None and dests.get(copy.dest) == source else None)
+    return confirmed

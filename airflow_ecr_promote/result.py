@@ -19,9 +19,9 @@ from typing import Any
 
 from kubernetes.client import models as k8s
 
-from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
-from airflow_ecr_promote.promotion import Promotion
-from airflow_ecr_promote.repository import ecr_refusal, explain
+from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, REPOSITORY_CONTAINER_NAME
+from airflow_ecr_promote.promotion import Copy, Promotion
+from airflow_ecr_promote.repository import ecr_refusal, explain, interpret
 from airflow_ecr_promote.signatures import (
     TRAVELLED,
     VERIFY_CONTAINER_NAME,
@@ -33,8 +33,8 @@ from airflow_ecr_promote.signatures import (
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}", re.ASCII)
 STATUSES = ("copied", "present", "skipped", "failed")
 _SUMMARY = re.compile(
-    r"ecr-promote summary copies=(?P<copies>\d+) copied=\d+ present=\d+ skipped=\d+ "
-    r"failed=(?P<failed>\d+) report=sha256:(?P<sha>[a-f0-9]{64})",
+    r"ecr-promote summary copies=(?P<copies>\d+) copied=(?P<copied>\d+) present=(?P<present>\d+) "
+    r"skipped=(?P<skipped>\d+) failed=(?P<failed>\d+) report=sha256:(?P<sha>[a-f0-9]{64})",
     re.ASCII,
 )
 REPORT_BEGIN = "ecr-promote report begin "
@@ -43,6 +43,9 @@ RESULT_LINE = "ecr-promote result "  # one copy's line, printed as it ends
 MAX_LISTED_FAILURES = 50
 # (log text or None, why it could not be read or None)
 LogReader = Callable[[], tuple[str | None, str | None]]
+# copies -> for each, its source's digest when the destination is seen holding it, else None
+Confirm = Callable[[list[Copy]], list[str | None]]
+CONFIRMED_BY = "ECR API"  # the "confirmed" field of an entry completed after the log was lost
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class Summary:
     copies: int
     failed: int
     sha256: str
+    copied: int = 0
+    present: int = 0
+    skipped: int = 0
 
 
 def parse_summary(message: str) -> Summary | None:
@@ -57,7 +63,14 @@ def parse_summary(message: str) -> Summary | None:
     for line in message.split("\n"):
         match = _SUMMARY.fullmatch(line)
         if match:
-            return Summary(int(match["copies"]), int(match["failed"]), match["sha"])
+            return Summary(
+                int(match["copies"]),
+                int(match["failed"]),
+                match["sha"],
+                int(match["copied"]),
+                int(match["present"]),
+                int(match["skipped"]),
+            )
     return None
 
 
@@ -139,7 +152,10 @@ def parse_copy_lines(
         travelled = None
         if extra and extra.startswith(f"{TRAVELLED} ") and fields[1] in ("copied", "present"):
             travelled, extra = parse_travelled(extra), None
-        entry = _entry(copy.source, copy.dest, fields[1], _digest(fields[2]), _digest(fields[3]), extra)
+        digest = _digest(fields[2])
+        if extra and fields[1] in ("failed", "skipped"):
+            extra = interpret(extra, fields[1], copy, digest)  # the script's fact, as a reason
+        entry = _entry(copy.source, copy.dest, fields[1], digest, _digest(fields[3]), extra)
         entries.append({**entry, **(travelled or {})})
     return entries
 
@@ -183,11 +199,43 @@ def describe_termination(name: str, done: k8s.V1ContainerStateTerminated) -> str
     return text
 
 
+def _complete(
+    entries: list[dict[str, Any]], promotion: Promotion, summary: Summary, confirm: Confirm
+) -> None:
+    """Complete, from the ECR API, the entries whose report lines were lost, when the summary says
+    none of them failed (failures come first in the termination message, so the lost lines are
+    copied, present or skipped ones): a destination seen holding its source's digest is confirmed;
+    anything else stays unknown, and fails the task."""
+    missing = [i for i, e in enumerate(entries) if e["status"] == "unknown"]
+    if not missing or sum(e["status"] == "failed" for e in entries) != summary.failed:
+        return
+    known = {s: sum(e["status"] == s for e in entries) for s in STATUSES}
+    # the lost lines' statuses, from the summary's counts: all present, or (some) copied
+    status = "present" if summary.copied == known["copied"] else "copied"
+    copies = [promotion.copies[i] for i in missing]
+    for i, digest in zip(missing, confirm(copies), strict=True):
+        if digest is None:
+            entries[i]["reason"] += (
+                f"; and the {CONFIRMED_BY} does not show the destination holding the source's digest"
+            )
+            continue
+        copy = promotion.copies[i]
+        entries[i] = {
+            **_entry(copy.source, copy.dest, status, digest, digest, None),
+            "confirmed": CONFIRMED_BY,
+        }
+
+
 def _script_entries(
-    message: str, promotion: Promotion, ended: str, read_log: LogReader | None
+    message: str,
+    promotion: Promotion,
+    ended: str,
+    read_log: LogReader | None,
+    confirm: Confirm | None = None,
 ) -> list[dict[str, Any]]:
     """Entries of the copy script's report: from the termination message when it holds the whole
-    report, else from the copier's log; what neither holds is unknown, and says why."""
+    report, else from the copier's log, else (``confirm``) from the ECR API; what none of them
+    holds is unknown, and says why."""
     summary = parse_summary(message)
     if summary is None:  # the copier ended before its report: keep what its log says it did
         log = read_log()[0] if read_log is not None else None
@@ -206,12 +254,15 @@ def _script_entries(
         why = f"the copier's log holds no report matching its summary (sha256:{summary.sha256})"
     else:
         why = f"the copier's log, which holds its full report, could not be read ({error})"
-    return parse_copy_lines(
+    entries = parse_copy_lines(
         message,
         promotion,
         f"not reported: {why}; its termination message holds only {len(in_message)} of "
         f"{summary.copies} result lines ({summary.failed} failed in all)",
     )
+    if confirm is not None:
+        _complete(entries, promotion, summary, confirm)
+    return entries
 
 
 def _kaniko_failure(message: str, read_log: LogReader | None) -> str:
@@ -224,12 +275,18 @@ def _kaniko_failure(message: str, read_log: LogReader | None) -> str:
 
 
 def read_pod(
-    pod: k8s.V1Pod, promotion: Promotion, engine: str, copier: str, read_log: LogReader | None = None
+    pod: k8s.V1Pod,
+    promotion: Promotion,
+    engine: str,
+    copier: str,
+    read_log: LogReader | None = None,
+    confirm: Confirm | None = None,
 ) -> PodOutcome:
     """What the finished pod says: the return value when it has one, and a failure if any.
 
     ``read_log`` returns the copier container's log (or why it cannot); it is called only when
-    the termination message does not hold the whole report.
+    the termination message does not hold the whole report. ``confirm`` (the ECR API, when the
+    operator has AWS connections) completes what neither holds.
     """
     status = pod.status
     if status is None:
@@ -240,15 +297,18 @@ def read_pod(
     login = _terminated(status.init_container_statuses, INIT_CONTAINER_NAME)
     if login is not None and login.exit_code != 0:
         reason = (login.message or f"exit code {login.exit_code}").strip()
-        step = "logging in to the registries"
-        if reason.startswith("ecr-promote repository:"):  # scripts/repository.sh (create_repository)
-            step = "creating the destination repository"
-        return PodOutcome(None, f"Promotion {images} failed while {step}: {reason}")
+        return PodOutcome(None, f"Promotion {images} failed while logging in to the registries: {reason}")
     gate = _terminated(status.init_container_statuses, VERIFY_CONTAINER_NAME)
     if gate is not None and gate.exit_code != 0:
         checked = verify_images([copy.source for copy in promotion.copies])
         refused = gate_failure(gate.message or "", checked)
         return PodOutcome(None, f"Promotion {images} failed before copying anything: {refused}")
+    repository = _terminated(status.init_container_statuses, REPOSITORY_CONTAINER_NAME)
+    if repository is not None and repository.exit_code != 0:  # scripts/repository.sh
+        reason = (repository.message or f"exit code {repository.exit_code}").strip()
+        return PodOutcome(
+            None, f"Promotion {images} failed while creating the destination repository: {reason}"
+        )
     done = _terminated(status.container_statuses, copier)
     if done is None:
         waiting = "; ".join(_waiting_reasons(pod)) or f"pod phase {status.phase}"
@@ -269,16 +329,15 @@ def read_pod(
             # kaniko writes a new config (created time, platform), so it never keeps the digest,
             # even when the source is named by digest (kaniko issue 673).
             entry["digest_kept"] = False
-        entries = [entry]
+        entries = [explain(entry, engine)]  # ECR's refusal in kaniko's words, with its fixes
     else:
         # unstripped: a report line may end with a space, and the summary's sha256 covers it
-        entries = _script_entries(done.message or "", promotion, ended, read_log)
+        entries = _script_entries(done.message or "", promotion, ended, read_log, confirm)
         if parse_summary(message) is None and all(e["status"] != "failed" for e in entries):
             for e in entries:
                 if e["status"] == "unknown":
                     tail = f": {message[-1500:]}" if message else ""
                     e["reason"] = f"no report from the pod: its copier {ended}{tail}"
-    entries = [explain(entry, engine) for entry in entries]  # ECR's refusals, with their fixes
     result = summarize(entries, promotion, engine)
     failed = [e for e in entries if e["status"] in ("failed", "unknown")]
     if failed or done.exit_code != 0:

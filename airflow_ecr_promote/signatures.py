@@ -10,10 +10,17 @@ Two concerns, both chosen by the operator's parameters:
   image promoted without its signature, and copying what is there costs a tag listing and one
   referrers call per digest; skopeo, crane and kaniko cannot copy them, so for them it is off.
 - ``verify_signature_key``: a gate. An init container running cosign (``COSIGN_IMAGE``, the
-  project's pinned cosign release, distroless: its entrypoint is cosign, no shell) verifies every
-  source image with that public key after the login container and before the copier, with the
-  source's credentials. A source without a valid signature fails the pod before the copier starts,
-  so nothing is written at the destination.
+  project's pinned cosign release in its ``-dev`` variant: distroless with busybox, for the gate's
+  script, scripts/gate.sh) runs after the login container and before the copier and the
+  repository step. It resolves every source image to its digest once (``cosign triangulate --type
+  digest``), verifies the signatures of exactly those digests (``cosign verify``, with
+  ``--experimental-oci11`` so that OCI 1.1 referrer signatures pass as well as cosign's
+  ``.sig`` tags), and hands the digests to the copier, which copies ``repo@sha256:...``: a tag moved
+  after the check is not what gets promoted. A source without a valid signature fails the pod
+  before anything is written at the destination, repositories included.
+  The gate sees only the source's credentials: the login container writes them, and only them, to
+  a volume of the gate's own (``GATE_VOLUME``); the auth volume with the destination's push token
+  and the shared scratch volume are not mounted in it.
 
 cosign v2 is pinned, not v3: v3 defaults to the sigstore bundle format and to trust roots fetched
 over the internet (TUF), which a cluster in a private network cannot reach; with ``--key`` and
@@ -29,17 +36,28 @@ from collections.abc import Sequence
 
 from kubernetes.client import models as k8s
 
-from airflow_ecr_promote.engines import AUTH_DIR, SCRATCH_DIR, Engine
-from airflow_ecr_promote.refs import PromotionInputError
+from airflow_ecr_promote.copylist import wire_ref
+from airflow_ecr_promote.engines import Engine, script
+from airflow_ecr_promote.refs import ImageRef, PromotionInputError
 
-COSIGN_IMAGE = "ghcr.io/sigstore/cosign/cosign:v2.6.5"
+# the -dev variant: the same cosign on distroless's debug-nonroot base (busybox in /busybox)
+COSIGN_IMAGE = "ghcr.io/sigstore/cosign/cosign:v2.6.5-dev"
 VERIFY_CONTAINER_NAME = "ecr-promote-verify"
 KEY_ENV = "COSIGN_PUBLIC_KEY"
+GATE_VOLUME = "ecr-promote-gate"
+GATE_VOLUME_SIZE = "16Mi"
+GATE_DIR = "/ecr-promote/gate"
+# written by the gate, read by the copier: "<source as listed> <repository>@<digest>" a line
+PINNED_FILE = f"{GATE_DIR}/pinned"
+# written by the gate for kaniko: "FROM <repository>@<digest>"
+PINNED_DOCKERFILE = f"{GATE_DIR}/Dockerfile"
+_GATE_MESSAGE = re.compile(
+    r"ecr-promote gate: (?:verified (?P<verified>\d+) of \d+ source images; )?(?P<rest>.*)"
+)
 TRAVELLED = "travelled"  # the copy script's report field listing what came along
 _PEM = re.compile(
     r"-----BEGIN PUBLIC KEY-----\n(?P<body>[A-Za-z0-9+/=\n]+?)\n?-----END PUBLIC KEY-----", re.ASCII
 )
-_HEADER = re.compile(r"^Verification for (\S+) --$", re.M)
 KEY_EXAMPLE = (
     "Expected a PEM public key, the cosign.pub that `cosign generate-key-pair` writes: "
     "'-----BEGIN PUBLIC KEY-----\\n<base64>\\n-----END PUBLIC KEY-----'"
@@ -69,11 +87,24 @@ def parse_with_signatures(engine: Engine, value: object) -> bool:
 
 
 def parse_public_key(value: object, param: str = "verify_signature_key") -> str | None:
-    """The gate's public key as cosign reads it (one PEM ``PUBLIC KEY`` block), or None (no gate)."""
-    if value is None or value == "":
+    """The gate's public key as cosign reads it (one PEM ``PUBLIC KEY`` block), or None (no gate).
+
+    Only None turns the gate off. An empty or blank value is refused: it is what an emptied Airflow
+    Variable or ``"$(cat cosign.pub)"`` with a missing file renders to, and taking it for "no
+    gate" would promote unsigned images without a word.
+    """
+    if value is None:
         return None
     if not isinstance(value, str):
         raise PromotionInputError(param, value, "is not a string", KEY_EXAMPLE)
+    if not value.strip():
+        raise PromotionInputError(
+            param,
+            value,
+            "is empty: an empty key does not turn the signature gate off (an emptied Variable or a "
+            "missing key file must not promote unsigned images); only None does",
+            KEY_EXAMPLE + "; or None, for no gate",
+        )
     if "PRIVATE KEY" in value:
         raise PromotionInputError(
             param,
@@ -104,63 +135,83 @@ def parse_public_key(value: object, param: str = "verify_signature_key") -> str 
     return text + "\n"
 
 
-def verify_images(sources: Sequence[object]) -> list[str]:
-    """The source images the gate verifies, each once, in copy order."""
+def verify_images(sources: Sequence[ImageRef]) -> list[str]:
+    """The source images the gate verifies, each once, in copy order, as the user wrote them."""
     return list(dict.fromkeys(str(source) for source in sources))
 
 
+def gate_sources(sources: Sequence[ImageRef]) -> list[str]:
+    """The same images as the gate's script and the copier read them (``repo@digest`` for a
+    ``repo:tag@digest``, as skopeo refuses both at once): the keys of the pinned list."""
+    return list(dict.fromkeys(wire_ref(source) for source in sources))
+
+
 def verify_container(
-    images: Sequence[str],
+    sources: Sequence[ImageRef],
     key: str,
     image: str,
     *,
     security_context: k8s.V1SecurityContext,
     resources: k8s.V1ResourceRequirements,
-    auth_volume: str,
-    scratch_volume: str,
 ) -> k8s.V1Container:
-    """The gate: ``cosign verify --key`` of every source image, with the source's credentials.
+    """The gate: scripts/gate.sh, which pins every source to its digest and runs ``cosign verify
+    --key`` on those digests, with the source's credentials only.
 
-    The key reaches cosign only through the environment (``--key env://...``). cosign (through
-    go-containerregistry) reads registry credentials from ``$REGISTRY_AUTH_FILE`` when neither
-    ``$HOME/.docker/config.json`` nor ``$DOCKER_CONFIG`` holds any: the login container's
-    source-side auth file.
+    The key reaches cosign only through the environment (``--key env://...``), the images only
+    through ``VERIFY_IMAGES``. cosign (through go-containerregistry) reads registry credentials
+    from ``$REGISTRY_AUTH_FILE`` when neither ``$HOME/.docker/config.json`` nor ``$DOCKER_CONFIG``
+    holds any: the copy of the source's auth file that the login container wrote to the gate's
+    own volume, the only volume the gate mounts.
     """
     return k8s.V1Container(
         name=VERIFY_CONTAINER_NAME,
         image=image,
-        args=["verify", "--key", f"env://{KEY_ENV}", "--insecure-ignore-tlog=true", *images],
+        command=["/busybox/sh", "-c", script("gate.sh")],
         env=[
             k8s.V1EnvVar(name=KEY_ENV, value=key),
-            k8s.V1EnvVar(name="REGISTRY_AUTH_FILE", value=f"{AUTH_DIR}/auth-source.json"),
-            k8s.V1EnvVar(name="HOME", value=SCRATCH_DIR),
-            k8s.V1EnvVar(name="TMPDIR", value=SCRATCH_DIR),
+            k8s.V1EnvVar(name="VERIFY_IMAGES", value="\n".join(gate_sources(sources))),
+            k8s.V1EnvVar(name="GATE_DIR", value=GATE_DIR),
+            k8s.V1EnvVar(name="REGISTRY_AUTH_FILE", value=f"{GATE_DIR}/auth-source.json"),
+            k8s.V1EnvVar(name="HOME", value=f"{GATE_DIR}/home"),
+            k8s.V1EnvVar(name="TMPDIR", value=f"{GATE_DIR}/home"),
         ],
-        volume_mounts=[
-            k8s.V1VolumeMount(name=auth_volume, mount_path=AUTH_DIR, read_only=True),
-            k8s.V1VolumeMount(name=scratch_volume, mount_path=SCRATCH_DIR),
-        ],
+        volume_mounts=[k8s.V1VolumeMount(name=GATE_VOLUME, mount_path=GATE_DIR)],
         resources=resources,
         security_context=security_context,
-        # distroless: cosign cannot write a termination message, so its log tail is the message
         termination_message_policy="FallbackToLogsOnError",
     )
 
 
-def gate_failure(message: str, images: Sequence[str]) -> str:
-    """Which source image failed verification, and cosign's reason (from its log tail).
+def gate_volume() -> k8s.V1Volume:
+    """The gate's own volume, in memory: the source's auth file, then the pinned digests."""
+    return k8s.V1Volume(
+        name=GATE_VOLUME,
+        empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=GATE_VOLUME_SIZE),
+    )
 
-    cosign verifies the images in order, prints ``Verification for <image> --`` after each one that
-    passes and stops at the first that fails: the image after the last header is the one refused.
+
+def gate_failure(message: str, images: Sequence[str]) -> str:
+    """Which source image the gate refused, and why, from its termination message.
+
+    scripts/gate.sh reports ``ecr-promote gate: verified <k> of <n> source images; <cosign's
+    error>`` (cosign verifies in order and stops at the first failure: image k+1 is the one
+    refused) or ``ecr-promote gate: <why>`` when it could not resolve a source. Without that
+    message (a gate killed), cosign's log tail gives the reason; it names the digests verified,
+    not the images as written, so the image is named only when there is one.
     """
-    verified = _HEADER.findall(message)
+    own = _GATE_MESSAGE.search(message)
+    if own is not None and own["verified"] is None:
+        return f"the signature gate {own['rest'].strip()[:1000]}"
     failed: str | None = None
-    if verified and verified[-1] in images:
-        index = images.index(verified[-1]) + 1
+    if own is not None:
+        index = int(own["verified"])
         failed = images[index] if index < len(images) else None
-    elif not verified and (len(images) == 1 or len(message.encode()) < 2000):
-        failed = images[0] if images else None
-    reason = _cosign_reason(message)
+        reason = own["rest"].strip().removeprefix("cosign verify failed:").strip()[:1000]
+    else:
+        # the log names the digests verified, not the images as written: name one only when
+        # there is one
+        failed = images[0] if len(images) == 1 else None
+        reason = _cosign_reason(message)
     who = f"source image {failed}" if failed else f"one of {len(images)} source images"
     return f"the signature gate refused {who}: cosign verify failed: {reason}"
 

@@ -1,4 +1,4 @@
-"""Shared test helpers: real Airflow contexts, a moto_server, and the CI rule for prerequisites.
+"""Shared test helpers: a run's own Airflow home and database, a moto_server, the CI rule.
 
 A test that needs something this machine lacks skips with the reason, except under CI=true,
 where CI is expected to have installed it and the missing part is a failure.
@@ -17,26 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.run_state import isolate, migrate_airflow_db
+
 REPO = Path(__file__).resolve().parent.parent
-_STATE = Path(os.environ.get("ECR_PROMOTE_TEST_STATE", "/tmp/ecr-promote-test-state"))
-_STATE.mkdir(parents=True, exist_ok=True)
-# Airflow reads these at import: an isolated home, and a Kubernetes connection whose kubeconfig
-# points nowhere (building a pod makes no API call; only the Kubernetes API is absent here).
-os.environ.setdefault("AIRFLOW_HOME", str(_STATE / "airflow"))
-os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags" / "examples")
-(_STATE / "kubeconfig").write_text(
-    "apiVersion: v1\nkind: Config\ncurrent-context: none\n"
-    "clusters: [{name: none, cluster: {server: 'https://127.0.0.1:1'}}]\n"
-    "contexts: [{name: none, context: {cluster: none, user: none}}]\n"
-    "users: [{name: none, user: {token: none}}]\n"
-)
-os.environ["KUBECONFIG"] = str(_STATE / "kubeconfig")
-os.environ["AIRFLOW_CONN_KUBERNETES_DEFAULT"] = (
-    '{"conn_type": "kubernetes", "extra": {"in_cluster": false, "kube_config_path": "%s"}}'
-    % (_STATE / "kubeconfig")
-)
+# Before Airflow is imported (it reads its home once): a folder of this run's own.
+RUN_STATE = isolate(REPO / "dags" / "examples")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 SOURCE_ACCOUNT, SOURCE_REGION = "123456789012", "us-west-2"
 DEST_ACCOUNT, DEST_REGION = "210987654321", "us-east-1"
@@ -62,6 +47,12 @@ def aws_cli() -> str | None:
     """An aws CLI that honours AWS_ENDPOINT_URL (v1 from PyPI, or v2 >= 2.13)."""
     candidates = [os.environ.get("ECR_PROMOTE_TEST_AWS"), str(REPO / ".venv-awscli/bin/aws")]
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def airflow_db() -> Path:
+    """This run's metadata database, migrated once per session (connections, variables, XCom)."""
+    return migrate_airflow_db()
 
 
 @pytest.fixture(scope="session")

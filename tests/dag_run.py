@@ -27,18 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.run_state import UNREACHABLE_KUBECONFIG
+
 REPO = Path(__file__).resolve().parent.parent
 MARK = "DAG-RUN-RESULT "
 
 
 def base_env(home: Path, dags_folder: Path) -> dict[str, str]:
     kubeconfig = home / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: none\n"
-        "clusters: [{name: none, cluster: {server: 'https://127.0.0.1:1'}}]\n"
-        "contexts: [{name: none, context: {cluster: none, user: none}}]\n"
-        "users: [{name: none, user: {token: none}}]\n"
-    )
+    kubeconfig.write_text(UNREACHABLE_KUBECONFIG)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
         {

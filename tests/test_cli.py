@@ -503,8 +503,10 @@ def test_create_repository_flag_is_the_operators_parameter(
     spec = json.loads(out)["spec"]["template"]["spec"]
     expected = operator_pod(source_image=SOURCE, dest_image=DEST, engine="skopeo", **inputs)["spec"]
     assert spec["initContainers"] == expected["initContainers"]
-    env = {e["name"]: e.get("value") for e in spec["initContainers"][0]["env"]}
+    env = {e["name"]: e.get("value") for c in spec["initContainers"] for e in c["env"]}
     assert ("CREATE_REPOSITORIES" in env) == (flag != "false")
+    names = [c["name"] for c in spec["initContainers"]]
+    assert names == ["ecr-promote-login", *(["ecr-promote-repository"] if flag != "false" else [])]
 
 
 @pytest.mark.parametrize(

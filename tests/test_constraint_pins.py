@@ -28,9 +28,15 @@ def requirements() -> dict[str, Requirement]:
 
 
 def pinned_file(name: str) -> dict[str, str]:
+    """The exact pins (``==``) of a requirements file; ranges of other packages are left out."""
     lines = (ROOT / "requirements" / name).read_text().splitlines()
-    pins = (line.split("==") for line in lines if line and not line.startswith("#"))
-    return {canonicalize_name(n): v for n, v in pins}
+    parsed = (Requirement(line) for line in lines if line and not line.startswith("#"))
+    return {
+        canonicalize_name(r.name): spec.version
+        for r in parsed
+        for spec in r.specifier
+        if spec.operator == "==" and len(r.specifier) == 1
+    }
 
 
 def floor(requirement: Requirement) -> str:

@@ -66,7 +66,8 @@ def key(ref: str) -> str:
     return ref.replace("/", "_").replace(":", "_").replace("@", "_")
 
 
-def run_copy(bin_dir: Path, tmp_path: Path, copies: list[tuple[str, str]], on_conflict: str = "fail"):  # type: ignore[no-untyped-def]
+def run_copy(bin_dir: Path, tmp_path: Path, copies: list[tuple[str, str]], on_conflict: str = "fail",  # type: ignore[no-untyped-def]
+             extra_env: dict[str, str] | None = None, prelude: str = ""):  # fmt: skip
     state = tmp_path / "state"
     term = tmp_path / "termination-log"
     scratch = tmp_path / "scratch"
@@ -80,10 +81,11 @@ def run_copy(bin_dir: Path, tmp_path: Path, copies: list[tuple[str, str]], on_co
         "TMPDIR": str(scratch),
         "TERMINATION_LOG": str(term),
         "CRANE_STATE": str(state),
+        **(extra_env or {}),
     }
     busybox = os.path.realpath(bin_dir / "sh")
     done = subprocess.run(
-        [busybox, "sh", "-c", script("copy.sh")],
+        [busybox, "sh", "-c", prelude + script("copy.sh")],
         env=env,
         capture_output=True,
         text=True,
@@ -116,8 +118,9 @@ def test_batch_under_busybox_copies_skips_and_refuses_as_asked(busybox_path: Pat
     assert message.split("\n")[:-1] == [
         f"1 copied {A} {A}",
         f"2 present {A} {A}",
-        f"3 failed {B} {A} destination tag holds another digest",
-        f"4 failed - - source {missing} not found",
+        f"3 failed {B} {A} conflict",
+        f"4 failed - - read-source manifest_unknown GET https://{missing}: MANIFEST_UNKNOWN: "
+        "manifest unknown",
     ]
     assert copied == [f"{new} {dest['1']}"], "only the missing destination was written"
     assert "4 copies, 2 failed" in done.stderr
@@ -128,7 +131,7 @@ def test_on_conflict_skip_and_overwrite_under_busybox(busybox_path: Path, tmp_pa
     registry(tmp_path / "state", **{key(source): A, key(dest): B})
     done, message, copied = run_copy(busybox_path, tmp_path, [(source, dest)], on_conflict="skip")
     assert done.returncode == 0, done.stderr
-    assert message == f"1 skipped {B} {A} destination holds another digest\n"
+    assert message == f"1 skipped {B} {A} conflict\n"
     assert copied == []
     done, message, copied = run_copy(busybox_path, tmp_path, [(source, dest)], on_conflict="overwrite")
     assert done.returncode == 0, done.stderr
@@ -150,4 +153,4 @@ def test_registry_error_text_is_reduced_to_one_printable_line(busybox_path: Path
     assert message.count("\n") == 1
     assert "\r" not in message
     assert "\x01" not in message
-    assert message.startswith(f"1 failed - {A} copy failed: denied 2 copied ")
+    assert message.startswith(f"1 failed - {A} copy denied denied 2 copied ")

@@ -11,12 +11,10 @@ from airflow_ecr_promote.pod import plan_pod
 from airflow_ecr_promote.promotion import parse_promotion
 from airflow_ecr_promote.refs import PromotionInputError
 from airflow_ecr_promote.repository import (
-    IMMUTABLE,
-    MISSING,
-    SIGNATURE_IMMUTABLE,
     RepositorySettings,
     create_repositories_env,
     explain,
+    interpret,
     parse_create_repository,
 )
 
@@ -69,6 +67,8 @@ def test_explicit_settings() -> None:
         ({}, "is not a boolean or a dict"),
         ({"mutability": "IMMUTABLE"}, "unknown keys ['mutability']"),
         ({"imageTagMutability": "immutable"}, "imageTagMutability 'immutable' is not ECR's"),
+        ({"imageTagMutability": "IMMUTABLE_WITH_EXCLUSION"}, "needs exclusion filters, which these settings"),
+        ({"imageTagMutability": "MUTABLE_WITH_EXCLUSION"}, "create_repository=True to copy the source"),
         ({"scanOnPush": "true"}, "scanOnPush 'true' is not a boolean"),
         ({"encryptionType": "DSSE"}, "encryptionType 'DSSE' is not ECR's"),
         ({"encryptionType": "AES256", "kmsKey": "alias/x"}, "kmsKey 'alias/x' is not a KMS key"),
@@ -96,16 +96,21 @@ def test_one_line_per_destination_repository() -> None:
 def test_the_init_container_creates_repositories_only_when_asked(engine: str) -> None:
     kwargs = {"on_conflict": "overwrite"} if engine == "kaniko" else {}
     plain = plan_pod(promotion(**kwargs), ENGINES[engine])
+    assert plain.repository_container is None
     assert "CREATE_REPOSITORIES" not in {e.name for e in plain.init_container.env}
     assert "create-repository" not in plain.init_container.command[2]
     asked = plan_pod(
         promotion(**kwargs), ENGINES[engine], create_repository=RepositorySettings(False, "IMMUTABLE")
     )
-    env = {e.name: e.value for e in asked.init_container.env}
+    assert asked.repository_container is not None
+    # its own init container, after the login (and after the gate, when there is one)
+    assert asked.init_containers == [asked.init_container, asked.repository_container]
+    assert "create-repository" not in asked.init_container.command[2]
+    env = {e.name: e.value for e in asked.repository_container.env}
     assert env["REPOSITORY_SETTINGS"] == "IMMUTABLE false AES256 -"
     assert env["CREATE_REPOSITORIES"].startswith("us-east-1 ")
-    script = asked.init_container.command[2]
-    assert script.index("get-login-password") < script.index("create-repository")
+    script = asked.repository_container.command[2]
+    assert "create-repository" in script
     assert "prod/app" not in script, "user values reach the script only through the environment"
 
 
@@ -114,13 +119,40 @@ def entry(reason: str, status: str = "failed", digest: str | None = None) -> dic
             "reason": reason}  # fmt: skip
 
 
-@pytest.mark.parametrize("engine", ["skopeo", "crane"])
-def test_missing_repository_names_it_the_account_and_both_fixes(engine: str) -> None:
-    text = explain(entry(f"{MISSING} {NO_REPO}"), engine)["reason"]
+def copy_of(source: str = f"{SRC}:1.0", dest: str = f"{DST}:1.0") -> Any:
+    return promotion(source_image=source, dest_image=dest).copies[0]
+
+
+@pytest.mark.parametrize("step", ["read-dest", "copy"])
+def test_missing_repository_names_it_the_account_and_both_fixes(step: str) -> None:
+    text = interpret(f"{step} name_unknown NAME_UNKNOWN: {NO_REPO}", "failed", copy_of())
     assert "repository 'prod/app' in account 210987654321 (us-east-1) does not exist" in text
     assert NO_REPO in text
     assert "aws ecr create-repository --repository-name prod/app --region us-east-1" in text
     assert "create_repository=True" in text
+
+
+def test_a_missing_source_repository_of_the_destinations_name_is_the_sources() -> None:
+    """dev-to-prod naming: both repositories are 'team/app'; ECR's text names the source's account."""
+    same = copy_of(dest="210987654321.dkr.ecr.us-east-1.amazonaws.com/team/app:1.0")
+    source_missing = (
+        "The repository with name 'team/app' does not exist in the registry with id '123456789012'"
+    )
+    for fact in (f"copy name_unknown NAME_UNKNOWN: {source_missing}",
+                 f"read-source name_unknown NAME_UNKNOWN: {source_missing}"):  # fmt: skip
+        text = interpret(fact, "failed", same)
+        assert text.startswith(f"source {SRC}:1.0 not found"), text
+        assert "create_repository" not in text and "destination" not in text
+    # the destination's own text, same name, its own account: the destination is missing
+    dest_missing = source_missing.replace("123456789012", "210987654321")
+    assert "the destination repository 'team/app' in account 210987654321" in interpret(
+        f"copy name_unknown NAME_UNKNOWN: {dest_missing}", "failed", same
+    )
+    # a repository of another account altogether is neither: the tool's words are kept
+    other = source_missing.replace("123456789012", "999999999999")
+    assert interpret(f"copy name_unknown NAME_UNKNOWN: {other}", "failed", same) == (
+        f"copy failed: NAME_UNKNOWN: {other}"
+    )
 
 
 def test_kaniko_missing_repository_from_its_log() -> None:
@@ -134,9 +166,10 @@ def test_kaniko_missing_repository_from_its_log() -> None:
 
 
 def test_immutable_overwrite_says_the_repository_is_immutable() -> None:
-    text = explain(entry(f"{IMMUTABLE} {IMMUTABLE_TEXT}", digest="sha256:" + "a" * 64), "crane")["reason"]
+    held = "sha256:" + "a" * 64
+    text = interpret(f"copy tag_invalid TAG_INVALID: {IMMUTABLE_TEXT}", "failed", copy_of(), held)
     assert "tags are immutable" in text and "on_conflict='overwrite' cannot move the tag" in text
-    assert "sha256:" + "a" * 64 in text
+    assert held in text
     assert "batch-delete-image --repository-name prod/app --image-ids imageTag=1.0" in text
 
 
@@ -149,15 +182,47 @@ def test_kaniko_on_an_immutable_tag_says_why_it_can_never_succeed() -> None:
 def test_a_signature_tag_an_immutable_repository_refuses_is_named_with_its_fixes() -> None:
     sig = "sha256-" + "b" * 64 + ".sig"
     ecr = IMMUTABLE_TEXT.replace("'1.0'", f"'{sig}'")
-    text = explain(entry(f"copying signatures and referrers failed: {SIGNATURE_IMMUTABLE} {ecr}"), "regctl")
-    assert f"ECR refused to move cosign's tag '{sig}'" in text["reason"]
-    assert "already in the destination repository 'prod/app'" in text["reason"]
-    assert "--registry-referrers-mode=oci-1-1" in text["reason"] and "on_conflict" not in text["reason"]
+    text = interpret(f"signatures tag_invalid TAG_INVALID: {ecr}", "failed", copy_of())
+    assert f"ECR refused to move cosign's tag '{sig}'" in text
+    assert "already in the destination repository 'prod/app'" in text
+    assert "--registry-referrers-mode=oci-1-1" in text and "on_conflict" not in text
+
+
+def test_a_signature_tag_refused_while_copying_a_new_tag_is_not_called_the_images_tag() -> None:
+    sig = "sha256-" + "b" * 64 + ".sig"
+    ecr = IMMUTABLE_TEXT.replace("'1.0'", f"'{sig}'")
+    text = interpret(f"copy tag_invalid TAG_INVALID: {ecr}", "failed", copy_of())
+    assert f"ECR refused to move cosign's tag '{sig}'" in text
+    assert "the image's own tag '1.0' was not the one refused" in text
+    assert "refused to overwrite tag '1.0'" not in text and "on_conflict" not in text
+    assert "--registry-referrers-mode=oci-1-1" in text
+
+
+@pytest.mark.parametrize(
+    ("fact", "status", "reason"),
+    [
+        ("conflict", "failed", "destination tag holds another digest"),
+        ("conflict", "skipped", "destination holds another digest"),
+        ("malformed - -bad ref", "failed", "refusing a malformed reference '-bad ref'"),
+        ("no-result", "failed", "no result"),
+        ("read-source manifest_unknown MANIFEST_UNKNOWN: manifest unknown", "failed",
+         f"source {SRC}:1.0 not found"),
+        ("read-source denied DENIED: no", "failed", f"cannot read source {SRC}:1.0: DENIED: no"),
+        ("read-dest other boom", "failed", f"cannot read destination {DST}:1.0: boom"),
+        ("copy denied denied: not authorized", "failed", "copy failed: denied: not authorized"),
+        ("copy transient 503 Service Unavailable", "failed",
+         "copy failed, and still after retrying: 503 Service Unavailable"),
+        ("listing other x", "failed", "copied, but listing its signatures and referrers failed: x"),
+        ("a future fact", "failed", "a future fact"),
+    ],
+)  # fmt: skip
+def test_each_fact_of_the_copy_script_reads_as_a_reason(fact: str, status: str, reason: str) -> None:
+    assert interpret(fact, status, copy_of()) == reason
 
 
 def test_other_failures_and_successes_are_left_alone() -> None:
     for given in (entry("copy failed: unauthorized"), entry(NO_REPO, status="copied")):
-        assert explain(given, "skopeo") == given
+        assert explain(given, "kaniko") == given
 
 
 def test_ecr_refusal_finds_ecrs_own_text() -> None:

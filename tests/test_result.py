@@ -170,3 +170,45 @@ def test_deferrable_mode_returns_the_same_result() -> None:
     assert result["digest"] == DIGEST
     assert result["digest_kept"] is True
     assert "return_value" not in context["ti"].pushed
+
+
+def test_reading_the_copiers_log_is_bounded_by_a_request_timeout() -> None:
+    """A log request the API server never answers (the node is gone) ends after the operator's
+    request timeout, as a reason the failure can quote, instead of holding the task forever.
+    The Kubernetes client is the real one, talking to a server that accepts and never answers."""
+    import socket
+    import threading
+    import time
+
+    from kubernetes.client import ApiClient, Configuration, CoreV1Api
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])  # and never answered
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    op = operator(engine="skopeo")
+    op.log_read_timeout = (1.0, 1.0)
+    op.__dict__["client"] = CoreV1Api(
+        ApiClient(Configuration(host=f"http://127.0.0.1:{server.getsockname()[1]}"))
+    )
+    pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="promote-1", namespace="ns"))
+    outcome: list[tuple[str | None, str | None]] = []
+    reader = threading.Thread(target=lambda: outcome.append(op._copier_log(pod)), daemon=True)
+    started = time.monotonic()
+    reader.start()
+    reader.join(30)
+    server.close()
+    assert not reader.is_alive(), "the log request is still waiting after 30 s"
+    assert held, "the request reached the server"
+    log, error = outcome[0]
+    assert log is None and error is not None and "timed out" in error, error
+    assert time.monotonic() - started < 20

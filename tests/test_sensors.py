@@ -200,7 +200,8 @@ def test_trigger_yields_success_when_the_tag_appears_after_a_first_poll(
 
     async def scenario() -> tuple[dict[str, Any], str]:
         trigger = EcrImageTrigger(image=image, aws_conn_id=CONN_ID, poke_interval=0.2)
-        event, pushed = await asyncio.gather(first_event(trigger), push_after_first_poll())
+        async with asyncio.timeout(60):  # a trigger that fails before its first poll must not hang
+            event, pushed = await asyncio.gather(first_event(trigger), push_after_first_poll())
         return event, pushed
 
     event, pushed = asyncio.run(scenario())

@@ -15,13 +15,22 @@ from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.compat import build_pod_offline
-from airflow_ecr_promote.engines import AUTH_DIR, ENGINES
+from airflow_ecr_promote.engines import ENGINES, script
 from airflow_ecr_promote.operators import EcrPromoteError, EcrPromoteOperator
-from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
+from airflow_ecr_promote.pod import (
+    AUTH_VOLUME,
+    INIT_CONTAINER_NAME,
+    REPOSITORY_CONTAINER_NAME,
+    SCRATCH_VOLUME,
+)
 from airflow_ecr_promote.refs import PromotionInputError
 from airflow_ecr_promote.signatures import (
     COSIGN_IMAGE,
+    GATE_DIR,
+    GATE_VOLUME,
     KEY_ENV,
+    PINNED_DOCKERFILE,
+    PINNED_FILE,
     VERIFY_CONTAINER_NAME,
     gate_failure,
     parse_public_key,
@@ -73,7 +82,40 @@ def test_public_keys_of_every_kind_cosign_makes_or_reads_are_accepted(key: Any) 
 
 def test_no_key_means_no_gate() -> None:
     assert parse_public_key(None) is None
-    assert parse_public_key("") is None
+
+
+@pytest.mark.parametrize("value", ["", " ", "\n", " \r\n\t "])
+def test_an_empty_or_blank_key_is_refused_naming_the_parameter_not_taken_for_no_gate(value: str) -> None:
+    with pytest.raises(PromotionInputError) as caught:
+        operator(engine="regctl", verify_signature_key=value)
+    message = str(caught.value)
+    assert message.startswith(f"verify_signature_key={value!r}: is empty"), message
+    assert "only None does" in message and "BEGIN PUBLIC KEY" in message
+
+
+def test_a_key_that_renders_empty_is_refused_after_rendering_before_any_pod() -> None:
+    """An emptied Airflow Variable, or "$(cat cosign.pub)" of a missing file: the gate is not off."""
+    op = operator(engine="regctl", verify_signature_key="{{ params.key }}")
+    context = make_context(op, conf={"key": "  \n"})
+    op.render_template_fields(context)
+
+    def never(pod: k8s.V1Pod) -> k8s.V1Pod:
+        raise AssertionError("no pod may start")
+
+    with kubernetes_stand_in(never), pytest.raises(PromotionInputError) as caught:
+        op.execute(context)
+    assert str(caught.value).startswith("verify_signature_key='  \\n': is empty"), str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_render_refuses_an_empty_key_naming_the_flag(capsys: pytest.CaptureFixture[str], value: str) -> None:
+    from airflow_ecr_promote import cli
+
+    argv = ["render", "--source-image", SOURCE, "--dest-image", DEST, "--engine", "regctl"]
+    code = cli.main([*argv, "--verify-signature-key", value])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert f"argument --verify-signature-key: verify_signature_key={value!r}: is empty" in err, err
 
 
 def test_a_private_key_is_refused_and_never_shown() -> None:
@@ -161,23 +203,90 @@ def test_the_gate_runs_after_the_login_and_before_the_copier_with_any_engine(eng
     names = [c.name for c in pod.spec.init_containers]
     assert names == [INIT_CONTAINER_NAME, VERIFY_CONTAINER_NAME]
     gate = pod.spec.init_containers[1]
-    assert gate.image == COSIGN_IMAGE
-    assert gate.command is None, "distroless: the image's entrypoint is cosign"
-    assert gate.args == ["verify", "--key", f"env://{KEY_ENV}", "--insecure-ignore-tlog=true", SOURCE]
+    assert gate.image == COSIGN_IMAGE and COSIGN_IMAGE.endswith("-dev"), "cosign with busybox"
+    assert gate.command == ["/busybox/sh", "-c", script("gate.sh")]
+    assert not gate.args
     env = env_of(gate)
     assert env[KEY_ENV] == EC_KEY.strip() + "\n", "the key reaches cosign only through the environment"
-    assert env["REGISTRY_AUTH_FILE"] == f"{AUTH_DIR}/auth-source.json", "the source's credentials only"
+    assert env["VERIFY_IMAGES"] == SOURCE, "the images too"
+    assert env["REGISTRY_AUTH_FILE"] == f"{GATE_DIR}/auth-source.json", "the source's credentials only"
     assert "DOCKER_CONFIG" not in env
-    mounts = {m.mount_path: m.read_only for m in gate.volume_mounts}
-    assert mounts[AUTH_DIR] is True
     security = gate.security_context
     assert (security.run_as_non_root, security.read_only_root_filesystem) == (True, True)
     assert security.capabilities.drop == ["ALL"]
     assert gate.termination_message_policy == "FallbackToLogsOnError"
 
 
+def test_the_gate_script_resolves_once_and_verifies_oci11_referrers_and_sig_tags() -> None:
+    text = script("gate.sh")
+    assert "triangulate --type digest" in text
+    verify = next(line for line in text.split("\n") if " verify --key" in line)
+    assert "--key env://COSIGN_PUBLIC_KEY --insecure-ignore-tlog=true --experimental-oci11" in verify
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_the_gate_mounts_only_its_own_volume_which_holds_only_the_source_credentials(engine: str) -> None:
+    pod = build_pod_offline(operator(engine=engine, verify_signature_key=EC_KEY))
+    login, gate = pod.spec.init_containers
+    assert [(m.name, m.mount_path) for m in gate.volume_mounts] == [(GATE_VOLUME, GATE_DIR)]
+    assert {AUTH_VOLUME, SCRATCH_VOLUME}.isdisjoint(m.name for m in gate.volume_mounts), (
+        "not the auth volume (auth-dest.json, config.json with the push token) nor the shared scratch"
+    )
+    volume = next(v for v in pod.spec.volumes if v.name == GATE_VOLUME)
+    assert volume.empty_dir.medium == "Memory"
+    # the login container writes the source's auth file there (scripts/login.sh, GATE_DIR) and
+    # nothing else: write_auths "$GATE_DIR/auth-source.json" source
+    assert env_of(login)["GATE_DIR"] == GATE_DIR
+    assert (GATE_VOLUME, GATE_DIR) in [(m.name, m.mount_path) for m in login.volume_mounts]
+    writes = [line.split("||")[0].strip() for line in script("login.sh").split("\n") if "$GATE_DIR/" in line]
+    assert [w for w in writes if w.startswith("write_auths")] == [
+        'write_auths "$GATE_DIR/auth-source.json" source'
+    ]
+
+
+def test_without_a_gate_there_is_no_gate_volume() -> None:
+    pod = build_pod_offline(operator(engine="regctl"))
+    assert GATE_VOLUME not in {v.name for v in pod.spec.volumes}
+    assert "GATE_DIR" not in env_of(pod.spec.init_containers[0])
+    assert "PINNED_SOURCES" not in env_of(pod.spec.containers[0])
+
+
+@pytest.mark.parametrize("engine", ["skopeo", "crane", "regctl"])
+def test_the_copier_copies_the_digests_the_gate_pinned(engine: str) -> None:
+    copier = build_pod_offline(operator(engine=engine, verify_signature_key=EC_KEY)).spec.containers[0]
+    assert env_of(copier)["PINNED_SOURCES"] == PINNED_FILE
+    mount = next(m for m in copier.volume_mounts if m.name == GATE_VOLUME)
+    assert (mount.mount_path, mount.read_only) == (GATE_DIR, True)
+
+
+def test_kaniko_builds_from_the_digest_the_gate_pinned() -> None:
+    pod = build_pod_offline(operator(engine="kaniko", verify_signature_key=EC_KEY))
+    copier = pod.spec.containers[0]
+    dockerfiles = [a for a in copier.args if a.startswith("--dockerfile=")]
+    assert dockerfiles == [f"--dockerfile={PINNED_DOCKERFILE}"]
+    assert "SOURCE_IMAGE" not in env_of(pod.spec.init_containers[0]), "no FROM <tag> Dockerfile"
+    assert GATE_VOLUME in {m.name for m in copier.volume_mounts}
+    plain = build_pod_offline(operator(engine="kaniko"))
+    assert env_of(plain.spec.init_containers[0])["SOURCE_IMAGE"] == SOURCE
+
+
+def test_the_repository_is_created_after_the_gate_in_a_container_of_its_own() -> None:
+    pod = build_pod_offline(operator(engine="regctl", verify_signature_key=EC_KEY, create_repository=True))
+    names = [c.name for c in pod.spec.init_containers]
+    assert names == [INIT_CONTAINER_NAME, VERIFY_CONTAINER_NAME, REPOSITORY_CONTAINER_NAME]
+    login, _, repository = pod.spec.init_containers
+    assert "create-repository" not in login.command[2], "the login container creates nothing"
+    assert "CREATE_REPOSITORIES" not in env_of(login)
+    assert script("repository.sh") in repository.command[2]
+    assert env_of(repository)["CREATE_REPOSITORIES"]
+    assert GATE_VOLUME not in {m.name for m in repository.volume_mounts}
+    plain = build_pod_offline(operator(engine="regctl", create_repository=True))
+    assert [c.name for c in plain.spec.init_containers] == [INIT_CONTAINER_NAME, REPOSITORY_CONTAINER_NAME]
+
+
 def test_the_gate_verifies_each_source_of_a_batch_once() -> None:
     other = f"{SOURCE_HOST}/team/app:1.1"
+    pinned = f"{SOURCE_HOST}/team/app:1.2@{DIGEST}"
     op = EcrPromoteOperator(
         task_id="promote",
         engine="regctl",
@@ -185,23 +294,25 @@ def test_the_gate_verifies_each_source_of_a_batch_once() -> None:
             {"source_image": SOURCE, "dest_image": DEST},
             {"source_image": SOURCE, "dest_image": f"{DEST_HOST}/team/mirror:1.0"},
             {"source_image": other, "dest_image": f"{DEST_HOST}/team/app:1.1"},
+            {"source_image": pinned, "dest_image": f"{DEST_HOST}/team/app:1.2"},
         ],
         verify_signature_key=EC_KEY,
-        cosign_image="registry.example.com/mirror/cosign:v2.6.5",
+        cosign_image="registry.example.com/mirror/cosign:v2.6.5-dev",
     )
     gate = build_pod_offline(op).spec.init_containers[1]
-    assert gate.image == "registry.example.com/mirror/cosign:v2.6.5"
-    assert gate.args[4:] == [SOURCE, other]
+    assert gate.image == "registry.example.com/mirror/cosign:v2.6.5-dev"
+    # as the copier lists them (repo@digest for repo:tag@digest, as skopeo needs)
+    assert env_of(gate)["VERIFY_IMAGES"].split("\n") == [SOURCE, other, f"{SOURCE_HOST}/team/app@{DIGEST}"]
 
 
 def test_cosign_image_option_is_the_cluster_wide_default() -> None:
     from tests.airflow_context import temporary_environ
 
-    with temporary_environ({"AIRFLOW__ECR_PROMOTE__COSIGN_IMAGE": "mirror.example.com/cosign:v2.6.5"}):
+    with temporary_environ({"AIRFLOW__ECR_PROMOTE__COSIGN_IMAGE": "mirror.example.com/cosign:v2.6.5-dev"}):
         gate = build_pod_offline(operator(engine="skopeo", verify_signature_key=EC_KEY)).spec.init_containers[
             1
         ]
-    assert gate.image == "mirror.example.com/cosign:v2.6.5"
+    assert gate.image == "mirror.example.com/cosign:v2.6.5-dev"
 
 
 def test_no_gate_container_without_a_key() -> None:
@@ -214,32 +325,36 @@ WARNING = "WARNING: Skipping tlog verification is an insecure practice\n"
 
 
 def test_gate_failure_names_the_image_after_the_last_verified_one() -> None:
-    log = (
-        WARNING
-        + f"\nVerification for {IMAGES[0]} --\nThe following checks were performed\n[{{}}]\n"
-        + "Error: no signatures found\nerror during command execution: no signatures found\n"
-    )
-    assert gate_failure(log, IMAGES) == (
+    message = "ecr-promote gate: verified 1 of 3 source images; cosign verify failed: no signatures found\n"
+    assert gate_failure(message, IMAGES) == (
         f"the signature gate refused source image {IMAGES[1]}: cosign verify failed: no signatures found"
     )
 
 
 def test_gate_failure_of_the_first_image() -> None:
-    log = WARNING + "Error: no matching signatures: invalid signature\nerror during command execution: x\n"
+    message = "ecr-promote gate: verified 0 of 3 source images; cosign verify failed: no matching signatures"
     assert f"refused source image {IMAGES[0]}: cosign verify failed: no matching signatures" in (
-        gate_failure(log, IMAGES)
+        gate_failure(message, IMAGES)
     )
 
 
-def test_gate_failure_without_a_clue_does_not_guess_the_image() -> None:
-    tail = "x" * 2100 + "\nError: GET https://...: unauthorized"
+def test_gate_failure_to_resolve_a_source_says_so() -> None:
+    message = f"ecr-promote gate: could not resolve source image {IMAGES[2]} to a digest: MANIFEST_UNKNOWN"
+    assert gate_failure(message, IMAGES) == (
+        f"the signature gate could not resolve source image {IMAGES[2]} to a digest: MANIFEST_UNKNOWN"
+    )
+
+
+def test_gate_failure_without_its_message_does_not_guess_the_image() -> None:
+    tail = WARNING + "x" * 2100 + "\nError: GET https://...: unauthorized"
     message = gate_failure(tail, IMAGES)
     assert "refused one of 3 source images" in message and message.endswith("unauthorized")
+    assert f"refused source image {IMAGES[0]}:" in gate_failure(tail, IMAGES[:1])
 
 
 def test_a_refused_source_fails_the_task_naming_it_with_nothing_copied() -> None:
     op = operator(engine="regctl", verify_signature_key=EC_KEY)
-    reason = "Error: no signatures found\nerror during command execution: no signatures found"
+    reason = "ecr-promote gate: verified 0 of 1 source images; cosign verify failed: no signatures found"
 
     def run(pod: k8s.V1Pod) -> k8s.V1Pod:
         statuses = [terminated(INIT_CONTAINER_NAME, 0), terminated(VERIFY_CONTAINER_NAME, 1, reason)]

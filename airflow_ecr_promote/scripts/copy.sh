@@ -13,11 +13,26 @@
 #   SOURCE_REPO, DEST_REPO   the two repositories of the "<tag>" lines
 #   ON_CONFLICT   fail | overwrite | skip: what to do when the destination tag holds another digest
 #   PARALLEL      how many copies run at once (default 1)
-#   RETRIES       retries of each registry call on transient errors (default 3)
+#   RETRIES       how many times a registry call (every tool's reads and copies) is tried again
+#                 after a transient failure: 5xx, 429/TOOMANYREQUESTS, a dropped connection, or
+#                 the manifest-list race below (default 3); other failures are never retried
+#   RETRY_DELAY   seconds before the first retry, doubled before each next one (default 1)
 #   SRC_AUTH, DEST_AUTH   skopeo auth files for the two sides; crane and regctl read
 #                 $DOCKER_CONFIG/config.json
-# The report has one line per copy: "<n> <status> <dest digest|-> <source digest|-> [reason]",
-# status one of copied, present (already promoted), skipped (conflict left alone), failed.
+#   PINNED_SOURCES   with the signature gate: its list "<source> <repository>@<digest>", one a
+#                 line; each source is copied by the digest the gate verified, never by its tag
+# The script reports facts and leaves their meaning to the operator (airflow_ecr_promote/result.py):
+# the report has one line per copy, "<n> <status> <dest digest|-> <source digest|-> [<fact>]",
+# status one of copied, present (already promoted), skipped (conflict left alone), failed, and
+# the fact, for a failed or skipped copy, one of:
+#   conflict                        the destination tag holds another digest
+#   malformed - <reference>         a reference the script refuses
+#   no-result                       the copy ended without a line
+#   <step> <class> <tool message>   a tool failed; step: read-dest, read-source, copy, signatures
+#                                   (a present image's signatures), listing (what travelled);
+#                                   class, from the registry's error code in the tool's output:
+#                                   name_unknown, manifest_unknown, tag_invalid, denied,
+#                                   transient, other; the message: the tool's text, one line
 # With WITH_SIGNATURES=1 a copied or present line ends with
 # "travelled tags=<tag>,... referrers=<digest>,...".
 # Each line is printed to stdout as its copy ends ("ecr-promote result <line>"), and the whole
@@ -31,7 +46,11 @@ set -u
 term="${TERMINATION_LOG:-/dev/termination-log}"
 work="${TMPDIR:-/tmp}/ecr-promote.$$"
 retries="${RETRIES:-3}"
-case "$retries" in "" | *[!0-9]* | ????*) retries=3 ;; esac
+case "$retries" in "" | *[!0-9]* | ???*) retries=3 ;; esac
+retries=$((retries + 0))
+delay="${RETRY_DELAY:-1}"
+case "$delay" in "" | *[!0-9]* | ???*) delay=1 ;; esac
+delay=$((delay + 0))
 mkdir -p "$work" || exit 1
 
 say() { printf 'ecr-promote copy: %s\n' "$*" >&2; }
@@ -42,49 +61,94 @@ check_ref() {
     esac
 }
 
-# ECR's texts for a repository that does not exist (NAME_UNKNOWN) and for a tag an immutable
-# repository will not move (TAG_INVALID); the operator explains the reasons that quote them.
-ECR_NO_REPOSITORY="The repository with name '[^']*' does not exist in the registry with id '[0-9]*'"
-ECR_IMMUTABLE="The image tag '[^']*' already exists in the '[^']*' repository and cannot be overwritten because the repository is immutable[.]"
-
-# dest_repository REF: the repository of a reference (host/repo:tag, host/repo@digest).
-dest_repository() {
-    r=${1#*/}
-    r=${r%@*}
-    echo "${r%:*}"
+# One line of printable ASCII (a registry's error or a refused value may hold CR, NEL or other
+# separators, which must not end or forge a result line).
+oneline() {
+    tr '\n\r\t' '   ' | LC_ALL=C tr -cd ' -~' | sed 's/  */ /g; s/^ //; s/ $//' | cut -c1-300
 }
 
-# digest_of N SIDE REF: the manifest digest of REF on stdout; exit 2 when REF does not exist,
-# 3 when its repository does not exist (ECR's NAME_UNKNOWN).
-digest_of() {
+# error_class FILE: what kind of failure a tool's output reports, from the registry's error code
+# (no interpretation of the registry's prose: the operator does that). crane and regctl print
+# the code as the registry sends it (TAG_INVALID), skopeo in words ("tag invalid"). skopeo's
+# --debug lines are read only for TAG_INVALID and the manifest-list race, which it reports at
+# debug level only.
+error_class() {
+    grep -v 'level=debug' "$1" > "$1.plain"
+    if grep -qiE 'TAG_INVALID|tag invalid' "$1"; then
+        echo tag_invalid
+    elif grep -qiE 'NAME_UNKNOWN|name unknown' "$1.plain"; then
+        echo name_unknown
+    elif grep -qiE 'DENIED|UNAUTHORIZED|AccessDenied' "$1.plain"; then
+        echo denied
+    elif grep -qiE 'TOOMANYREQUESTS|too many requests|status( code)?:? *(429|5[0-9][0-9])|(429|5[0-9][0-9]) (Too Many Requests|Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)|connection reset|broken pipe|i/o timeout|unexpected EOF|TLS handshake timeout|connection refused' "$1.plain" ||
+        grep -qiE 'MANIFEST_BLOB_UNKNOWN|manifest blob unknown|must be converted' "$1"; then
+        # the manifest-list race: copies of one digest under several tags, running at once, race
+        # on the destination's shared manifests (distribution refuses a manifest list whose
+        # platform manifests are still being written, and skopeo then fails to convert it)
+        echo transient
+    elif grep -qiE 'MANIFEST_UNKNOWN|manifest unknown|not found' "$1.plain"; then
+        echo manifest_unknown
+    else
+        echo other
+    fi
+}
+
+# message_of CLASS FILE: the tool's own words, one line: from the registry's error code on for a
+# refusal that carries one (for an IAM refusal, ECR's "User: <arn> is not authorized to perform:
+# <action> on resource: <ARN> ...", which crane and regctl print after lines that would fill the
+# 300 characters kept), else the tool's last words (skopeo's debug lines left out)
+message_of() {
+    case "$1" in
+        tag_invalid) words=$(grep -oiE '(TAG_INVALID|tag invalid).*' "$2" | head -n 1 | sed 's/" *$//' | oneline) ;;
+        name_unknown) words=$(grep -oiE '(NAME_UNKNOWN|name unknown).*' "$2" | head -n 1 | sed 's/" *$//' | oneline) ;;
+        denied) words=$(grep -v 'level=debug' "$2" | grep -oE 'User: [^ ]+ is not authorized to perform: .*' |
+            head -n 1 | sed 's/[\\]*".*//' | oneline) ;;
+        *) words= ;;
+    esac
+    [ -n "$words" ] || words=$(grep -v 'level=debug' "$2" | oneline)
+    printf '%s\n' "$words"
+}
+
+# backoff K: wait before the K-th retry: RETRY_DELAY, then twice as long each time (at most 60 s)
+backoff() {
+    wait_s=$delay k=1
+    while [ "$k" -lt "$1" ] && [ "$wait_s" -lt 60 ]; do wait_s=$((wait_s * 2)) k=$((k + 1)); done
+    [ "$wait_s" -le 60 ] || wait_s=60
+    sleep "$wait_s"
+}
+
+# tool_digest N SIDE REF: the manifest digest of REF on stdout, the tool's errors in inspect.N
+tool_digest() {
     case "$COPY_TOOL" in
         skopeo)
             if [ "$2" = source ]; then auth="$SRC_AUTH"; else auth="$DEST_AUTH"; fi
-            if skopeo inspect --raw --retry-times "$retries" --authfile "$auth" "docker://$3" \
-                > "$work/manifest.$1" 2> "$work/inspect.$1"; then
-                sha256sum < "$work/manifest.$1" | sed 's/ .*//; s/^/sha256:/'
-                return 0
-            fi
+            skopeo inspect --raw --authfile "$auth" "docker://$3" \
+                > "$work/manifest.$1" 2> "$work/inspect.$1" || return 1
+            sha256sum < "$work/manifest.$1" | sed 's/ .*//; s/^/sha256:/'
             ;;
-        crane)
-            if crane digest "$3" 2> "$work/inspect.$1"; then return 0; fi
-            ;;
-        regctl)
-            if regctl image digest "$3" 2> "$work/inspect.$1"; then return 0; fi
-            ;;
+        crane) crane digest "$3" 2> "$work/inspect.$1" ;;
+        regctl) regctl image digest "$3" 2> "$work/inspect.$1" ;;
         *)
             say "unknown COPY_TOOL '$COPY_TOOL'"
+            echo "unknown COPY_TOOL '$COPY_TOOL'" > "$work/inspect.$1"
             return 1
             ;;
     esac
-    if grep -q "$ECR_NO_REPOSITORY" "$work/inspect.$1"; then
-        return 3
-    fi
-    if grep -qiE 'manifest unknown|manifest_unknown|not found|name unknown|name_unknown' \
-        "$work/inspect.$1"; then
-        return 2
-    fi
-    return 1
+}
+
+# digest_of N SIDE REF: the manifest digest of REF on stdout, a transient failure tried again
+# RETRIES times; on failure the class goes to class.N (manifest_unknown: REF does not exist)
+digest_of() {
+    read_try=0
+    while ! tool_digest "$@"; do
+        error_class "$work/inspect.$1" > "$work/class.$1"
+        if [ "$(cat "$work/class.$1")" != transient ] || [ "$read_try" -ge "$retries" ]; then
+            return 1
+        fi
+        read_try=$((read_try + 1))
+        say "reading $3 failed ($(message_of transient "$work/inspect.$1")): trying again"
+        backoff "$read_try"
+    done
 }
 
 copy_image() {
@@ -94,7 +158,8 @@ copy_image() {
             # --debug: skopeo reports a refused manifest (TAG_INVALID) only at debug level, and
             # then fails on "Manifest list must be converted ..." (containers/image takes
             # TAG_INVALID for a manifest type the registry rejects and tries another type).
-            skopeo copy --debug --all --preserve-digests --retry-times "$retries" \
+            # No --retry-times: this script retries transient failures itself, for every tool.
+            skopeo copy --debug --all --preserve-digests \
                 --src-authfile "$SRC_AUTH" --dest-authfile "$DEST_AUTH" \
                 --digestfile "$work/digest.$n" "docker://$src" "docker://$dst" \
                 > /dev/null 2> "$work/copy.$n" && cat "$work/digest.$n"
@@ -112,21 +177,36 @@ copy_image() {
     esac
 }
 
-# travelled N DST DIGEST: " travelled tags=... referrers=..." for DIGEST and each of its platform
-# manifests, as the destination holds them after the copy (regctl).
+# tags_of REPO: the tags of REPO, listed once per pod (a repository's list is as long as its
+# history; listing it for every copy made a batch cost copies x tags). Copies running at once
+# wait for the one that lists.
+tags_of() {
+    list="$work/tags-$(printf '%s' "$1" | sha256sum | cut -c1-32)"
+    until mkdir "$list.lock" 2> /dev/null; do sleep 1; done
+    [ -f "$list" ] || regctl tag ls "$1" > "$list" || rm -f "$list"
+    rm -rf "$list.lock"
+    cat "$list" 2> /dev/null
+}
+
+# travelled N SRC DST DIGEST: " travelled tags=... referrers=..." for DIGEST and each of its
+# platform manifests (regctl), as the destination holds them after the copy: cosign's tags that
+# the destination held when its tags were listed, and those the copy brought from the source
+# (--digest-tags copies the source's), from one listing of each repository per pod.
 travelled() {
-    repo=${2%@*}
+    srepo=${2%@*}
+    srepo=${srepo%:*}
+    repo=${3%@*}
     repo=${repo%:*}
     {
-        echo "$3"
-        regctl manifest get "$repo@$3" \
+        echo "$4"
+        regctl manifest get "$repo@$4" \
             --format '{{if .IsList}}{{range .GetManifestList}}{{println .Digest}}{{end}}{{end}}'
     } > "$work/digests.$1" 2>> "$work/copy.$1" || return 1
-    regctl tag ls "$repo" > "$work/tags.$1" 2>> "$work/copy.$1" || return 1
+    { tags_of "$repo" && tags_of "$srepo"; } > "$work/tags.$1" 2>> "$work/copy.$1" || return 1
     tags="" refs=""
     while read -r d; do
         [ -n "$d" ] || continue
-        for t in $(grep "^sha256-${d#sha256:}" "$work/tags.$1"); do tags="$tags,$t"; done
+        for t in $(grep "^sha256-${d#sha256:}" "$work/tags.$1" | awk '!seen[$0]++'); do tags="$tags,$t"; done
         regctl artifact list "$repo@$d" --format '{{range .Descriptors}}{{println .Digest}}{{end}}' \
             > "$work/refs.$1" 2>> "$work/copy.$1" || return 1
         for r in $(cat "$work/refs.$1"); do refs="$refs,$r"; done
@@ -134,41 +214,52 @@ travelled() {
     printf ' travelled tags=%s referrers=%s' "${tags#,}" "${refs#,}"
 }
 
-# signed_extras N DST DIGEST: the travelled field when WITH_SIGNATURES=1, or nothing.
+# signed_extras N SRC DST DIGEST: the travelled field when WITH_SIGNATURES=1, or nothing.
 signed_extras() {
     [ "${WITH_SIGNATURES:-0}" = 1 ] || return 0
     travelled "$@"
 }
 
-# One line of printable ASCII (a registry's error or a refused value may hold CR, NEL or other
-# separators, which must not end or forge a result line).
-oneline() {
-    tr '\n\r\t' '   ' | LC_ALL=C tr -cd ' -~' | sed 's/  */ /g' | cut -c1-300
-}
-
-# ECR's refusal of an IAM action comes first when there is one ("User: <arn> is not authorized to
-# perform: ecr:PutImage on resource: <repository ARN>"): crane and regctl log lines before it, and
-# only 300 characters are kept, so the missing action would otherwise be cut off.
-reason() {
-    {
-        grep -o 'User: [^ ]* is not authorized to perform: [^ ]* on resource: [^ "]*' "$1" |
-            head -n 1 | sed 's/^/denied: /'
-        grep -v 'level=debug' "$1"
-    } | oneline
+# failed N DST_DIGEST SRC_DIGEST STEP FILE: the failure line of a tool's failure (output in FILE)
+failed() {
+    class=$(error_class "$5")
+    text=$(message_of "$class" "$5")
+    say "copy $1, $4 failed ($class): $text"
+    echo "$1 failed $2 $3 $4 $class $text" > "$result"
 }
 
 # read_source N SRC DST_DIGEST: the source's digest into $src_digest, or its failure line written.
 read_source() {
-    src_digest=$(digest_of "$1" source "$2")
-    case $? in
-        0) return 0 ;;
-        2 | 3)
-            say "$2: not found"
-            echo "$1 failed $3 - source $2 not found" > "$result"
+    if src_digest=$(digest_of "$1" source "$2"); then return 0; fi
+    failed "$1" "$3" - read-source "$work/inspect.$1"
+    return 1
+}
+
+# read_dest N DST: the destination tag's digest into $dst_digest ("" when it has no such tag), or
+# its failure line written.
+read_dest() {
+    if dst_digest=$(digest_of "$1" dest "$2"); then return 0; fi
+    dst_digest=
+    [ "$(cat "$work/class.$1")" = manifest_unknown ] && return 0
+    failed "$1" - "${src_digest:--}" read-dest "$work/inspect.$1"
+    return 1
+}
+
+# conflict N: the destination tag holds $dst_digest, not the source's: go on only when
+# ON_CONFLICT=overwrite, else the result line is written.
+conflict() {
+    case "$ON_CONFLICT" in
+        overwrite)
+            say "$dst holds $dst_digest, overwriting with $src_digest"
+            return 0
+            ;;
+        skip)
+            say "$dst holds $dst_digest, not $src_digest: left as it is (on_conflict=skip)"
+            echo "$1 skipped $dst_digest $src_digest conflict" > "$result"
             ;;
         *)
-            say "$2: $(reason "$work/inspect.$1")"
-            echo "$1 failed $3 - cannot read source $2: $(reason "$work/inspect.$1")" > "$result"
+            say "$dst holds $dst_digest, not $src_digest: refusing to overwrite"
+            echo "$1 failed $dst_digest $src_digest conflict" > "$result"
             ;;
     esac
     return 1
@@ -176,7 +267,8 @@ read_source() {
 
 # promote N SRC DST: one copy, its result line written to $work/result.N. The destination is
 # read first: when it has no such tag, the copy itself reads the source (one registry call
-# fewer per new tag), and the source is read on its own only to explain a failed copy.
+# fewer per new tag), and the source is read on its own only to explain a failed copy or to
+# check the destination again before a retry.
 promote() {
     n=$1 src=$2 dst=$3
     result="$work/result.$n"
@@ -184,88 +276,60 @@ promote() {
         if ! check_ref "$ref"; then
             bad=$(printf '%s' "$ref" | oneline | cut -c1-120)
             say "refusing a malformed reference '$bad'"
-            echo "$n failed - - refusing a malformed reference '$bad'" > "$result"
+            echo "$n failed - - malformed - $bad" > "$result"
             return
         fi
     done
     src_digest=
-    dst_digest=$(digest_of "$n" dest "$dst")
-    case $? in
-        0)
-            read_source "$n" "$src" "$dst_digest" || return
-            if [ "$dst_digest" = "$src_digest" ]; then
-                if [ "${WITH_SIGNATURES:-0}" = 1 ]; then
-                    # signatures may have been added since: copy what the destination lacks
-                    if ! copy_image "$n" "$src" "$dst" > /dev/null || ! extras=$(travelled "$n" "$dst" "$dst_digest"); then
-                        why=$(grep -o "$ECR_IMMUTABLE" "$work/copy.$n" | head -n 1 | oneline | sed 's/ $//')
-                        [ -n "$why" ] && why="signature tag immutable: $why" || why=$(reason "$work/copy.$n")
-                        say "copying the signatures and referrers of $src to $dst failed: $why"
-                        echo "$n failed $dst_digest $src_digest copying signatures and referrers failed: $why" > "$result"
-                        return
-                    fi
-                    say "$dst already holds $src_digest; signatures and referrers copied"
-                    echo "$n present $dst_digest $src_digest$extras" > "$result"
+    read_dest "$n" "$dst" || return
+    if [ -n "$dst_digest" ]; then
+        read_source "$n" "$src" "$dst_digest" || return
+        if [ "$dst_digest" = "$src_digest" ]; then
+            if [ "${WITH_SIGNATURES:-0}" = 1 ]; then
+                # signatures may have been added since: copy what the destination lacks
+                if ! copy_image "$n" "$src" "$dst" > /dev/null || ! extras=$(travelled "$n" "$src" "$dst" "$dst_digest"); then
+                    failed "$n" "$dst_digest" "$src_digest" signatures "$work/copy.$n"
                     return
                 fi
-                say "$dst already holds $src_digest: nothing to copy"
-                echo "$n present $dst_digest $src_digest" > "$result"
+                say "$dst already holds $src_digest; signatures and referrers copied"
+                echo "$n present $dst_digest $src_digest$extras" > "$result"
                 return
             fi
-            case "$ON_CONFLICT" in
-                overwrite) say "$dst holds $dst_digest, overwriting with $src_digest" ;;
-                skip)
-                    say "$dst holds $dst_digest, not $src_digest: left as it is (on_conflict=skip)"
-                    echo "$n skipped $dst_digest $src_digest destination holds another digest" > "$result"
-                    return
-                    ;;
-                *)
-                    say "$dst holds $dst_digest, not $src_digest: refusing to overwrite"
-                    echo "$n failed $dst_digest $src_digest destination tag holds another digest" > "$result"
-                    return
-                    ;;
-            esac
-            ;;
-        2) ;;
-        3)
-            missing=$(grep -o "$ECR_NO_REPOSITORY" "$work/inspect.$n" | head -n 1 | oneline | sed 's/ $//')
-            say "$dst: $missing"
-            echo "$n failed - - destination repository missing: $missing" > "$result"
+            say "$dst already holds $src_digest: nothing to copy"
+            echo "$n present $dst_digest $src_digest" > "$result"
             return
-            ;;
-        *)
-            say "$dst: $(reason "$work/inspect.$n")"
-            echo "$n failed - - cannot read destination $dst: $(reason "$work/inspect.$n")" > "$result"
-            return
-            ;;
-    esac
-    say "copying $src to $dst"
-    if new_digest=$(copy_image "$n" "$src" "$dst"); then
-        :
-    elif immutable=$(grep -o "$ECR_IMMUTABLE" "$work/copy.$n" | head -n 1 | oneline | sed 's/ $//') && [ -n "$immutable" ]; then
-        say "copy to $dst refused: $immutable"
-        echo "$n failed ${dst_digest:--} ${src_digest:--} destination tag immutable: $immutable" > "$result"
-        return
-    # regctl reads the destination with HEAD, whose 404 has no body: ECR's NAME_UNKNOWN text first
-    # reaches it on the copy's first upload
-    elif missing=$(grep -o "$ECR_NO_REPOSITORY" "$work/copy.$n" | grep -F "name '$(dest_repository "$dst")'" |
-        head -n 1 | oneline | sed 's/ $//') && [ -n "$missing" ]; then
-        say "$dst: $missing"
-        echo "$n failed - - destination repository missing: $missing" > "$result"
-        return
-    elif [ -z "$src_digest" ] && ! read_source "$n" "$src" -; then
-        return
-    # Twice more: copies of one digest under several tags, running at once, can race on the
-    # destination's shared manifests (distribution refuses a manifest list whose platform
-    # manifests are still being written, and skopeo then fails to convert it).
-    elif ! new_digest=$(sleep 1 && copy_image "$n" "$src" "$dst") &&
-        ! new_digest=$(sleep 3 && copy_image "$n" "$src" "$dst"); then
-        say "copy to $dst failed: $(reason "$work/copy.$n")"
-        echo "$n failed - ${src_digest:--} copy failed: $(reason "$work/copy.$n")" > "$result"
-        return
+        fi
+        conflict "$n" || return
     fi
-    if ! extras=$(signed_extras "$n" "$dst" "$new_digest"); then
-        say "listing what travelled with $dst failed: $(reason "$work/copy.$n")"
-        echo "$n failed $new_digest ${src_digest:-$new_digest} copied, but listing its signatures and referrers failed: $(reason "$work/copy.$n")" > "$result"
+    copy_try=0
+    while :; do
+        say "copying $src to $dst"
+        if new_digest=$(copy_image "$n" "$src" "$dst"); then
+            break
+        fi
+        if [ "$(error_class "$work/copy.$n")" != transient ] || [ "$copy_try" -ge "$retries" ]; then
+            # a new tag's source was not read: read it now, so that a missing source says so
+            if [ -z "$src_digest" ] && ! read_source "$n" "$src" "${dst_digest:--}"; then
+                return
+            fi
+            failed "$n" "${dst_digest:--}" "${src_digest:--}" copy "$work/copy.$n"
+            return
+        fi
+        copy_try=$((copy_try + 1))
+        say "copy to $dst failed ($(message_of transient "$work/copy.$n")): trying again"
+        backoff "$copy_try"
+        # Someone may have written the tag since: read the destination again, and apply
+        # ON_CONFLICT to what it holds now, before writing anything.
+        if [ -z "$src_digest" ]; then
+            read_source "$n" "$src" "${dst_digest:--}" || return
+        fi
+        read_dest "$n" "$dst" || return
+        if [ -n "$dst_digest" ] && [ "$dst_digest" != "$src_digest" ]; then
+            conflict "$n" || return
+        fi
+    done
+    if ! extras=$(signed_extras "$n" "$src" "$dst" "$new_digest"); then
+        failed "$n" "$new_digest" "${src_digest:-$new_digest}" listing "$work/copy.$n"
         return
     fi
     # the copy keeps the digest (skopeo --preserve-digests, crane, regctl), so it is the source's
@@ -306,6 +370,18 @@ while read -r src dst; do
     fi
     printf '%s %s\n' "$src" "$dst" >> "$work/list"
 done < "$work/copies"
+if [ -n "${PINNED_SOURCES:-}" ]; then
+    # the gate verified these digests: copy them, not what the tags name by now; a source the gate
+    # did not pin is not copied at all
+    if ! awk 'NR == FNR { pin[$1] = $2; next }
+        !($1 in pin) { print "no digest pinned by the signature gate for " $1 > "/dev/stderr"; exit 1 }
+        { print pin[$1], $2 }' "$PINNED_SOURCES" "$work/list" > "$work/list.pinned"; then
+        say "refusing to copy: the signature gate's list $PINNED_SOURCES does not cover every source"
+        rm -rf "$work"
+        exit 1
+    fi
+    mv "$work/list.pinned" "$work/list"
+fi
 total=$(wc -l < "$work/list")
 total=$((total + 0))
 
@@ -343,7 +419,7 @@ i=1
 : > "$work/results"
 while [ "$i" -le "$total" ]; do
     if [ ! -s "$work/result.$i" ]; then
-        echo "$i failed - - no result" > "$work/result.$i"
+        echo "$i failed - - no-result" > "$work/result.$i"
     fi
     cat "$work/result.$i" >> "$work/results"
     i=$((i + 1))

@@ -9,6 +9,8 @@
 #   WRITE_CONFIG       1: also write config.json with every host (engines that read one file)
 #   SOURCE_IMAGE       if set, write a Dockerfile "FROM $SOURCE_IMAGE" (kaniko)
 #   AUTH_DIR           the shared volume (default /work)
+#   GATE_DIR           if set, the signature gate's own volume: it gets auth-source.json too, and
+#                      nothing else (the gate must not see the destination's credentials)
 # Outputs in AUTH_DIR: auth-source.json, auth-dest.json, [config.json], [Dockerfile].
 # On failure the reason goes to stderr and to the termination message, and the exit code is 1.
 set -u
@@ -140,6 +142,10 @@ write_auths "$out/auth-source.json" source || fail "cannot write $out/auth-sourc
 write_auths "$out/auth-dest.json" dest || fail "cannot write $out/auth-dest.json"
 if [ "${WRITE_CONFIG:-0}" = 1 ]; then
     write_auths "$out/config.json" any || fail "cannot write $out/config.json"
+fi
+if [ -n "${GATE_DIR:-}" ]; then
+    write_auths "$GATE_DIR/auth-source.json" source || fail "cannot write $GATE_DIR/auth-source.json"
+    chmod 0444 "$GATE_DIR/auth-source.json"
 fi
 if [ -n "${SOURCE_IMAGE:-}" ]; then
     check SOURCE_IMAGE "$SOURCE_IMAGE"

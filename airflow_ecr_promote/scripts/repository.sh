@@ -67,7 +67,7 @@ ensure_repository() {
     if ! grep -q RepositoryNotFoundException "$repo_out/.repo-err"; then
         repo_fail "cannot read destination repository $drepo in account $daccount ($dregion): $(repo_error)"
     fi
-    settings="$REPOSITORY_SETTINGS"
+    settings="$REPOSITORY_SETTINGS" filters=
     if [ "$settings" = source ]; then
         if ! screds=$(creds_of "$srole" "$sregion" 2> "$repo_out/.repo-err") ||
             ! settings=$(as "$screds" aws ecr describe-repositories --region "$sregion" \
@@ -77,12 +77,30 @@ ensure_repository() {
             repo_fail "cannot read the settings of source repository $srepo in account $saccount to create $drepo: $(repo_error)"
         fi
         settings="$settings -"
+        case "$settings" in
+            *_WITH_EXCLUSION*)
+                # the exclusion filters (e.g. sha256-* so that cosign's tags can move) are the
+                # point of these modes: copy them, never fall back to plain (IM)MUTABLE
+                if ! filters=$(as "$screds" aws ecr describe-repositories --region "$sregion" \
+                    --registry-id "$saccount" --repository-names "$srepo" --output json \
+                    --query 'repositories[0].imageTagMutabilityExclusionFilters' 2> "$repo_out/.repo-err"); then
+                    repo_fail "cannot read the tag mutability exclusion filters of source repository $srepo in account $saccount to create $drepo: $(repo_error)"
+                fi
+                filters=$(printf '%s' "$filters" | tr -d ' \n\r\t')
+                case "$filters" in
+                    "" | null | "[]")
+                        repo_fail "source repository $srepo in account $saccount is ${settings%%_WITH_EXCLUSION*}_WITH_EXCLUSION, but its exclusion filters could not be read (this aws CLI predates them: ECR added them in 2025): refusing to create $drepo without them. Use an init image with a newer aws CLI, or create $drepo yourself with the same filters"
+                        ;;
+                    *[!][{}\":,A-Za-z0-9._*-]*) repo_fail "refusing the exclusion filters of source repository $srepo: unexpected characters" ;;
+                esac
+                ;;
+        esac
     fi
     # shellcheck disable=SC2086 # four fields
     set -- $settings
     case "${1:-}" in
         MUTABLE | IMMUTABLE) mutability=$1 ;;
-        IMMUTABLE_WITH_EXCLUSION) mutability=IMMUTABLE ;;
+        MUTABLE_WITH_EXCLUSION | IMMUTABLE_WITH_EXCLUSION) mutability=$1 ;; # with $filters, read above
         *) mutability=MUTABLE ;;
     esac
     case "${2:-}" in True | true) scan=true ;; *) scan=false ;; esac
@@ -91,13 +109,21 @@ ensure_repository() {
         repo_check kmsKey "$4"
         encryption="$encryption,kmsKey=$4"
     fi
-    if as "$dcreds" aws ecr create-repository --region "$dregion" --repository-name "$drepo" \
-        --image-tag-mutability "$mutability" --image-scanning-configuration "scanOnPush=$scan" \
+    set --
+    [ -z "$filters" ] || set -- --image-tag-mutability-exclusion-filters "$filters"
+    # --registry-id: without it ECR creates the repository in the caller's own account, which is
+    # not the destination's when the role (or the pod's identity) belongs to another account
+    if as "$dcreds" aws ecr create-repository --region "$dregion" --registry-id "$daccount" \
+        --repository-name "$drepo" \
+        --image-tag-mutability "$mutability" "$@" --image-scanning-configuration "scanOnPush=$scan" \
         --encryption-configuration "$encryption" > /dev/null 2> "$repo_out/.repo-err" ||
         grep -q RepositoryAlreadyExistsException "$repo_out/.repo-err"; then
         printf 'ecr-promote repository: created %s in %s (%s, scanOnPush=%s, %s)\n' "$drepo" "$dregion" \
             "$mutability" "$scan" "$encryption" >&2
         return 0
+    fi
+    if [ -n "$filters" ] && grep -q 'Unknown options\|Unknown parameter' "$repo_out/.repo-err"; then
+        repo_fail "cannot create destination repository $drepo in account $daccount ($dregion) as $mutability with the source's exclusion filters $filters: this aws CLI predates them (ECR added them in 2025). Use an init image with a newer aws CLI, or create $drepo yourself with the same filters: $(repo_error)"
     fi
     repo_fail "cannot create destination repository $drepo in account $daccount ($dregion): $(repo_error)"
 }

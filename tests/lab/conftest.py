@@ -1,12 +1,21 @@
-"""Make the `lab` fixture and marker available to the lab's own tests.
+"""Make the `lab` fixture and marker available to the lab's own tests, and bound them.
 
 tests/conftest.py may already load `tests.lab.fixtures` through `pytest_plugins`;
 loading it again under the same name would create a second session lab.
+
+A lab test may run several pods, so it gets `LAB_TEST_TIMEOUT` instead of the project's default
+(pyproject.toml). The lab's images and Go tools are built before the first lab test runs, so a
+cold build (minutes) does not count against any test's limit.
 """
 
 from __future__ import annotations
 
+import sys
+import time
+
 import pytest
+
+LAB_TEST_TIMEOUT = 900
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -14,3 +23,29 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: needs the local lab (root, podman, skopeo, ...)")
     if not config.pluginmanager.has_plugin("tests.lab.fixtures"):
         config.pluginmanager.import_plugin("tests.lab.fixtures")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("lab") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(LAB_TEST_TIMEOUT))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build what the selected lab tests run, once, before any of them starts its clock."""
+    if not any(item.get_closest_marker("lab") for item in session.items):
+        return
+    from . import gotools
+    from .fixtures import missing_prerequisites
+    from .images import ensure_images
+    from .paths import cache_dir_default
+    from .tls import ensure_ca
+
+    if missing_prerequisites():
+        return  # the `lab` fixture reports why (a skip, or a failure under CI=true)
+    cache = cache_dir_default()
+    started = time.monotonic()
+    ensure_images(cache, ensure_ca(cache)[0], lambda line: print(line, file=sys.stderr))
+    gotools.build(gotools.REFERRERS_REGISTRY, cache, lambda line: print(line, file=sys.stderr))
+    if time.monotonic() - started > 5:
+        print(f"lab: images ready in {time.monotonic() - started:.0f} s", file=sys.stderr)

@@ -19,6 +19,9 @@ Before the repository rules, ECR's IAM: the registry password names who got it (
 binds each ``GetAuthorizationToken`` answer to its caller), and each request needs the action ECR
 maps it to (``registry_action``) on the repository's ARN in the caller's policies, or it gets
 ECR's 403 ``DENIED`` "User: <arn> is not authorized to perform: <action> on resource: <ARN> ...".
+A password of another account is accepted when this registry's policy grants that account
+(``identify`` decides: moto hands each principal a token of its own account, where ECR's token
+opens every registry that lets the principal in).
 The lab's own setup password (``<account>-auth-token``, the registry's htpasswd) is not checked.
 The registry behind the front knows that password only: the front passes it on in place of the
 caller's. A request without the account's credentials goes to the registry as it is, which
@@ -69,7 +72,8 @@ class Identity(Protocol):
     def allows(self, action: str, resource: str) -> bool: ...
 
 
-# password, account -> the identity it was issued to for that account's registry, None otherwise
+# password, account -> the identity it was issued to, when valid for that account's registry (its
+# own, or one its registry policy grants), None otherwise
 Identify = Callable[[str, str], Identity | None]
 
 # ECR's action for each registry API request (AWS documents the pull and push sets; the referrers
@@ -367,7 +371,7 @@ def serve(
     server.account, server.registry_host = account, registry_host
     server.region, server.identify = region, identify
     server.upstream_host, server.upstream_port = bind, upstream_port
-    server.authorization = "Basic " + base64.b64encode(f"AWS:{password}".encode()).decode()
+    server.authorization = _basic(password)
     server.lookup = lookup
     server.client_context = ssl.create_default_context(cafile=ca)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -375,6 +379,10 @@ def serve(
     server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     threading.Thread(target=server.serve_forever, name=f"ecr-front-{account}", daemon=True).start()
     return server
+
+
+def _basic(password: str) -> str:
+    return "Basic " + base64.b64encode(f"AWS:{password}".encode()).decode()
 
 
 def moto_lookup(account: str, region: str) -> RepositoryLookup:

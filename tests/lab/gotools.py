@@ -31,6 +31,7 @@ from airflow_ecr_promote.signatures import COSIGN_IMAGE
 
 LOCAL_MODULES = Path(__file__).parent / "go"
 GO_CANDIDATES = ("/usr/local/go/bin/go", "go")
+BUILD_TIMEOUT = 1800  # seconds for one download or build: cosign, the largest, takes ~4 min cold
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ COSIGN = GoTool(
     package="cmd/cosign",
     image=COSIGN_IMAGE,
     ldflags="-X sigs.k8s.io/release-utils/version.gitVersion={version}",
+    tag_suffix="-dev",  # the -dev image: the same release on a base with busybox
 )
 REFERRERS_REGISTRY = GoTool(
     name="referrers-registry",
@@ -142,11 +144,17 @@ def build(tool: GoTool, cache_dir: Path, log: Callable[[str], None] = print) -> 
             return out
         t0 = time.monotonic()
         ref = f"{tool.module}@{tool.version}"
+        log(f"lab: building {tool.name} {tool.version} from its Go module (minutes on a cold cache) ...")
         if tool.local:
             info = {"Dir": tool.module}
         else:
             fetched = subprocess.run(
-                [go, "mod", "download", "-json", ref], env=env, capture_output=True, text=True, check=False
+                [go, "mod", "download", "-json", ref],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=BUILD_TIMEOUT,
             )
             info = json.loads(fetched.stdout or "{}")
             if fetched.returncode != 0 or "Dir" not in info:
@@ -169,6 +177,7 @@ def build(tool: GoTool, cache_dir: Path, log: Callable[[str], None] = print) -> 
             capture_output=True,
             text=True,
             check=False,
+            timeout=BUILD_TIMEOUT,
         )
         if built.returncode != 0:
             raise RuntimeError(f"go build {ref} ./{tool.package} failed:\n{built.stderr[-3000:]}")

@@ -115,16 +115,19 @@ USER 1000
 CMD ["regctl", "--help"]
 """
 
-# cosign's image (ko-built, distroless: no shell): cosign in /ko-app as entrypoint, nonroot 65532.
+# cosign's -dev image (ko-built on distroless static-debian12:debug-nonroot): cosign in /ko-app as
+# entrypoint, busybox (static) in /busybox for the gate's script, nonroot 65532.
 _COSIGN = """\
 FROM scratch
+COPY busybox /busybox/busybox
+RUN ["/busybox/busybox", "--install", "-s", "/busybox"]
 COPY cosign /ko-app/cosign
 COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY passwd /etc/passwd
 COPY group /etc/group
 COPY tmp/ /tmp/
-ENV PATH=/usr/local/bin:/usr/bin:/bin:/ko-app SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \\
-    HOME=/home/nonroot
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/busybox:/ko-app \\
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt HOME=/home/nonroot
 RUN ["/ko-app/cosign", "version"]
 USER 65532
 ENTRYPOINT ["/ko-app/cosign"]
@@ -136,20 +139,27 @@ _GROUP = "root:x:0:\nnonroot:x:65532:\n"
 BUSYBOX_STATIC = Path("/bin/busybox")  # Debian's busybox-static
 
 
+ALL_IMAGES = ("awscli", "skopeo", "kaniko", "crane", "regctl", "cosign")
+DEMO_IMAGES = ("awscli", "skopeo", "kaniko")  # what `make demo` runs
+
+
 @dataclass(frozen=True)
 class LabImages:
-    """Names of the built images (`localhost/ecr-promote-lab/<name>:<hash>`)."""
+    """Names of the built images (`localhost/ecr-promote-lab/<name>:<hash>`); "" when not built."""
 
-    awscli: str
-    skopeo: str
-    kaniko: str
-    crane: str
+    awscli: str = ""
+    skopeo: str = ""
+    kaniko: str = ""
+    crane: str = ""
     regctl: str = ""
     cosign: str = ""  # the signature gate's image
 
     def copier(self, engine: str) -> str:
         """The lab's image for an engine's copier container."""
-        return str(getattr(self, engine))
+        ref = str(getattr(self, engine))
+        if not ref:
+            raise RuntimeError(f"the lab's {engine} image was not built (this lab built only some images)")
+        return ref
 
 
 def _sha(*parts: str | bytes) -> str:
@@ -195,6 +205,7 @@ class ImageBuilder:
             return ref
         tarball = self.cache_dir / "rootfs" / f"{SUITE}-minbase-{tag}.tar"
         if not tarball.exists():
+            self.log(f"lab: building the Debian {SUITE} base (debootstrap minbase) ...")
             self._debootstrap(tarball)
         t0 = time.monotonic()
         self._podman("import", "--change", 'CMD ["/bin/bash"]', str(tarball), ref)
@@ -240,6 +251,7 @@ class ImageBuilder:
         ref = f"{REPO_PREFIX}/{name}:{_sha(containerfile, self.ca_cert.read_bytes())}"
         if self.exists(ref):
             return ref
+        self.log(f"lab: building the {name} image (apt-get in the Debian base) ...")
         ctx = self._context(name, containerfile)
         shutil.copy(self.ca_cert, ctx / "lab-ca.crt")
         return self._build(name, ref, ctx)
@@ -262,8 +274,7 @@ class ImageBuilder:
             (ctx / "docker" / ".keep").touch()
             (ctx / "nsswitch.conf").write_text("hosts: files dns\n")
         else:
-            if name != "cosign":
-                shutil.copy(BUSYBOX_STATIC, ctx / "busybox")
+            shutil.copy(BUSYBOX_STATIC, ctx / "busybox")
             (ctx / "passwd").write_text(_REGCTL_PASSWD if name == "regctl" else _PASSWD)
             (ctx / "group").write_text(_GROUP + ("appuser:x:1000:\n" if name == "regctl" else ""))
             (ctx / "tmp").mkdir()
@@ -288,22 +299,23 @@ class ImageBuilder:
         self.log(f"lab: built {ref} in {time.monotonic() - t0:.1f}s")
         return ref
 
-    def ensure(self) -> LabImages:
-        """Return the lab images, building what is missing (serialised by a file lock)."""
+    def ensure(self, names: tuple[str, ...] = ALL_IMAGES) -> LabImages:
+        """Return the lab images `names`, building what is missing (serialised by a file lock)."""
+        unknown = sorted(set(names) - set(ALL_IMAGES))
+        if unknown:
+            raise ValueError(f"unknown lab images {unknown}; known: {list(ALL_IMAGES)}")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with open(self.cache_dir / ".build.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            base = self.base_image()
-            return LabImages(
-                awscli=self.tool_image("awscli", base),
-                skopeo=self.tool_image("skopeo", base),
-                kaniko=self.go_image("kaniko"),
-                crane=self.go_image("crane"),
-                regctl=self.go_image("regctl"),
-                cosign=self.go_image("cosign"),
-            )
+            built: dict[str, str] = {}
+            base = self.base_image() if {"awscli", "skopeo"} & set(names) else ""
+            for name in names:
+                built[name] = self.tool_image(name, base) if name in PACKAGES else self.go_image(name)
+            return LabImages(**built)
 
 
-def ensure_images(cache_dir: Path, ca_cert: Path, log: Callable[[str], None] = print) -> LabImages:
-    """Build or find the lab images; see `ImageBuilder`."""
-    return ImageBuilder(cache_dir, ca_cert, log).ensure()
+def ensure_images(
+    cache_dir: Path, ca_cert: Path, log: Callable[[str], None] = print, names: tuple[str, ...] = ALL_IMAGES
+) -> LabImages:
+    """Build or find the lab images `names` (all of them by default); see `ImageBuilder`."""
+    return ImageBuilder(cache_dir, ca_cert, log).ensure(names)

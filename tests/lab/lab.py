@@ -21,7 +21,10 @@ The registries follow ECR's repository rules (tests/lab/ecr_front.py, in front o
 repository exists only once created through the ECR API, e.g. `Lab.create_repository(DEST_ACCOUNT,
 "team/app", immutable=True)` (setup, as IaC would), and an IMMUTABLE one refuses to move a tag.
 `push_image` creates its repository; a test that promotes into a new destination repository
-creates it first, or uses `create_repository=True` with `moto_iam.PUSH_CREATE_ROLE_ARN`.
+creates it first, or uses `create_repository=True` with `moto_iam.PUSH_CREATE_ROLE_ARN` (or
+`moto_iam.TOOLS_PUSH_CREATE_ROLE_ARN`, a third account's role that the destination's registry
+policy grants: ECR calls naming the destination's registryId act there, and the destination's
+registry accepts that account's login).
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from . import moto_iam, procs, registry
 from .content import RegistryContent
-from .images import LabImages, ensure_images
+from .images import ALL_IMAGES, LabImages, ensure_images
 from .paths import (
     ACCOUNTS,
     AWS_CLI,
@@ -114,8 +118,8 @@ class Lab(RegistryContent):
     ) -> None:
         self.stop()
 
-    def start(self, *, build_images: bool = True) -> Lab:
-        """Build/find images, start every server, wait until each answers. Stops all on failure."""
+    def start(self, *, build_images: bool = True, images: tuple[str, ...] = ALL_IMAGES) -> Lab:
+        """Build/find `images`, start every server, wait until each answers. Stops all on failure."""
         if self._state_file.exists() and any(p.alive() for p in procs.load(self._state_file)[0]):
             raise LabError(f"a lab is already running in {self.state_dir}: `python -m tests.lab down` first")
         if procs.port_in_use(self.bind, 443):
@@ -124,7 +128,7 @@ class Lab(RegistryContent):
         self._prepare_dirs()
         ca = ensure_ca(self.cache_dir)
         if build_images:
-            self.images = ensure_images(self.cache_dir, ca[0], self.log)
+            self.images = ensure_images(self.cache_dir, ca[0], self.log, images)
         self.timings["images"] = time.monotonic() - t0
         try:
             self._start_servers(ca)
@@ -487,6 +491,12 @@ class Lab(RegistryContent):
     def copier_image_for(self, engine: str) -> str:
         """The lab's copier image for `engine` (kaniko, skopeo, crane), laid out like upstream's."""
         return self._images().copier(engine)
+
+    def add_images(self, *names: str) -> None:
+        """Build (or find) more images for a lab started with only some."""
+        more = ensure_images(self.cache_dir, self.ca_cert, self.log, names)
+        current = self.images or LabImages()
+        self.images = replace(current, **{name: getattr(more, name) for name in names})
 
     def _images(self) -> LabImages:
         if self.images is None:

@@ -15,6 +15,11 @@ the very first request (`INITIAL_NO_AUTH_ACTION_COUNT=0`):
   `ecr-promote-pull` (source account): pull, signatures-pull, create-repository-pull;
   `ecr-promote-push` (destination account): push-<each engine>, signatures-push;
   `ecr-promote-push-create`: the same plus create-repository-push;
+  `ecr-promote-push-create` in a third, "tools" account 345678901234: the same policy (its ARNs
+  name the destination's repositories); the destination's registry policy grants that account
+  (`REGISTRY_GRANTS`), so an ECR call of it naming the destination's `registryId` acts on the
+  destination's registry, and the destination's registry accepts its login (tests/lab/ecr_front.py),
+  as in AWS;
   `ecr-promote-pull-push` (source account): pull and push-<each engine> on the source registry
   (a fan-out that writes there too);
   `ecr-promote-read` (each account, Airflow's connections): compare-digests, list-tags, sensor;
@@ -51,7 +56,10 @@ applied only in this process, bring it closer to AWS:
   AccessDenied message names the resource ("... is not authorized to perform: sts:AssumeRole on
   resource: <role ARN>"); a bodiless GET (EKS DescribeCluster) is signature-checked as sent
   (moto signed its parsed parameters as a body).
-Not enforced: resource policies (repository policies), permission boundaries, conditions other
+- an ECR request naming another account's `registryId` acts on that account's registry when its
+  registry policy grants the caller's account (`REGISTRY_GRANTS`), and is refused otherwise (moto
+  kept every repository in the caller's own account, whatever the registryId).
+Not enforced: other resource policies (repository policies), permission boundaries, conditions other
 than moto's trust policy ones; `/moto-api/` stays open (the lab reads `/moto-api/data.json`).
 """
 
@@ -153,9 +161,14 @@ READ_ROLE_ARNS = {a: f"arn:aws:iam::{a}:role/ecr-promote-read" for a in (SOURCE_
 READ_POLICY = policy("compare-digests", "list-tags", "sensor")
 # one role per account whose policy a test sets (Lab.set_probe_policy): one policy, or one minus an action
 PROBE_ROLE_ARNS = {a: f"arn:aws:iam::{a}:role/ecr-promote-probe" for a in (SOURCE_ACCOUNT, DEST_ACCOUNT)}
+# a third account (e.g. a CI/tools account) whose push role the destination's registry policy lets
+# push and create repositories: an ECR call naming the destination's registryId acts there
+TOOLS_ACCOUNT = "345678901234"
+TOOLS_PUSH_CREATE_ROLE_ARN = f"arn:aws:iam::{TOOLS_ACCOUNT}:role/ecr-promote-push-create"
+REGISTRY_GRANTS = {DEST_ACCOUNT: (TOOLS_ACCOUNT,)}  # registry account -> accounts its policy allows
 # the lab's own setup (creating repositories before a test) in each account, never a pod's identity
 LAB_ADMIN_ROLE_ARNS = {
-    a: f"arn:aws:iam::{a}:role/ecr-promote-lab-admin" for a in (SOURCE_ACCOUNT, DEST_ACCOUNT)
+    a: f"arn:aws:iam::{a}:role/ecr-promote-lab-admin" for a in (SOURCE_ACCOUNT, DEST_ACCOUNT, TOOLS_ACCOUNT)
 }
 
 
@@ -170,9 +183,9 @@ def _allow(*actions: str, resource: str | list[str] = "*") -> dict[str, Any]:
 
 BASE_POLICY = _doc(
     {"Sid": "AssumeThePromotionRoles", "Effect": "Allow", "Action": "sts:AssumeRole",
-     "Resource": [PULL_ROLE_ARN, PUSH_ROLE_ARN, SOURCE_PULL_PUSH_ROLE_ARN, PUSH_CREATE_ROLE_ARN, AIRFLOW_ROLE_ARN,
-                  EKS_ADMIN_ROLE_ARN, *READ_ROLE_ARNS.values(), *PROBE_ROLE_ARNS.values(),
-                  *LAB_ADMIN_ROLE_ARNS.values()]},
+     "Resource": [PULL_ROLE_ARN, PUSH_ROLE_ARN, SOURCE_PULL_PUSH_ROLE_ARN, PUSH_CREATE_ROLE_ARN,
+                  TOOLS_PUSH_CREATE_ROLE_ARN, AIRFLOW_ROLE_ARN, EKS_ADMIN_ROLE_ARN, *READ_ROLE_ARNS.values(),
+                  *PROBE_ROLE_ARNS.values(), *LAB_ADMIN_ROLE_ARNS.values()]},
     # the pod-identity path (no source role): the pod's own identity pulls, with the pull policy
     *policy("pull")["Statement"],
 )  # fmt: skip
@@ -180,11 +193,11 @@ TRUST_POLICY = _doc({"Effect": "Allow", "Principal": {"AWS": BASE_USER_ARN}, "Ac
 
 
 def _lab_admin(account_id: str) -> dict[str, Any]:
-    return {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "ecr:*", "Resource": "*"},
-        {"Effect": "Allow", "Action": ["iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies"],
-         "Resource": PROBE_ROLE_ARNS[account_id]},
-    ]}  # fmt: skip
+    statements: list[dict[str, Any]] = [{"Effect": "Allow", "Action": "ecr:*", "Resource": "*"}]
+    if account_id in PROBE_ROLE_ARNS:
+        probe = ["iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies"]
+        statements.append({"Effect": "Allow", "Action": probe, "Resource": PROBE_ROLE_ARNS[account_id]})
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 ROLES: dict[str, dict[str, Any] | None] = {  # role ARN -> its inline policy (None: none yet)
@@ -192,6 +205,7 @@ ROLES: dict[str, dict[str, Any] | None] = {  # role ARN -> its inline policy (No
     PUSH_ROLE_ARN: PUSH_POLICY,
     SOURCE_PULL_PUSH_ROLE_ARN: SOURCE_PULL_PUSH_POLICY,
     PUSH_CREATE_ROLE_ARN: PUSH_CREATE_POLICY,
+    TOOLS_PUSH_CREATE_ROLE_ARN: PUSH_CREATE_POLICY,  # the documented policy, from the tools account
     **{arn: READ_POLICY for arn in READ_ROLE_ARNS.values()},
     **{arn: None for arn in PROBE_ROLE_ARNS.values()},
     **{arn: _lab_admin(account_id) for account_id, arn in LAB_ADMIN_ROLE_ARNS.items()},
@@ -324,12 +338,34 @@ def enforce() -> None:
         return original_request(self)
 
     base._create_aws_request = create_aws_request  # type: ignore[method-assign]
+    _registry_ids()
     _scope_resources()
     _bind_registry_tokens()
     base.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
     base._is_assuming_role_operation = is_assuming_role_operation  # type: ignore[method-assign]
     base._check_role_trust_relationship = check_role_trust_relationship  # type: ignore[method-assign]
     access_control.IAMRequest._raise_access_denied = raise_access_denied  # type: ignore[method-assign]
+
+
+def _registry_ids() -> None:
+    """ECR calls act on the registry their ``registryId`` names (moto used the caller's account's
+    backend for every call, only labelling a repository with the registryId given)."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.ecr.models import ecr_backends
+    from moto.ecr.responses import ECRResponse
+
+    def ecr_backend(self: Any) -> Any:
+        caller = self.current_account
+        registry = self._get_param("registryId") or caller
+        if registry != caller and caller not in REGISTRY_GRANTS.get(registry, ()):
+            raise JsonRESTError(
+                "AccessDeniedException",
+                f"User: account {caller} is not authorized to perform this action on the registry "
+                f"with id '{registry}': no registry policy grants it",
+            )
+        return ecr_backends[registry][self.region]
+
+    ECRResponse.ecr_backend = property(ecr_backend)  # type: ignore[method-assign,assignment]
 
 
 def _scope_resources() -> None:
@@ -427,9 +463,10 @@ class RegistryIdentity:
 
 
 def registry_identity(password: str, account_id: str) -> RegistryIdentity | None:
-    """Who got ``password`` for ``account_id``'s registry; None when it was not issued for it."""
+    """Who got ``password``, when it opens ``account_id``'s registry: issued for that account, or
+    for one that the registry's policy grants (``REGISTRY_GRANTS``); None otherwise."""
     issued = _ISSUED.get(password)
-    if issued is None or issued[0] != account_id:
+    if issued is None or (issued[0] != account_id and issued[0] not in REGISTRY_GRANTS.get(account_id, ())):
         return None
     return RegistryIdentity(issued[1])
 

@@ -14,7 +14,7 @@ from airflow_ecr_promote.operators import EcrPromoteError
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
 from .lab import Lab
-from .moto_iam import PUSH_CREATE_ROLE_ARN
+from .moto_iam import LAB_ADMIN_ROLE_ARNS, PUSH_CREATE_ROLE_ARN, TOOLS_ACCOUNT, TOOLS_PUSH_CREATE_ROLE_ARN
 from .operator_run import TaskRun, lab_operator, run_task
 
 pytestmark = pytest.mark.lab
@@ -58,6 +58,23 @@ def test_missing_destination_repository_fails_naming_it_the_account_and_both_fix
     assert lab.digest(DEST_ACCOUNT, repo, "1.0") is None
 
 
+@pytest.mark.parametrize("engine", COPYING_ENGINES)
+def test_a_missing_source_repository_named_like_the_destination_is_reported_as_the_source(
+    lab: Lab, engine: str
+) -> None:
+    """dev-to-prod naming: the destination's repository exists, the source's of the same name does
+    not. ECR's NAME_UNKNOWN names the source's registry id: the source is missing, not the
+    destination, and create_repository is no fix."""
+    repo = f"repository/dev-to-prod-{engine}"
+    lab.create_repository(DEST_ACCOUNT, repo)
+    run = promote(lab, engine, repo, "1.0")
+    assert isinstance(run.error, EcrPromoteError), run.log[-20:]
+    message = str(run.error)
+    assert f"source {SOURCE_HOST}/{repo}:1.0 not found" in message
+    assert "does not exist (ECR" not in message and "create_repository" not in message
+    assert lab.digest(DEST_ACCOUNT, repo, "1.0") is None
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_create_repository_copies_the_source_repository_settings(lab: Lab, engine: str) -> None:
     repo = f"repository/created-{engine}"
@@ -72,6 +89,29 @@ def test_create_repository_copies_the_source_repository_settings(lab: Lab, engin
     assert created["imageTagMutability"] == "IMMUTABLE"
     assert created["imageScanningConfiguration"] == {"scanOnPush": True}
     assert created["encryptionConfiguration"]["encryptionType"] == "KMS"
+
+
+@pytest.mark.parametrize("engine", ["skopeo", "crane"])
+def test_create_repository_with_a_push_role_of_a_third_account_creates_it_in_the_destination_account(
+    lab: Lab, engine: str
+) -> None:
+    """The push role belongs to a tools account that the destination's registry policy lets push and
+    create repositories: the repository is created in the destination account, not the role's own."""
+    from botocore.exceptions import ClientError
+
+    repo = f"repository/third-account-{engine}"
+    lab.push_image(SOURCE_ACCOUNT, repo, "1.0", seed=1260)
+    run = promote(lab, engine, repo, "1.0", create_repository=True, dest_role_arn=TOOLS_PUSH_CREATE_ROLE_ARN)
+    assert run.error is None, "\n".join(run.log[-30:])
+    assert run.result["status"] == "copied"
+    assert lab.digest(DEST_ACCOUNT, repo, "1.0") == run.result["digest"]
+    created = lab.ecr_client(DEST_ACCOUNT).describe_repositories(repositoryNames=[repo])["repositories"][0]
+    assert created["registryId"] == DEST_ACCOUNT
+    # and nothing in the role's own account (read by that account's setup role: the push role's
+    # policy, the documented one, names the destination's repositories only)
+    tools = lab.ecr_client(DEST_ACCOUNT, role_arn=LAB_ADMIN_ROLE_ARNS[TOOLS_ACCOUNT])
+    with pytest.raises(ClientError, match="RepositoryNotFoundException"):
+        tools.describe_repositories(repositoryNames=[repo])
 
 
 def test_create_repository_with_given_settings_and_a_role_that_may_not_create_fails_naming_the_action(

@@ -13,13 +13,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.operators import EcrPromoteError
-from airflow_ecr_promote.signatures import VERIFY_CONTAINER_NAME
+from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, REPOSITORY_CONTAINER_NAME, SCRATCH_VOLUME
+from airflow_ecr_promote.signatures import GATE_DIR, GATE_VOLUME, VERIFY_CONTAINER_NAME
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
 from .cosign import KeyPair, Tools
 from .lab import Lab
+from .moto_iam import PUSH_CREATE_ROLE_ARN
 from .operator_run import TaskRun, lab_operator, run_task
 from .referrers import ReferrersRegistry, referrers_registry
 
@@ -130,7 +133,8 @@ def test_signature_gate_refuses_an_unsigned_image_of_a_batch_and_nothing_is_writ
     assert gate.applied["user"].split(":")[0] == "65532", "hardened as the other containers"
     assert (gate.applied["read_only_root"], gate.applied["effective_caps"]) == (True, [])
     assert gate.applied["no_new_privileges"] is True
-    assert gate.applied["read_only_mounts"]["/ecr-promote/auth"] is True
+    mounts = {path for path in gate.applied["read_only_mounts"] if path != "/dev/termination-log"}
+    assert mounts == {GATE_DIR}, "only its own volume: not the auth volume with the push token"
     assert writes(lab) == before, "nothing was written at the destination"
     assert lab.digest(DEST_ACCOUNT, dest_repo, "2.0.0") is None, "not even the signed image"
 
@@ -202,6 +206,150 @@ def test_a_signature_added_later_is_refused_by_an_immutable_repository_and_the_f
     assert tools.verify(dest, other_key, DEST_ACCOUNT).returncode != 0, "the second one was refused"
 
 
+def _move_tag_after_the_gate(lab: Lab, repository: str, tag: str, to: str) -> Any:
+    """A ``prepare`` for run_task: an init container between the gate and the copier that moves
+    ``repository:tag`` to the image tagged ``to`` (skopeo, with the source's credentials from the
+    gate's volume), as someone pushing to the source at that moment would."""
+    assert lab.images is not None
+    script = (
+        'skopeo copy --all --preserve-digests --authfile "$GATE/auth-source.json" '
+        'docker://"$REPO:$TO" docker://"$REPO:$TAG"'
+    )
+
+    def prepare(pod: k8s.V1Pod) -> k8s.V1Pod:
+        mover = k8s.V1Container(
+            name="someone-moves-the-tag",
+            image=lab.images.skopeo,
+            command=["sh", "-c", script],
+            env=[
+                k8s.V1EnvVar(name=name, value=value)
+                for name, value in {"GATE": GATE_DIR, "REPO": repository, "TAG": tag, "TO": to}.items()
+            ],
+            volume_mounts=[
+                k8s.V1VolumeMount(name=GATE_VOLUME, mount_path=GATE_DIR, read_only=True),
+                k8s.V1VolumeMount(name=SCRATCH_VOLUME, mount_path="/tmp"),
+            ],
+        )
+        names = [c.name for c in pod.spec.init_containers]
+        pod.spec.init_containers.insert(names.index(VERIFY_CONTAINER_NAME) + 1, mover)
+        return pod
+
+    return prepare
+
+
+def test_the_copier_promotes_the_digest_the_gate_verified_though_the_tag_moves_after_the_gate(
+    lab: Lab, tools: Tools, key: KeyPair
+) -> None:
+    signed = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "6.0.0", seed=917)
+    unsigned = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "6.0.0-unsigned", seed=918)
+    source = f"{SOURCE_HOST}/{SOURCE_REPO}:6.0.0"
+    tools.sign(source, key, SOURCE_ACCOUNT)
+    dest_repo = new_dest_repository(lab, "moved-tag")
+    dest = f"{DEST_HOST}/{dest_repo}:6.0.0"
+    assert lab.images is not None
+    task = lab_operator(
+        lab, "regctl", source_image=source, dest_image=dest, verify_signature_key=key.public_pem,
+        cosign_image=lab.images.cosign,
+    )  # fmt: skip
+    mover = _move_tag_after_the_gate(lab, f"{SOURCE_HOST}/{SOURCE_REPO}", "6.0.0", "6.0.0-unsigned")
+
+    run = run_task(lab, task=task, prepare=mover)
+
+    assert run.error is None, "\n".join(run.log[-40:])
+    assert run.outcomes[0].container("someone-moves-the-tag").exit_code == 0
+    assert lab.digest(SOURCE_ACCOUNT, SOURCE_REPO, "6.0.0") == unsigned, "the tag did move after the gate"
+    assert lab.digest(DEST_ACCOUNT, dest_repo, "6.0.0") == signed, "the verified digest was promoted"
+    assert (run.result["status"], run.result["digest"], run.result["source_digest"]) == (
+        "copied",
+        signed,
+        signed,
+    )
+    assert run.result["source_image"] == source, "the return value shows the source as written"
+    assert tools.verify(dest, key, DEST_ACCOUNT).returncode == 0, "and its signature came along"
+
+
+def test_kaniko_builds_from_the_digest_the_gate_verified_though_the_tag_moves_after_the_gate(
+    lab: Lab, tools: Tools, key: KeyPair
+) -> None:
+    import json
+
+    signed = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "6.1.0", seed=922)
+    lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "6.1.0-unsigned", seed=923)
+    source = f"{SOURCE_HOST}/{SOURCE_REPO}:6.1.0"
+    tools.sign(source, key, SOURCE_ACCOUNT)
+    dest_repo = new_dest_repository(lab, "kaniko-moved-tag")
+    assert lab.images is not None
+    task = lab_operator(
+        lab, "kaniko", source_image=source, dest_image=f"{DEST_HOST}/{dest_repo}:6.1.0",
+        verify_signature_key=key.public_pem, cosign_image=lab.images.cosign,
+    )  # fmt: skip
+    mover = _move_tag_after_the_gate(lab, f"{SOURCE_HOST}/{SOURCE_REPO}", "6.1.0", "6.1.0-unsigned")
+
+    run = run_task(lab, task=task, prepare=mover)
+
+    assert run.error is None, "\n".join(run.log[-40:])
+    assert run.result["source_image"] == source
+    index = json.loads(lab.inspect_raw(SOURCE_ACCOUNT, SOURCE_REPO, signed) or b"{}")
+    amd64 = next(m["digest"] for m in index["manifests"] if m["platform"]["architecture"] == "amd64")
+    layers = [
+        layer["digest"]
+        for layer in json.loads(lab.inspect_raw(SOURCE_ACCOUNT, SOURCE_REPO, amd64) or b"{}")["layers"]
+    ]
+    built = json.loads(lab.inspect_raw(DEST_ACCOUNT, dest_repo, "6.1.0") or b"{}")
+    assert [layer["digest"] for layer in built["layers"]] == layers, "built FROM the verified digest"
+
+
+def test_a_refused_promotion_creates_no_repository_and_an_accepted_one_creates_it_after_the_gate(
+    lab: Lab, tools: Tools, key: KeyPair
+) -> None:
+    from botocore.exceptions import ClientError
+
+    lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "7.0.0-unsigned", seed=919)
+    lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "7.0.0", seed=920)
+    tools.sign(f"{SOURCE_HOST}/{SOURCE_REPO}:7.0.0", key, SOURCE_ACCOUNT)
+    dest_repo = new_dest_repository(lab, "gated-new-repository", in_ecr=False)
+    ecr = lab.ecr_client(DEST_ACCOUNT)
+
+    def exists() -> bool:
+        try:
+            ecr.describe_repositories(repositoryNames=[dest_repo])
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "RepositoryNotFoundException":
+                raise
+            return False
+        return True
+
+    before = writes(lab)
+    refused = promote(
+        lab,
+        f"{SOURCE_HOST}/{SOURCE_REPO}:7.0.0-unsigned",
+        f"{DEST_HOST}/{dest_repo}:7.0.0",
+        verify_signature_key=key.public_pem,
+        create_repository=True,
+        dest_role_arn=PUSH_CREATE_ROLE_ARN,  # a role that may create it
+    )
+
+    assert isinstance(refused.error, EcrPromoteError), refused.error
+    assert "the signature gate refused" in str(refused.error), str(refused.error)
+    assert not exists(), "a refused promotion writes nothing, repositories included"
+    assert writes(lab) == before
+    assert not refused.outcomes[0].container(REPOSITORY_CONTAINER_NAME).terminated, "never started"
+
+    accepted = promote(
+        lab,
+        f"{SOURCE_HOST}/{SOURCE_REPO}:7.0.0",
+        f"{DEST_HOST}/{dest_repo}:7.0.0",
+        verify_signature_key=key.public_pem,
+        create_repository=True,
+        dest_role_arn=PUSH_CREATE_ROLE_ARN,  # a role that may create it
+    )
+
+    assert accepted.error is None, "\n".join(accepted.log[-40:])
+    inits = [c.name for c in accepted.pods[0].spec.init_containers]
+    assert inits == [INIT_CONTAINER_NAME, VERIFY_CONTAINER_NAME, REPOSITORY_CONTAINER_NAME]
+    assert exists() and accepted.result["status"] == "copied"
+
+
 @pytest.fixture(scope="module")
 def referrers_lab(lab: Lab) -> Iterator[ReferrersRegistry]:
     with referrers_registry(lab) as registry:
@@ -237,6 +385,29 @@ def test_oci_referrers_travel_through_the_referrers_api(
     assert f"/v2/{dest_repo}/referrers/{digest}" in asked, "regctl used the referrers API"
     verified = tools.verify(dest, key, None, oci11=True)
     assert verified.returncode == 0, verified.stderr
+
+
+def test_an_oci11_referrer_signature_passes_the_gate(
+    lab: Lab, tools: Tools, key: KeyPair, referrers_lab: ReferrersRegistry
+) -> None:
+    """What repository.py recommends for immutable repositories: cosign sign
+    --registry-referrers-mode=oci-1-1, a signature stored as an OCI 1.1 referrer (no .sig tag)."""
+    host = referrers_lab.host
+    digest = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "8.0.0", seed=921)
+    source = f"{host}/team/referrer-signed:8.0.0"
+    tools.copy(f"{SOURCE_HOST}/{SOURCE_REPO}:8.0.0", source)
+    tools.sign(source, key, None, referrers=True)
+    assert tools.verify(source, key, None).returncode != 0, "without --experimental-oci11 cosign sees none"
+    dest = f"{host}/{new_dest_repository(lab, 'referrer-gate', in_ecr=False)}:8.0.0"
+
+    run = promote(
+        lab, source, dest, source_role_arn=None, dest_role_arn=None, verify_signature_key=key.public_pem
+    )
+
+    assert run.error is None, "\n".join(run.log[-40:])
+    assert run.outcomes[0].container(VERIFY_CONTAINER_NAME).exit_code == 0
+    assert (run.result["status"], run.result["digest"]) == ("copied", digest)
+    assert tools.verify(dest, key, None, oci11=True).returncode == 0
 
 
 def _platform_digests(tools: Tools, image: str) -> list[str]:
