@@ -149,9 +149,9 @@ PUSH_POLICY = policy("push-skopeo", "push-crane", "push-regctl", "push-kaniko", 
 # pull and push in the source account, for a promotion that also writes there (a fan-out): crane
 # and regctl hold one credential per registry host, so one role reads and writes that registry
 SOURCE_PULL_PUSH_ROLE_ARN = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-pull-push"
-SOURCE_PULL_PUSH_POLICY = policy(
-    "pull", "push-skopeo", "push-crane", "push-regctl", "push-kaniko", destination=SOURCE_ACCOUNT
-)
+SOURCE_PULL_PUSH_FILES = ("pull", "signatures-pull", "push-skopeo", "push-crane", "push-regctl",
+                          "push-kaniko", "signatures-push")  # fmt: skip
+SOURCE_PULL_PUSH_POLICY = policy(*SOURCE_PULL_PUSH_FILES, destination=SOURCE_ACCOUNT)
 # the push role of a promotion with create_repository (README: "IAM")
 PUSH_CREATE_POLICY = policy(*(n for n in ("push-skopeo", "push-crane", "push-regctl", "push-kaniko",
                                           "signatures-push", "create-repository-push")))  # fmt: skip

@@ -82,23 +82,26 @@ def refused(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d for d in decisions if d["identity"].startswith((SOURCE_PROBE, DEST_PROBE)) and not d["allowed"]]
 
 
-# engine -> (pull role's files, push role's files, operator arguments): every file is used by one
-# (regctl's source is signed too, and the gate verifies it: cosign reads with the pull role)
+# case -> (pull role's files, push role's files, operator arguments): every file is used by one
+# (regctl-signatures' source is signed too, and the gate verifies it: cosign reads with the pull role)
 ENGINE_CASES = {
     "skopeo": (("pull", "create-repository-pull"), ("push-skopeo", "create-repository-push"),
                {"create_repository": True}),
     "crane": (("pull",), ("push-crane",), {}),
-    "regctl": (("pull", "signatures-pull"), ("push-regctl", "signatures-push"), {"with_signatures": True}),
+    "regctl": (("pull",), ("push-regctl",), {"with_signatures": False}),
+    # regctl's default: signatures on (with_signatures=None)
+    "regctl-signatures": (("pull", "signatures-pull"), ("push-regctl", "signatures-push"), {}),
     "kaniko": (("pull",), ("push-kaniko",), {}),
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("engine", list(ENGINE_CASES))
-def test_each_engine_needs_exactly_its_documented_policies(lab: Lab, engine: str, tmp_path: Path) -> None:
-    pull, push, arguments = ENGINE_CASES[engine]
-    repo, tag = f"team/iam-{engine}", "1.0"
+@pytest.mark.parametrize("case", list(ENGINE_CASES))
+def test_each_engine_needs_exactly_its_documented_policies(lab: Lab, case: str, tmp_path: Path) -> None:
+    engine = case.split("-")[0]
+    pull, push, arguments = ENGINE_CASES[case]
+    repo, tag = f"team/iam-{case}", "1.0"
     lab.push_image(SOURCE_ACCOUNT, repo, tag, seed=1900)
-    if engine == "regctl":  # signed: the gate verifies with the pull role, then regctl copies
+    if case == "regctl-signatures":  # signed: the gate verifies with the pull role, then regctl copies
         tools = Tools(lab, tmp_path)
         key = tools.key_pair("release")
         tools.sign(f"{SOURCE_HOST}/{repo}:{tag}", key, SOURCE_ACCOUNT)
