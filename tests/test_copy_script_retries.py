@@ -183,5 +183,6 @@ def test_a_read_refused_is_reported_at_once(stand_ins: Path, tmp_path: Path) -> 
     script(state, "digest", DEST, DENIED)
     done, message, _ = promote(stand_ins, tmp_path)
     assert done.returncode == 1
-    assert message == f"1 failed - - read-dest denied {DENIED}\n"
+    # the fact's message is ECR's refusal from "User:" on (scripts/copy.sh message_of)
+    assert message == f"1 failed - - read-dest denied {DENIED.partition('DENIED: ')[2]}\n"
     assert read(state, "sleeps") == []

@@ -94,11 +94,15 @@ error_class() {
 }
 
 # message_of CLASS FILE: the tool's own words, one line: from the registry's error code on for a
-# refusal that carries one, else the tool's last words (skopeo's debug lines left out)
+# refusal that carries one (for an IAM refusal, ECR's "User: <arn> is not authorized to perform:
+# <action> on resource: <ARN> ...", which crane and regctl print after lines that would fill the
+# 300 characters kept), else the tool's last words (skopeo's debug lines left out)
 message_of() {
     case "$1" in
         tag_invalid) words=$(grep -oiE '(TAG_INVALID|tag invalid).*' "$2" | head -n 1 | sed 's/" *$//' | oneline) ;;
         name_unknown) words=$(grep -oiE '(NAME_UNKNOWN|name unknown).*' "$2" | head -n 1 | sed 's/" *$//' | oneline) ;;
+        denied) words=$(grep -v 'level=debug' "$2" | grep -oE 'User: [^ ]+ is not authorized to perform: .*' |
+            head -n 1 | sed 's/[\\]*".*//' | oneline) ;;
         *) words= ;;
     esac
     [ -n "$words" ] || words=$(grep -v 'level=debug' "$2" | oneline)

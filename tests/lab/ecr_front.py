@@ -15,11 +15,17 @@ moto's ECR backend directly. For each authenticated request on ``/v2/<repository
   again is accepted, as ECR does);
 - everything else goes to the registry unchanged, streamed both ways (uploads are not buffered).
 
-A login of an account the registry's policy grants (``granted``: moto hands each account's
-principals a token for their own account, ``AWS:<account>-auth-token``, where ECR's token opens
-every registry that lets the principal in) is passed on as the account's own.
-A request without the account's credentials goes to the registry as it is, which answers 401,
-as ECR checks authentication before the repository. One request per connection: the front
+Before the repository rules, ECR's IAM: the registry password names who got it (moto_iam.py
+binds each ``GetAuthorizationToken`` answer to its caller), and each request needs the action ECR
+maps it to (``registry_action``) on the repository's ARN in the caller's policies, or it gets
+ECR's 403 ``DENIED`` "User: <arn> is not authorized to perform: <action> on resource: <ARN> ...".
+A password of another account is accepted when this registry's policy grants that account
+(``identify`` decides: moto hands each principal a token of its own account, where ECR's token
+opens every registry that lets the principal in).
+The lab's own setup password (``<account>-auth-token``, the registry's htpasswd) is not checked.
+The registry behind the front knows that password only: the front passes it on in place of the
+caller's. A request without the account's credentials goes to the registry as it is, which
+answers 401, as ECR checks authentication before the repository. One request per connection: the front
 answers ``Connection: close``, and clients open a new connection for the next request.
 """
 
@@ -34,7 +40,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 # the repository part of a registry API path (a name may hold slashes)
 _ROUTES = (
@@ -56,6 +62,56 @@ MANIFEST_ACCEPT = ", ".join(
 CHUNK = 256 * 1024
 # repository name -> its imageTagMutability ("MUTABLE", "IMMUTABLE", ...), None when it does not exist
 RepositoryLookup = Callable[[str], str | None]
+
+
+class Identity(Protocol):
+    """Who a registry password was issued to (moto_iam.RegistryIdentity)."""
+
+    arn: str
+
+    def allows(self, action: str, resource: str) -> bool: ...
+
+
+# password, account -> the identity it was issued to, when valid for that account's registry (its
+# own, or one its registry policy grants), None otherwise
+Identify = Callable[[str, str], Identity | None]
+
+# ECR's action for each registry API request (AWS documents the pull and push sets; the referrers
+# API needs ecr:BatchGetImage, as ListImageReferrers does)
+_ACTIONS = {
+    ("manifests", "GET"): "ecr:BatchGetImage",
+    ("manifests", "HEAD"): "ecr:BatchGetImage",
+    ("manifests", "PUT"): "ecr:PutImage",
+    ("manifests", "DELETE"): "ecr:BatchDeleteImage",
+    ("uploads", "POST"): "ecr:InitiateLayerUpload",
+    ("uploads", "PATCH"): "ecr:UploadLayerPart",
+    ("uploads", "GET"): "ecr:UploadLayerPart",
+    ("uploads", "PUT"): "ecr:CompleteLayerUpload",
+    ("uploads", "DELETE"): "ecr:InitiateLayerUpload",
+    ("blobs", "GET"): "ecr:GetDownloadUrlForLayer",
+    ("blobs", "HEAD"): "ecr:BatchCheckLayerAvailability",
+    ("tags", "GET"): "ecr:ListImages",
+    ("referrers", "GET"): "ecr:BatchGetImage",
+}
+_KINDS = ("manifests", "uploads", "blobs", "tags", "referrers")  # in _ROUTES' order
+
+
+def registry_action(method: str, path: str) -> tuple[str, str] | None:
+    """(ECR action, repository) of a registry API request; None for other paths (``/v2/``)."""
+    for kind, route in zip(_KINDS, _ROUTES, strict=True):
+        match = route.fullmatch(path)
+        if match:
+            return _ACTIONS.get((kind, method), f"ecr:{method}Unknown"), match["name"]
+    return None
+
+
+def denied(identity: str, action: str, resource: str) -> tuple[int, str, str]:
+    """ECR's answer to a registry request the caller's policies do not allow."""
+    message = (
+        f"User: {identity} is not authorized to perform: {action} on resource: {resource} "
+        f"because no identity-based policy allows the {action} action"
+    )
+    return 403, "DENIED", message
 
 
 def repository_of(path: str) -> tuple[str, str | None] | None:
@@ -100,9 +156,25 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         target = repository_of(path)
         body: bytes | None = None
-        if self.headers.get("Authorization") in front.granted:
-            self.headers.replace_header("Authorization", front.authorization)
-        if target is not None and self.headers.get("Authorization") == front.authorization:
+        authorization = self.headers.get("Authorization")
+        identity = self._identity(authorization)
+        if identity is not None:
+            checked = registry_action(self.command, path)
+            if checked is not None:
+                action, repository = checked
+                resource = f"arn:aws:ecr:{front.region}:{front.account}:repository/{repository}"
+                # a monolithic upload (the layer's bytes in the closing PUT, as regctl and crane
+                # send small blobs) stores a part too: ECR's registry calls UploadLayerPart for it
+                actions = [action]
+                if action == "ecr:CompleteLayerUpload" and self._has_body():
+                    actions.insert(0, "ecr:UploadLayerPart")
+                for needed in actions:
+                    if not identity.allows(needed, resource):
+                        self._discard_small_body()
+                        self._refuse(*denied(identity.arn, needed, resource))
+                        return
+            authorization = front.authorization  # the registry knows the lab's password only
+        if target is not None and authorization == front.authorization:
             repository, ref = target
             mutability = front.lookup(repository)
             if mutability is None:
@@ -115,7 +187,22 @@ class _Handler(BaseHTTPRequestHandler):
                 if existing is not None and existing != "sha256:" + hashlib.sha256(body).hexdigest():
                     self._refuse(*tag_invalid(repository, ref))
                     return
-        self._forward(body)
+        self._forward(body, authorization)
+
+    def _has_body(self) -> bool:
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        return chunked or int(self.headers.get("Content-Length") or 0) > 0
+
+    def _identity(self, authorization: str | None) -> Identity | None:
+        """The caller of a password issued for this registry (not the lab's own)."""
+        front = self.server
+        if not authorization or not authorization.startswith("Basic ") or front.identify is None:
+            return None
+        try:
+            user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+        except ValueError:
+            return None
+        return front.identify(password, front.account) if user == "AWS" else None
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
 
@@ -152,10 +239,10 @@ class _Handler(BaseHTTPRequestHandler):
         return front.client_context.wrap_socket(raw, server_hostname=front.registry_host)
 
     def _upstream_digest(self, path: str) -> str | None:
-        """The digest the registry holds under a manifest path (HEAD, the client's credentials)."""
+        """The digest the registry holds under a manifest path (HEAD, the lab's credentials)."""
         head = (
             f"HEAD {path} HTTP/1.1\r\nHost: {self.server.registry_host}\r\n"
-            f"Authorization: {self.headers['Authorization']}\r\nAccept: {MANIFEST_ACCEPT}\r\n"
+            f"Authorization: {self.server.authorization}\r\nAccept: {MANIFEST_ACCEPT}\r\n"
             "Connection: close\r\n\r\n"
         )
         with self._connect() as upstream:
@@ -175,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return value.strip()
         return None
 
-    def _forward(self, body: bytes | None) -> None:
+    def _forward(self, body: bytes | None, authorization: str | None) -> None:
         try:
             upstream = self._connect()
         except OSError as error:
@@ -184,6 +271,8 @@ class _Handler(BaseHTTPRequestHandler):
         with upstream:
             lines = [f"{self.command} {self.path} HTTP/1.1"]
             for name, value in self.headers.items():
+                if name.lower() == "authorization" and authorization is not None:
+                    value = authorization
                 if name.lower() not in _HOP_BY_HOP:
                     lines.append(f"{name}: {value}")
             lines.append("Connection: close")
@@ -252,11 +341,12 @@ class _FrontServer(ThreadingHTTPServer):
         return  # a client that hangs up (a readiness probe, a stopped copy) is no error of the front
 
     account: str
+    region: str
+    identify: Identify | None
     registry_host: str
     upstream_host: str
     upstream_port: int
     authorization: str
-    granted: frozenset[str]
     lookup: RepositoryLookup
     client_context: ssl.SSLContext
 
@@ -273,14 +363,15 @@ def serve(
     key: str,
     ca: str,
     lookup: RepositoryLookup,
-    granted: tuple[str, ...] = (),
+    region: str = "us-east-1",
+    identify: Identify | None = None,
 ) -> ThreadingHTTPServer:
     """Serve one account's front on ``bind:port`` in a daemon thread, in front of ``bind:upstream_port``."""
     server = _FrontServer((bind, port), _Handler)
     server.account, server.registry_host = account, registry_host
+    server.region, server.identify = region, identify
     server.upstream_host, server.upstream_port = bind, upstream_port
     server.authorization = _basic(password)
-    server.granted = frozenset(_basic(p) for p in granted)
     server.lookup = lookup
     server.client_context = ssl.create_default_context(cafile=ca)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -306,12 +397,11 @@ def moto_lookup(account: str, region: str) -> RepositoryLookup:
     return lookup
 
 
-def start_all(specs: list[dict[str, Any]]) -> list[ThreadingHTTPServer]:
-    """Start one front per spec (``serve``'s keyword arguments plus ``region``), reading moto."""
+def start_all(specs: list[dict[str, Any]], identify: Identify | None = None) -> list[ThreadingHTTPServer]:
+    """Start one front per spec (``serve``'s keyword arguments), reading moto; ``identify``
+    checks registry passwords against IAM (None: the lab's password only, no IAM)."""
     servers = []
     for spec in specs:
-        spec = dict(spec)
-        region = spec.pop("region")
-        spec["granted"] = tuple(spec.get("granted", ()))
-        servers.append(serve(**spec, lookup=moto_lookup(spec["account"], region)))
+        lookup = moto_lookup(spec["account"], spec["region"])
+        servers.append(serve(**spec, lookup=lookup, identify=identify))
     return servers

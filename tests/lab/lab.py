@@ -8,12 +8,14 @@ moto enforces IAM like AWS (tests/lab/moto_iam.py): every STS/ECR call must be s
 known key and allowed by the caller's policies. The pod's base identity (what IRSA / Pod
 Identity gives a real pod) is the IAM user `arn:aws:iam::123456789012:user/ecr-promote-pod`,
 access key id `AKIALABECRPROMOTEPOD` (secret `moto_iam.BASE_SECRET_ACCESS_KEY`), baked into the
-lab images as ENV and returned by `Lab.aws_env()`. It may call `ecr:GetAuthorizationToken` and
-`sts:AssumeRole` on exactly two roles, which exist and trust it:
-`arn:aws:iam::123456789012:role/ecr-promote-pull` (pull actions) and
-`arn:aws:iam::210987654321:role/ecr-promote-push` (pull + push actions). Any other role ->
+lab images as ENV and returned by `Lab.aws_env()`. It may call `sts:AssumeRole` on the lab's roles,
+which exist and trust it, among them `arn:aws:iam::123456789012:role/ecr-promote-pull` and
+`arn:aws:iam::210987654321:role/ecr-promote-push`, whose policies are the package's policy files
+(airflow_ecr_promote/policies, the README's). Any other role ->
 `AccessDenied ... sts:AssumeRole on resource: <role ARN>`; unknown key -> `InvalidClientTokenId`;
-wrong secret -> `SignatureDoesNotMatch`; unsigned -> `MissingAuthenticationToken`.
+wrong secret -> `SignatureDoesNotMatch`; unsigned -> `MissingAuthenticationToken`. ECR actions are
+checked on the repository's ARN, by moto and by each registry (a registry password names who got
+it); `Lab.iam_decisions()` lists every decision.
 
 The registries follow ECR's repository rules (tests/lab/ecr_front.py, in front of each): a
 repository exists only once created through the ECR API, e.g. `Lab.create_repository(DEST_ACCOUNT,
@@ -159,7 +161,9 @@ class Lab(RegistryContent):
             self._write_registry(ca, acct)
         # ECR's repository rules in front of each registry, inside moto (tests/lab/ecr_front.py)
         fronts = ["--fronts", json.dumps([self._front_spec(acct) for acct in ACCOUNTS.values()])]
+        audit = ["--iam-audit", str(self.iam_audit_file)]  # every IAM decision (Lab.iam_decisions)
         argv = [sys.executable, str(Path(moto_iam.__file__)), "-H", self.bind, "-p", port, *tls_args, *mirror]
+        argv += audit
         self._spawn("moto", [*argv, *fronts])
         for acct in ACCOUNTS.values():
             self._start_registry_proc(acct)
@@ -231,8 +235,6 @@ class Lab(RegistryContent):
             "registry_host": acct.registry_host,
             "upstream_port": self.ports[acct.account_id],
             "password": acct.password,
-            # logins of the accounts its registry policy grants (moto: each account's own token)
-            "granted": [f"{a}-auth-token" for a in moto_iam.REGISTRY_GRANTS.get(acct.account_id, ())],
             "cert": str(d / "tls.crt"),
             "key": str(d / "tls.key"),
             "ca": str(self.ca_cert),
@@ -341,13 +343,43 @@ class Lab(RegistryContent):
                 raise
         self._created.add((acct.account_id, repo))
 
+    @property
+    def iam_audit_file(self) -> Path:
+        """JSON lines, one per IAM decision of moto (``via: api``) or a registry (``via: registry``)."""
+        return self.state_dir / "logs" / "iam-audit.jsonl"
+
+    def iam_decisions(self, identity_prefix: str = "") -> list[dict[str, Any]]:
+        """The IAM decisions so far (identity, action, resource, allowed, via), of identities whose
+        ARN starts with ``identity_prefix`` (e.g. ``arn:aws:sts::<account>:assumed-role/<role>/``)."""
+        if not self.iam_audit_file.exists():
+            return []
+        lines = self.iam_audit_file.read_text().splitlines()
+        return [d for d in map(json.loads, lines) if str(d["identity"]).startswith(identity_prefix)]
+
+    def set_probe_policy(self, which: AccountRef, document: dict[str, Any] | None) -> None:
+        """Give that account's probe role (``moto_iam.PROBE_ROLE_ARNS``) exactly ``document`` as its
+        only policy (None, or no statement left: no policy), through the lab's IAM API as the
+        account's setup role. It counts at once, for sessions and registry passwords already
+        handed out too."""
+        acct = account(which)
+        iam = self._client("iam", acct, moto_iam.LAB_ADMIN_ROLE_ARNS[acct.account_id])
+        name = moto_iam.PROBE_ROLE_ARNS[acct.account_id].rsplit("/", 1)[1]
+        if document is None or not document["Statement"]:
+            if name in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+                iam.delete_role_policy(RoleName=name, PolicyName=name)
+            return
+        iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(document))
+
     def ecr_client(self, which: AccountRef, role_arn: str | None = None) -> Any:
         """A boto3 ECR client of that account's region on the lab's ECR API, as ``role_arn``
         (default: the account's lab setup role, ``moto_iam.LAB_ADMIN_ROLE_ARNS``)."""
+        acct = account(which)
+        return self._client("ecr", acct, role_arn or moto_iam.LAB_ADMIN_ROLE_ARNS[acct.account_id])
+
+    def _client(self, service: str, acct: Account, role: str) -> Any:
+        """A boto3 client of ``service`` on the lab's moto, as the base identity having assumed ``role``."""
         import boto3
 
-        acct = account(which)
-        role = role_arn or moto_iam.LAB_ADMIN_ROLE_ARNS[acct.account_id]
         base = boto3.Session(
             aws_access_key_id=moto_iam.BASE_ACCESS_KEY_ID,
             aws_secret_access_key=moto_iam.BASE_SECRET_ACCESS_KEY,
@@ -356,7 +388,7 @@ class Lab(RegistryContent):
         sts = base.client("sts", endpoint_url=self.moto_endpoint, verify=str(self.ca_bundle))
         creds = sts.assume_role(RoleArn=role, RoleSessionName="ecr-promote-lab")["Credentials"]
         return boto3.client(
-            "ecr",
+            service,
             region_name=acct.region,
             endpoint_url=self.moto_endpoint,
             verify=str(self.ca_bundle),

@@ -8,51 +8,72 @@ the very first request (`INITIAL_NO_AUTH_ACTION_COUNT=0`):
 - account 123456789012: IAM user `ecr-promote-pod`, the pod's base identity (IRSA / Pod
   Identity stand-in), with the fixed access key `BASE_ACCESS_KEY_ID` / `BASE_SECRET_ACCESS_KEY`
   (moto's API cannot choose a key id, so the key is rewritten in the model). Its inline policy
-  allows `sts:AssumeRole` ONLY on the roles below, plus `ecr:GetAuthorizationToken` (the
-  pod-identity path: login with the base identity, no role);
-- role `arn:aws:iam::123456789012:role/ecr-promote-pull` (source account): pull actions;
-- role `arn:aws:iam::210987654321:role/ecr-promote-push` (destination account): pull + push,
-  without `ecr:CreateRepository` (the README's push policy without `create_repository`);
-- role `arn:aws:iam::210987654321:role/ecr-promote-push-create`: the same plus
-  `ecr:CreateRepository` (the README's policy for `create_repository`).
-  They trust exactly the user's ARN and allow `ecr:GetAuthorizationToken`.
-- role `arn:aws:iam::345678901234:role/ecr-promote-push-create` (a third, "tools" account): the
-  same actions; the destination's registry policy grants that account (`REGISTRY_GRANTS`), so an
-  ECR call of it naming the destination's `registryId` acts on the destination's registry, and the
-  destination's registry accepts its login (tests/lab/ecr_front.py), as in AWS;
-- role `ecr-promote-lab-admin` in each account (`ecr:*`): the lab's own setup, e.g. creating the
-  repositories a test pushes to (`Lab.create_repository`), never a promotion's identity.
-- role `ecr-promote-airflow` (source account, trusting the user too): the identity of an Airflow
-  outside the cluster (MWAA's execution role), allowed only `eks:DescribeCluster`; role
-  `ecr-promote-eks-admin` may also create EKS clusters, for tests to set one up.
+  allows `sts:AssumeRole` ONLY on the roles below, plus the package's `pull` policy (the
+  pod-identity path: no source role);
+- every role's policy is made of the package's policy files (airflow_ecr_promote/policies, the
+  ones the README shows; `policy()`), with the lab's repositories (`*`) in place of `team/*`:
+  `ecr-promote-pull` (source account): pull, signatures-pull, create-repository-pull;
+  `ecr-promote-push` (destination account): push-<each engine>, signatures-push;
+  `ecr-promote-push-create`: the same plus create-repository-push;
+  `ecr-promote-push-create` in a third, "tools" account 345678901234: the same policy (its ARNs
+  name the destination's repositories); the destination's registry policy grants that account
+  (`REGISTRY_GRANTS`), so an ECR call of it naming the destination's `registryId` acts on the
+  destination's registry, and the destination's registry accepts its login (tests/lab/ecr_front.py),
+  as in AWS;
+  `ecr-promote-pull-push` (source account): pull and push-<each engine> on the source registry
+  (a fan-out that writes there too);
+  `ecr-promote-read` (each account, Airflow's connections): compare-digests, list-tags, sensor;
+  `ecr-promote-airflow` (source account, an Airflow outside the cluster): eks-describe-cluster;
+  `ecr-promote-probe` (each account): no policy until a test sets one (`Lab.set_probe_policy`:
+  a policy file exactly, or one minus an action). They trust exactly the user's ARN.
+- role `ecr-promote-lab-admin` in each account (`ecr:*`, and setting the probe role's policy): the
+  lab's own setup, e.g. creating the repositories a test pushes to, never a promotion's identity;
+  role `ecr-promote-eks-admin` may also create EKS clusters, for tests to set one up.
 
-What is enforced (moto's access control, 5.x): every STS/ECR request must be SigV4-signed
+What is enforced (moto's access control, 5.x): every STS/ECR/EKS request must be SigV4-signed
 with a known key (an unknown key id -> `InvalidClientTokenId`, a wrong secret ->
 `SignatureDoesNotMatch`, an unsigned request -> `MissingAuthenticationToken`, all 403; ECR
 answers in JSON as AWS does: `UnrecognizedClientException`, `InvalidSignatureException`,
 `MissingAuthenticationTokenException`, `AccessDeniedException`);
-the caller's policies must allow the action (`AccessDenied` otherwise); `sts:AssumeRole` is
-matched against the role ARN (the only Resource moto compares: ECR actions are checked
-against `*`, so the role policies name `*`); keys handed out by assume-role act with the
-role's policies, in the role's account. Four small patches, applied only in this process,
-bring the assume-role check closer to AWS: the role's trust policy is read from the ROLE's
-account (moto only looks in the caller's, so cross-account trust was never checked), a role
-that does not exist is refused, and the AccessDenied message names the role
-("... is not authorized to perform: sts:AssumeRole on resource: <role ARN>"); and a bodiless
-GET (EKS DescribeCluster) is signature-checked as sent (moto signed its parsed parameters as a body).
-An ECR request naming another account's `registryId` acts on that account's registry when its
-registry policy grants the caller's account (`REGISTRY_GRANTS`), and is refused otherwise (moto
-kept every repository in the caller's own account, whatever the registryId).
-Not enforced: other resource policies, permission boundaries, conditions other than moto's trust
-policy ones; `/moto-api/` stays open (the lab reads `/moto-api/data.json`).
+the caller's policies must allow the action (`AccessDenied` otherwise); keys handed out by
+assume-role act with the role's policies, in the role's account. moto compares only
+`sts:AssumeRole` (and IAM's role actions) with a resource; ECR and EKS actions it compared with
+`*`, so a policy scoped to repositories allowed nothing, and one on `*` everything. Patches,
+applied only in this process, bring it closer to AWS:
+- ECR actions are checked against the repository's ARN (`arn:aws:ecr:<region>:<registryId or the
+  caller's account>:repository/<name>`; `*` for GetAuthorizationToken), `eks:DescribeCluster`
+  against the cluster's; a policy's `*` and `?` are IAM's wildcards (moto made the pattern a
+  regular expression unescaped: `.` matched any character);
+- `GetAuthorizationToken` returns a password bound to its caller (`<account>-auth-token.<random>`),
+  and the registry fronts (ecr_front.py, in this process) check each registry request's ECR
+  action (`ecr:BatchGetImage`, `ecr:PutImage`, `ecr:ListImages`, ...) on the repository's ARN in
+  that caller's policies, as ECR's registry does; the lab's own password (`<account>-auth-token`,
+  the registries' htpasswd) is not checked;
+- every decision goes to an audit file (`--iam-audit`, `Lab.iam_decisions`): which identity, which
+  action on which resource, allowed or not, by the API or a registry;
+- the role's trust policy is read from the ROLE's account (moto only looks in the caller's, so
+  cross-account trust was never checked), a role that does not exist is refused, and the
+  AccessDenied message names the resource ("... is not authorized to perform: sts:AssumeRole on
+  resource: <role ARN>"); a bodiless GET (EKS DescribeCluster) is signature-checked as sent
+  (moto signed its parsed parameters as a body).
+- an ECR request naming another account's `registryId` acts on that account's registry when its
+  registry policy grants the caller's account (`REGISTRY_GRANTS`), and is refused otherwise (moto
+  kept every repository in the caller's own account, whatever the registryId).
+Not enforced: other resource policies (repository policies), permission boundaries, conditions other
+than moto's trust policy ones; `/moto-api/` stays open (the lab reads `/moto-api/data.json`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
+import secrets
 import sys
+import threading
 from typing import Any
+from urllib.parse import unquote
 
 SOURCE_ACCOUNT = "123456789012"
 DEST_ACCOUNT = "210987654321"
@@ -68,25 +89,78 @@ PUSH_ROLE_ARN = f"arn:aws:iam::{DEST_ACCOUNT}:role/ecr-promote-push"
 AIRFLOW_ROLE_ARN = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-airflow"
 EKS_ADMIN_ROLE_ARN = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-eks-admin"
 
-PULL_ACTIONS = [
-    "ecr:GetAuthorizationToken",
-    "ecr:BatchCheckLayerAvailability",
-    "ecr:GetDownloadUrlForLayer",
-    "ecr:BatchGetImage",
-    "ecr:DescribeImages",
-    "ecr:DescribeRepositories",
-    "ecr:ListImages",
-]
-PUSH_ACTIONS = [
-    *PULL_ACTIONS,
-    "ecr:InitiateLayerUpload",
-    "ecr:UploadLayerPart",
-    "ecr:CompleteLayerUpload",
-    "ecr:PutImage",
-]
-# the push role of a promotion with create_repository (README: "IAM policies")
-PUSH_CREATE_ACTIONS = [*PUSH_ACTIONS, "ecr:CreateRepository"]
+REPOSITORY_EXAMPLE = "repository/team/*"  # how the package's policy files scope repositories
+EKS_EXAMPLE = ("111122223333", "cluster/platform-prod")  # and the EKS cluster
+LAB_EKS_CLUSTER = "platform-lab"  # tests/lab/test_eks_e2e.py's cluster, in the source account
+
+
+def policy(*names: str, repositories: str = "*", destination: str = DEST_ACCOUNT) -> dict[str, Any]:
+    """The package's policy files ``names`` (airflow_ecr_promote/policies) as one document, for the lab.
+
+    Their ARNs already name the lab's accounts and regions (the README's example is the lab's);
+    only the repository names change, from ``team/*`` to ``repositories`` (the lab's tests use
+    many names; ``"team/*"`` keeps the files as they are), and the EKS cluster to the lab's.
+    ``destination=SOURCE_ACCOUNT`` moves the push files' statements to the source account's
+    registry (a promotion that writes there too needs a push role in that account).
+    """
+    from airflow_ecr_promote import policies
+
+    statements: list[dict[str, Any]] = []
+    for name in names:
+        for statement in policies.load(name)["Statement"]:
+            if statement in statements:  # the same statement in two files (RegistryLogin)
+                continue
+            if any(s.get("Sid") == statement.get("Sid") for s in statements):  # Sids must be unique
+                suffix = "".join(part.capitalize() for part in name.split("-"))
+                statement = {**statement, "Sid": f"{statement['Sid']}{suffix}"}
+            statements.append(statement)
+    text = json.dumps(statements)
+    text = text.replace(REPOSITORY_EXAMPLE, f"repository/{repositories}")
+    if destination == SOURCE_ACCOUNT:
+        text = text.replace(
+            f"arn:aws:ecr:us-east-1:{DEST_ACCOUNT}:", f"arn:aws:ecr:us-west-2:{SOURCE_ACCOUNT}:"
+        )
+    text = text.replace(f"{EKS_EXAMPLE[0]}:{EKS_EXAMPLE[1]}", f"{SOURCE_ACCOUNT}:cluster/{LAB_EKS_CLUSTER}")
+    return {"Version": "2012-10-17", "Statement": json.loads(text)}
+
+
+def without(document: dict[str, Any], action: str) -> dict[str, Any]:
+    """``document`` with ``action`` taken out of every statement (statements left empty dropped)."""
+    statements = []
+    for statement in document["Statement"]:
+        listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if [a for a in listed if a != action]:
+            statements.append({**statement, "Action": [a for a in listed if a != action]})
+    result = {**document, "Statement": statements}
+    if _actions(result) == _actions(document):
+        raise ValueError(f"{action} is not in the policy")
+    return result
+
+
+def _actions(document: dict[str, Any]) -> set[str]:
+    from airflow_ecr_promote.policies import actions
+
+    return set(actions(document))
+
+
+# The promotion roles hold the package's policy files, every feature the lab's tests use:
+PULL_POLICY = policy("pull", "signatures-pull", "create-repository-pull")
+PUSH_POLICY = policy("push-skopeo", "push-crane", "push-regctl", "push-kaniko", "signatures-push")
+# pull and push in the source account, for a promotion that also writes there (a fan-out): crane
+# and regctl hold one credential per registry host, so one role reads and writes that registry
+SOURCE_PULL_PUSH_ROLE_ARN = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-pull-push"
+SOURCE_PULL_PUSH_FILES = ("pull", "signatures-pull", "push-skopeo", "push-crane", "push-regctl",
+                          "push-kaniko", "signatures-push")  # fmt: skip
+SOURCE_PULL_PUSH_POLICY = policy(*SOURCE_PULL_PUSH_FILES, destination=SOURCE_ACCOUNT)
+# the push role of a promotion with create_repository (README: "IAM")
+PUSH_CREATE_POLICY = policy(*(n for n in ("push-skopeo", "push-crane", "push-regctl", "push-kaniko",
+                                          "signatures-push", "create-repository-push")))  # fmt: skip
 PUSH_CREATE_ROLE_ARN = f"arn:aws:iam::{DEST_ACCOUNT}:role/ecr-promote-push-create"
+# Airflow's AWS connections (tests/lab/operator_run.py: lab_source, lab_dest), one per account
+READ_ROLE_ARNS = {a: f"arn:aws:iam::{a}:role/ecr-promote-read" for a in (SOURCE_ACCOUNT, DEST_ACCOUNT)}
+READ_POLICY = policy("compare-digests", "list-tags", "sensor")
+# one role per account whose policy a test sets (Lab.set_probe_policy): one policy, or one minus an action
+PROBE_ROLE_ARNS = {a: f"arn:aws:iam::{a}:role/ecr-promote-probe" for a in (SOURCE_ACCOUNT, DEST_ACCOUNT)}
 # a third account (e.g. a CI/tools account) whose push role the destination's registry policy lets
 # push and create repositories: an ECR call naming the destination's registryId acts there
 TOOLS_ACCOUNT = "345678901234"
@@ -94,7 +168,7 @@ TOOLS_PUSH_CREATE_ROLE_ARN = f"arn:aws:iam::{TOOLS_ACCOUNT}:role/ecr-promote-pus
 REGISTRY_GRANTS = {DEST_ACCOUNT: (TOOLS_ACCOUNT,)}  # registry account -> accounts its policy allows
 # the lab's own setup (creating repositories before a test) in each account, never a pod's identity
 LAB_ADMIN_ROLE_ARNS = {
-    a: f"arn:aws:iam::{a}:role/ecr-promote-lab-admin" for a in (SOURCE_ACCOUNT, DEST_ACCOUNT)
+    a: f"arn:aws:iam::{a}:role/ecr-promote-lab-admin" for a in (SOURCE_ACCOUNT, DEST_ACCOUNT, TOOLS_ACCOUNT)
 }
 
 
@@ -102,21 +176,41 @@ def _doc(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
+def _allow(*actions: str, resource: str | list[str] = "*") -> dict[str, Any]:
+    statement = {"Effect": "Allow", "Action": list(actions), "Resource": resource}
+    return {"Version": "2012-10-17", "Statement": [statement]}
+
+
 BASE_POLICY = _doc(
     {"Sid": "AssumeThePromotionRoles", "Effect": "Allow", "Action": "sts:AssumeRole",
-     "Resource": [PULL_ROLE_ARN, PUSH_ROLE_ARN, PUSH_CREATE_ROLE_ARN, TOOLS_PUSH_CREATE_ROLE_ARN,
-                  AIRFLOW_ROLE_ARN, EKS_ADMIN_ROLE_ARN, *LAB_ADMIN_ROLE_ARNS.values()]},
-    {"Sid": "PodIdentityLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+     "Resource": [PULL_ROLE_ARN, PUSH_ROLE_ARN, SOURCE_PULL_PUSH_ROLE_ARN, PUSH_CREATE_ROLE_ARN,
+                  TOOLS_PUSH_CREATE_ROLE_ARN, AIRFLOW_ROLE_ARN, EKS_ADMIN_ROLE_ARN, *READ_ROLE_ARNS.values(),
+                  *PROBE_ROLE_ARNS.values(), *LAB_ADMIN_ROLE_ARNS.values()]},
+    # the pod-identity path (no source role): the pod's own identity pulls, with the pull policy
+    *policy("pull")["Statement"],
 )  # fmt: skip
 TRUST_POLICY = _doc({"Effect": "Allow", "Principal": {"AWS": BASE_USER_ARN}, "Action": "sts:AssumeRole"})
-ROLES = {  # role ARN -> actions its inline policy allows (on "*": moto compares ECR actions to "*")
-    PULL_ROLE_ARN: PULL_ACTIONS,
-    PUSH_ROLE_ARN: PUSH_ACTIONS,
-    PUSH_CREATE_ROLE_ARN: PUSH_CREATE_ACTIONS,
-    TOOLS_PUSH_CREATE_ROLE_ARN: PUSH_CREATE_ACTIONS,
-    **{arn: ["ecr:*"] for arn in LAB_ADMIN_ROLE_ARNS.values()},
-    AIRFLOW_ROLE_ARN: ["eks:DescribeCluster"],
-    EKS_ADMIN_ROLE_ARN: ["eks:CreateCluster", "eks:DescribeCluster", "eks:ListClusters"],
+
+
+def _lab_admin(account_id: str) -> dict[str, Any]:
+    statements: list[dict[str, Any]] = [{"Effect": "Allow", "Action": "ecr:*", "Resource": "*"}]
+    if account_id in PROBE_ROLE_ARNS:
+        probe = ["iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies"]
+        statements.append({"Effect": "Allow", "Action": probe, "Resource": PROBE_ROLE_ARNS[account_id]})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+ROLES: dict[str, dict[str, Any] | None] = {  # role ARN -> its inline policy (None: none yet)
+    PULL_ROLE_ARN: PULL_POLICY,
+    PUSH_ROLE_ARN: PUSH_POLICY,
+    SOURCE_PULL_PUSH_ROLE_ARN: SOURCE_PULL_PUSH_POLICY,
+    PUSH_CREATE_ROLE_ARN: PUSH_CREATE_POLICY,
+    TOOLS_PUSH_CREATE_ROLE_ARN: PUSH_CREATE_POLICY,  # the documented policy, from the tools account
+    **{arn: READ_POLICY for arn in READ_ROLE_ARNS.values()},
+    **{arn: None for arn in PROBE_ROLE_ARNS.values()},
+    **{arn: _lab_admin(account_id) for account_id, arn in LAB_ADMIN_ROLE_ARNS.items()},
+    AIRFLOW_ROLE_ARN: policy("eks-describe-cluster"),
+    EKS_ADMIN_ROLE_ARN: _allow("eks:CreateCluster", "eks:DescribeCluster", "eks:ListClusters"),
 }
 
 
@@ -139,7 +233,7 @@ def seed() -> None:
     key.access_key_id, key.secret_access_key = BASE_ACCESS_KEY_ID, BASE_SECRET_ACCESS_KEY
     src.access_keys[key.access_key_id] = key
     src.put_user_policy(BASE_USER, "ecr-promote-base", BASE_POLICY)
-    for arn, actions in ROLES.items():
+    for arn, document in ROLES.items():
         backend = iam_backends[arn.split(":")[4]][PARTITION]
         name = arn.rsplit("/", 1)[1]
         backend.create_role(
@@ -151,7 +245,8 @@ def seed() -> None:
             tags=[],
             max_session_duration="3600",
         )
-        backend.put_role_policy(name, name, _doc({"Effect": "Allow", "Action": actions, "Resource": "*"}))
+        if document is not None:
+            backend.put_role_policy(name, name, json.dumps(document))
 
 
 def enforce() -> None:
@@ -196,7 +291,12 @@ def enforce() -> None:
 
     def check_action_permitted(self: Any, resource: str) -> None:
         self._lab_resource = resource
-        original_check(self, resource)
+        try:
+            original_check(self, resource)
+        except Exception:
+            audit(self._access_key.arn, self._action, resource, False, "api")
+            raise
+        audit(self._access_key.arn, self._action, resource, True, "api")
 
     def is_assuming_role_operation(self: Any, resource_arn: str) -> bool:
         return self._action in REQUIRE_RESOURCE_ACCESS_POLICIES_CHECK and ":role/" in resource_arn
@@ -239,6 +339,8 @@ def enforce() -> None:
 
     base._create_aws_request = create_aws_request  # type: ignore[method-assign]
     _registry_ids()
+    _scope_resources()
+    _bind_registry_tokens()
     base.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
     base._is_assuming_role_operation = is_assuming_role_operation  # type: ignore[method-assign]
     base._check_role_trust_relationship = check_role_trust_relationship  # type: ignore[method-assign]
@@ -266,6 +368,109 @@ def _registry_ids() -> None:
     ECRResponse.ecr_backend = property(ecr_backend)  # type: ignore[method-assign,assignment]
 
 
+def _scope_resources() -> None:
+    """Check ECR and EKS actions against the resource they act on, as AWS does.
+
+    moto compares every ECR and EKS action with the resource ``*`` (only a few services, not
+    these, name theirs), so a policy scoped to repository ARNs allowed nothing and a policy on
+    ``*`` allowed everything: the lab could not tell a scoped policy from a broad one. And moto
+    turns a policy's pattern into a regular expression without escaping it (``.`` matched any
+    character, ``?`` made the previous one optional): IAM's only wildcards are ``*`` and ``?``.
+    """
+    from moto.ecr.responses import ECRResponse
+    from moto.eks.responses import EKSResponse
+    from moto.iam import access_control
+
+    def ecr_resource(self: Any) -> str:
+        action = self._get_action()
+        if action == "GetAuthorizationToken":
+            return "*"
+        params = json.loads(self.body or "{}") if isinstance(self.body, str | bytes) else {}
+        account_id = params.get("registryId") or self.current_account
+        names = params.get("repositoryNames") or []
+        name = params.get("repositoryName") or (names[0] if len(names) == 1 else "*")
+        return f"arn:{PARTITION}:ecr:{self.region}:{account_id}:repository/{name}"
+
+    def eks_resource(self: Any) -> str:
+        match = re.fullmatch(r"/clusters/([^/]+)", self.path)
+        if self.method == "GET" and match:
+            return f"arn:{PARTITION}:eks:{self.region}:{self.current_account}:cluster/{unquote(match[1])}"
+        return "*"
+
+    def match(pattern: str, string: str) -> re.Match[str] | None:
+        regex = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+        return re.fullmatch(regex, string)
+
+    ECRResponse._determine_resource = ecr_resource  # type: ignore[attr-defined]
+    EKSResponse._determine_resource = eks_resource  # type: ignore[attr-defined]
+    access_control.IAMPolicyStatement._match = staticmethod(match)  # type: ignore[method-assign,assignment]
+
+
+# ------------------------------------------------------------------ the registries' IAM (ecr_front.py)
+# ECR's registry checks each request against the policies of whoever got the login token; moto's
+# token is the same for everyone of an account (`AWS:<account>-auth-token`), so no registry could
+# tell a pull role from an admin. Here each token names its caller: `<account>-auth-token.<n>`.
+_ISSUED: dict[str, tuple[str, Any]] = {}  # password -> (registry account, moto's access-key object)
+_AUDIT: list[str] = []  # the audit file, set by main (--iam-audit)
+_AUDIT_LOCK = threading.Lock()
+
+
+def audit(identity: str, action: str, resource: str, allowed: bool, via: str) -> None:
+    """Append one IAM decision to the audit file (JSON lines), when there is one."""
+    if not _AUDIT:
+        return
+    line = json.dumps({"identity": identity, "action": action, "resource": resource, "allowed": allowed,
+                       "via": via})  # fmt: skip
+    with _AUDIT_LOCK, open(_AUDIT[0], "a", encoding="utf-8") as out:
+        out.write(line + "\n")
+
+
+def _bind_registry_tokens() -> None:
+    """``GetAuthorizationToken`` hands out a password bound to the caller (see ``registry_identity``)."""
+    from moto.ecr.responses import ECRResponse
+    from moto.iam.access_control import create_access_key
+
+    original = ECRResponse.get_authorization_token
+
+    def get_authorization_token(self: Any) -> Any:
+        result = original(self)
+        key = create_access_key(self.current_account, PARTITION, self.access_key, dict(self.headers))
+        for data in result.result["authorizationData"]:
+            user, password = base64.b64decode(data["authorizationToken"]).decode().split(":", 1)
+            bound = f"{password}.{secrets.token_hex(8)}"
+            _ISSUED[bound] = (password.removesuffix("-auth-token"), key)
+            data["authorizationToken"] = base64.b64encode(f"{user}:{bound}".encode()).decode()
+        return result
+
+    ECRResponse.get_authorization_token = get_authorization_token  # type: ignore[method-assign]
+
+
+class RegistryIdentity:
+    """The caller a registry password was issued to, as ecr_front.py asks about it."""
+
+    def __init__(self, key: Any) -> None:
+        self._key = key
+        self.arn: str = key.arn
+
+    def allows(self, action: str, resource: str) -> bool:
+        """Whether the caller's policies (read now: a changed policy counts at once) allow it."""
+        from moto.iam.access_control import IAMPolicy, PermissionResult
+
+        results = [IAMPolicy(p).is_action_permitted(action, resource) for p in self._key.collect_policies()]
+        allowed = PermissionResult.DENIED not in results and PermissionResult.PERMITTED in results
+        audit(self.arn, action, resource, allowed, "registry")
+        return allowed
+
+
+def registry_identity(password: str, account_id: str) -> RegistryIdentity | None:
+    """Who got ``password``, when it opens ``account_id``'s registry: issued for that account, or
+    for one that the registry's policy grants (``REGISTRY_GRANTS``); None otherwise."""
+    issued = _ISSUED.get(password)
+    if issued is None or (issued[0] != account_id and issued[0] not in REGISTRY_GRANTS.get(account_id, ())):
+        return None
+    return RegistryIdentity(issued[1])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Seed, enforce, then serve with moto's own server (same options as `moto.server`)."""
     os.environ.pop("MOTO_ACCOUNT_ID", None)  # the account must come from the access key
@@ -278,11 +483,15 @@ def main(argv: list[str] | None = None) -> None:
         del args[at : at + 2]
         host = args[args.index("-H") + 1] if "-H" in args else "127.0.0.1"
         _load_sibling("ecr_mirror").start(host, port)
+    if "--iam-audit" in args:
+        at = args.index("--iam-audit")
+        _AUDIT.append(args[at + 1])
+        del args[at : at + 2]
     if "--fronts" in args:
         at = args.index("--fronts")
         specs = json.loads(args[at + 1])
         del args[at : at + 2]
-        _load_sibling("ecr_front").start_all(specs)
+        _load_sibling("ecr_front").start_all(specs, identify=registry_identity)
     from moto.server import main as serve
 
     serve(args)

@@ -103,9 +103,11 @@ SOURCE_CONN_ID, DEST_CONN_ID = "lab_source", "lab_dest"
 
 @contextmanager
 def lab_connections(lab: Lab) -> Iterator[None]:
-    """Airflow AWS connections ``lab_source`` / ``lab_dest`` to the lab's ECR API (moto), as the
-    pod's base identity assuming the pull / push role, as a worker would have them."""
-    from .moto_iam import BASE_ACCESS_KEY_ID, BASE_SECRET_ACCESS_KEY, PULL_ROLE_ARN, PUSH_ROLE_ARN
+    """Airflow AWS connections ``lab_source`` / ``lab_dest`` to the lab's ECR API (moto), as a
+    worker would have them: the base identity assuming each account's ``ecr-promote-read`` role,
+    whose policy is the package's compare-digests, list-tags and sensor policies."""
+    from .moto_iam import BASE_ACCESS_KEY_ID, BASE_SECRET_ACCESS_KEY, READ_ROLE_ARNS
+    from .paths import DESTINATION, SOURCE
 
     def connection(role_arn: str, region: str) -> str:
         extra = {
@@ -117,9 +119,10 @@ def lab_connections(lab: Lab) -> Iterator[None]:
         login = {"login": BASE_ACCESS_KEY_ID, "password": BASE_SECRET_ACCESS_KEY}
         return json.dumps({"conn_type": "aws", **login, "extra": extra})
 
+    source, dest = READ_ROLE_ARNS[SOURCE.account_id], READ_ROLE_ARNS[DESTINATION.account_id]
     values = {
-        f"AIRFLOW_CONN_{SOURCE_CONN_ID.upper()}": connection(PULL_ROLE_ARN, "us-west-2"),
-        f"AIRFLOW_CONN_{DEST_CONN_ID.upper()}": connection(PUSH_ROLE_ARN, "us-east-1"),
+        f"AIRFLOW_CONN_{SOURCE_CONN_ID.upper()}": connection(source, SOURCE.region),
+        f"AIRFLOW_CONN_{DEST_CONN_ID.upper()}": connection(dest, DESTINATION.region),
         "AWS_CA_BUNDLE": str(lab.ca_bundle),  # the lab CA, as a worker trusts a private CA
     }
     with temporary_environ(values):

@@ -13,7 +13,8 @@ from airflow_ecr_promote.operators import EcrPromoteError
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
 from .lab import Lab
-from .operator_run import PULL_ROLE, TaskRun, lab_operator, run_task
+from .moto_iam import SOURCE_PULL_PUSH_ROLE_ARN
+from .operator_run import TaskRun, lab_operator, run_task
 
 pytestmark = pytest.mark.lab
 
@@ -127,14 +128,15 @@ def test_fan_out_to_two_destinations_in_one_pod(lab: Lab, engine: str) -> None:
     run = run_operator(
         lab,
         engine,
+        source_role_arn=SOURCE_PULL_PUSH_ROLE_ARN,
         promotions=[
             {"source_image": source, "dest_image": f"{DEST_HOST}/{repo}:6.0.0"},
             # a second destination in another account (here the source account's release repo,
-            # written with the pull role there: one role per registry and side)
+            # written with the role that reads there: one role per registry)
             {
                 "source_image": source,
                 "dest_image": f"{SOURCE_HOST}/release/{engine}:6.0.0",
-                "dest_role_arn": PULL_ROLE,
+                "dest_role_arn": SOURCE_PULL_PUSH_ROLE_ARN,
             },
         ],
     )

@@ -146,7 +146,7 @@ def test_promotion_pod_preserves_digest(lab: Lab) -> None:
     assert outcome.phase == "Succeeded", outcome
     login, copy = outcome.container("login"), outcome.container("copy")
     assert (login.exit_code, login.reason) == (0, "Completed")
-    assert login.message == f"logged in; destination password {DESTINATION.password}"
+    assert login.message.startswith(f"logged in; destination password {DESTINATION.password}.")
     assert (copy.exit_code, copy.reason, copy.message) == (0, "Completed", digest)
     assert lab.digest(DESTINATION.account_id, "lab/app", "1.0") == digest
     assert lab.platforms(DESTINATION.account_id, "lab/app", "1.0") == ["linux/amd64", "linux/arm64"]

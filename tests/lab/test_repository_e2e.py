@@ -14,7 +14,7 @@ from airflow_ecr_promote.operators import EcrPromoteError
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
 from .lab import Lab
-from .moto_iam import PUSH_CREATE_ROLE_ARN, TOOLS_ACCOUNT, TOOLS_PUSH_CREATE_ROLE_ARN
+from .moto_iam import LAB_ADMIN_ROLE_ARNS, PUSH_CREATE_ROLE_ARN, TOOLS_ACCOUNT, TOOLS_PUSH_CREATE_ROLE_ARN
 from .operator_run import TaskRun, lab_operator, run_task
 
 pytestmark = pytest.mark.lab
@@ -107,10 +107,11 @@ def test_create_repository_with_a_push_role_of_a_third_account_creates_it_in_the
     assert lab.digest(DEST_ACCOUNT, repo, "1.0") == run.result["digest"]
     created = lab.ecr_client(DEST_ACCOUNT).describe_repositories(repositoryNames=[repo])["repositories"][0]
     assert created["registryId"] == DEST_ACCOUNT
-    # and nothing in the role's own account
-    tools = lab.ecr_client(DEST_ACCOUNT, role_arn=TOOLS_PUSH_CREATE_ROLE_ARN)
+    # and nothing in the role's own account (read by that account's setup role: the push role's
+    # policy, the documented one, names the destination's repositories only)
+    tools = lab.ecr_client(DEST_ACCOUNT, role_arn=LAB_ADMIN_ROLE_ARNS[TOOLS_ACCOUNT])
     with pytest.raises(ClientError, match="RepositoryNotFoundException"):
-        tools.describe_repositories(registryId=TOOLS_ACCOUNT, repositoryNames=[repo])
+        tools.describe_repositories(repositoryNames=[repo])
 
 
 def test_create_repository_with_given_settings_and_a_role_that_may_not_create_fails_naming_the_action(
@@ -122,7 +123,8 @@ def test_create_repository_with_given_settings_and_a_role_that_may_not_create_fa
     assert isinstance(refused.error, EcrPromoteError)
     message = str(refused.error)
     assert "failed while creating the destination repository" in message
-    assert "AccessDeniedException" in message and "ecr:CreateRepository" in message
+    # the README's push policy without create-repository-push: the lookup is the first call refused
+    assert "AccessDeniedException" in message and "ecr:DescribeRepositories" in message
     assert lab.digest(DEST_ACCOUNT, repo, "1.0") is None
 
     settings = {"imageTagMutability": "IMMUTABLE", "scanOnPush": False}

@@ -24,6 +24,7 @@ from .cosign import KeyPair, Tools
 from .lab import Lab
 from .moto_iam import PUSH_CREATE_ROLE_ARN
 from .operator_run import TaskRun, lab_operator, run_task
+from .paths import account
 from .referrers import ReferrersRegistry, referrers_registry
 
 pytestmark = pytest.mark.lab
@@ -208,13 +209,15 @@ def test_a_signature_added_later_is_refused_by_an_immutable_repository_and_the_f
 
 def _move_tag_after_the_gate(lab: Lab, repository: str, tag: str, to: str) -> Any:
     """A ``prepare`` for run_task: an init container between the gate and the copier that moves
-    ``repository:tag`` to the image tagged ``to`` (skopeo, with the source's credentials from the
-    gate's volume), as someone pushing to the source at that moment would."""
+    ``repository:tag`` to the image tagged ``to`` (skopeo, reading with the source's credentials
+    from the gate's volume), as someone pushing to the source at that moment would: with their
+    own credentials (here the lab's setup password), since the pull role may not write."""
     assert lab.images is not None
     script = (
-        'skopeo copy --all --preserve-digests --authfile "$GATE/auth-source.json" '
-        'docker://"$REPO:$TO" docker://"$REPO:$TAG"'
+        'skopeo copy --all --preserve-digests --src-authfile "$GATE/auth-source.json" '
+        '--dest-creds "AWS:$WRITER_PASSWORD" docker://"$REPO:$TO" docker://"$REPO:$TAG"'
     )
+    writer = account(SOURCE_ACCOUNT).password
 
     def prepare(pod: k8s.V1Pod) -> k8s.V1Pod:
         mover = k8s.V1Container(
@@ -223,7 +226,13 @@ def _move_tag_after_the_gate(lab: Lab, repository: str, tag: str, to: str) -> An
             command=["sh", "-c", script],
             env=[
                 k8s.V1EnvVar(name=name, value=value)
-                for name, value in {"GATE": GATE_DIR, "REPO": repository, "TAG": tag, "TO": to}.items()
+                for name, value in {
+                    "GATE": GATE_DIR,
+                    "REPO": repository,
+                    "TAG": tag,
+                    "TO": to,
+                    "WRITER_PASSWORD": writer,
+                }.items()
             ],
             volume_mounts=[
                 k8s.V1VolumeMount(name=GATE_VOLUME, mount_path=GATE_DIR, read_only=True),
