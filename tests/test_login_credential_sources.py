@@ -141,6 +141,11 @@ def assert_role_passwords(tmp_path: Path, done: subprocess.CompletedProcess[str]
     assert decode(auth / "auth-source.json") == {SOURCE_HOST: ROLE_ACCOUNTS[SOURCE_HOST]}
     assert decode(auth / "auth-dest.json") == {DEST_HOST: ROLE_ACCOUNTS[DEST_HOST]}
     assert not (auth / ".aws-config").exists(), "the profiles are removed with the passwords"
+    assert [p.name for p in auth.iterdir() if p.name.startswith(".")] == []
+    # the CLI caches an assumed role's credentials under ~/.aws/cli/cache: on the in-memory
+    # volume, removed with the rest (and one folder per login: logins running at once raced to
+    # create the shared one, "[Errno 17] File exists")
+    assert not (tmp_path / ".aws").exists(), "no role credentials cached in the pod's HOME"
 
 
 def test_static_keys(tmp_path: Path, moto_server: str) -> None:

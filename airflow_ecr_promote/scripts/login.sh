@@ -23,6 +23,7 @@ fail() {
     printf 'ecr-promote login: %s\n' "$*" >&2
     printf 'ecr-promote login: %s\n' "$*" > "$term" 2>/dev/null || true
     rm -f "$out"/.pw-* "$out"/.err-* "$out"/.aws-config
+    rm -rf "$out"/.home-*
     exit 1
 }
 
@@ -86,9 +87,16 @@ LINES
 login() {
     n=$1 host=$2 region=$3 role=$4
     if [ "$role" != "-" ]; then
-        # the role's profile, in a config of our own: the pod's AWS_PROFILE plays no part
+        # the role's profile, in a config of our own: the pod's AWS_PROFILE plays no part. A HOME
+        # of its own on the in-memory volume: the CLI caches the role's credentials in
+        # ~/.aws/cli/cache, and logins running at once race to create it ("File exists").
+        if ! mkdir -p "$out/.home-$n" 2> "$out/.err-$n"; then
+            printf 'cannot create %s for role %s: %s\n' "$out/.home-$n" "$role" "$(last_error "$out/.err-$n")" \
+                > "$out/.err-$n"
+            return 1
+        fi
         set -- env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE AWS_CONFIG_FILE="$out/.aws-config" \
-            aws --profile "ecr-promote-$n"
+            HOME="$out/.home-$n" aws --profile "ecr-promote-$n"
         who="role $role"
     else
         set -- aws
@@ -194,5 +202,6 @@ if [ -n "${SOURCE_IMAGE:-}" ]; then
     printf 'FROM %s\n' "$SOURCE_IMAGE" > "$out/Dockerfile" || fail "cannot write $out/Dockerfile"
 fi
 rm -f "$out"/.pw-* "$out"/.err-* "$out"/.host-* "$out"/.aws-config
+rm -rf "$out"/.home-*
 chmod 0444 "$out"/*.json "$out"/Dockerfile 2>/dev/null
 printf 'ecr-promote login: wrote auth files for %s registries\n' "$n" >&2
