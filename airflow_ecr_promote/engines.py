@@ -154,7 +154,7 @@ ENGINES: dict[str, Engine] = {
         Engine(
             name="crane",
             # The :debug variant carries busybox: the copy script needs a shell.
-            default_image="gcr.io/go-containerregistry/crane/debug:v0.20.7",
+            default_image="gcr.io/go-containerregistry/crane/debug:v0.22.1",
             keeps_digest=True,
             all_platforms=True,
             runs_as_root=False,

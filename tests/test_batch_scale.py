@@ -162,6 +162,7 @@ copy)
         [ "$1" != --digestfile ] || printf %s {DIGEST} > "$2"
         shift
     done ;;
+*) echo "skopeo stand-in: '$1' is not served here" >&2; exit 1 ;;
 esac
 """
 

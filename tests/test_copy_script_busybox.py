@@ -20,17 +20,36 @@ from tests.conftest import DEST_HOST, SOURCE_HOST, require
 
 APPLETS = (
     "sh", "cat", "cut", "grep", "sed", "tr", "awk", "mkdir", "rm", "head", "printf", "sha256sum", "wc",
-    "sleep",
+    "sleep", "date", "mv",
 )  # fmt: skip
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
 
 # crane digest REF: the digest of REF from the state folder, or MANIFEST_UNKNOWN;
-# crane copy SRC DST: DST gets SRC's digest (crane keeps digests).
+# crane copy SRC DST: DST gets SRC's digest (crane keeps digests);
+# crane ls REPO: REPO's tags, or NAME_UNKNOWN; then, once, the "<file> <digest>" of
+# $CRANE_STATE/after-ls is written (someone else pushing a tag after the listing).
+# Every call is recorded in $CRANE_STATE/calls.
 CRANE = r"""#!/bin/sh
 state="$CRANE_STATE"
 key() { printf '%s' "$1" | tr '/:@' '___'; }
+echo "$*" >> "$state/calls"
 case "$1" in
+    ls)
+        echo "$2" >> "$state/listings"
+        prefix="$state/$(key "$2")_"
+        found=0
+        for f in "$prefix"*; do
+            [ -f "$f" ] || continue
+            found=1
+            echo "${f#"$prefix"}"
+        done
+        [ "$found" = 1 ] || { echo "GET https://$2: NAME_UNKNOWN: repository not found" >&2; exit 1; }
+        if [ -f "$state/after-ls" ]; then
+            read -r file digest < "$state/after-ls"
+            rm "$state/after-ls"
+            echo "$digest" > "$state/$file"
+        fi ;;
     digest)
         if [ -f "$state/$(key "$2")" ]; then cat "$state/$(key "$2")"; exit 0; fi
         echo "GET https://$2: MANIFEST_UNKNOWN: manifest unknown" >&2; exit 1 ;;

@@ -915,8 +915,14 @@ def test_copy_script_passes_each_reference_whole_or_refuses_it(env: dict[str, st
         sources, dests = {src for src, _ in passed}, {dst for _, dst in passed}
         # RETRIES is copy.sh's own loop (for every tool), never a tool's flag
         src_auth, dest_auth = env["SRC_AUTH"], env["DEST_AUTH"]
+        repos = {dst.rsplit(":", 1)[0] for dst in dests}
         for argv in calls[tool]:
-            if tool == "crane" and argv[0] == "digest":
+            if tool == "crane" and argv[0] == "ls":
+                assert len(argv) == 2 and argv[1] in repos, argv
+            elif argv[0] == "list-tags":
+                assert argv[1:3] == ["--authfile", dest_auth] and len(argv) == 4, argv
+                assert argv[3].removeprefix("docker://") in repos, argv
+            elif tool == "crane" and argv[0] == "digest":
                 assert len(argv) == 2 and argv[1] in sources | dests, argv
             elif tool == "crane":
                 assert len(argv) == 3 and argv[0] == "copy" and (argv[1], argv[2]) in passed, argv
@@ -937,7 +943,11 @@ def test_copy_script_passes_each_reference_whole_or_refuses_it(env: dict[str, st
         read = {
             argv[-1].removeprefix("docker://") for argv in calls[tool] if argv[0] in ("inspect", "digest")
         }
-        assert dests <= read, "every destination of a copy that passed the checks was looked at"
+        listed = {
+            argv[-1].removeprefix("docker://") for argv in calls[tool] if argv[0] in ("ls", "list-tags")
+        }
+        looked_at = {dst for dst in dests if dst in read or dst.rsplit(":", 1)[0] in listed}
+        assert looked_at == dests, "every destination of a copy that passed the checks was looked at"
     out = done.stdout.split("\n")
     begin = f"ecr-promote report begin {len(copies)}"
     assert begin in out, done.stdout[:2000]

@@ -17,6 +17,8 @@
 #                 after a transient failure: 5xx, 429/TOOMANYREQUESTS, a dropped connection, or
 #                 the manifest-list race below (default 3); other failures are never retried
 #   RETRY_DELAY   seconds before the first retry, doubled before each next one (default 1)
+#   LISTING_MAX_AGE   seconds a destination repository's tag listing is used for before it is
+#                 taken again (default 60)
 #   SRC_AUTH, DEST_AUTH   skopeo auth files for the two sides; crane and regctl read
 #                 $DOCKER_CONFIG/config.json
 #   PINNED_SOURCES   with the signature gate: its list "<source> <repository>@<digest>", one a
@@ -51,6 +53,9 @@ retries=$((retries + 0))
 delay="${RETRY_DELAY:-1}"
 case "$delay" in "" | *[!0-9]* | ???*) delay=1 ;; esac
 delay=$((delay + 0))
+max_age="${LISTING_MAX_AGE:-60}"
+case "$max_age" in "" | *[!0-9]* | ?????*) max_age=60 ;; esac
+max_age=$((max_age + 0))
 mkdir -p "$work" || exit 1
 
 say() { printf 'ecr-promote copy: %s\n' "$*" >&2; }
@@ -181,11 +186,58 @@ copy_image() {
 # history; listing it for every copy made a batch cost copies x tags). Copies running at once
 # wait for the one that lists.
 tags_of() {
-    list="$work/tags-$(printf '%s' "$1" | sha256sum | cut -c1-32)"
+    hash=$(printf '%s' "$1" | sha256sum | cut -c1-32)
+    # the destination's listing taken before the copies (dest_lacks), when there is one
+    if cat "$work/dest-$hash" 2> /dev/null; then return 0; fi
+    list="$work/tags-$hash"
     until mkdir "$list.lock" 2> /dev/null; do sleep 1; done
     [ -f "$list" ] || regctl tag ls "$1" > "$list" || rm -f "$list"
     rm -rf "$list.lock"
     cat "$list" 2> /dev/null
+}
+
+# listed_tags REPO OUT: the destination repository's tags into OUT, one a line, listed by the
+# copy tool (every page of them).
+listed_tags() {
+    case "$COPY_TOOL" in
+        skopeo)
+            skopeo list-tags --authfile "$DEST_AUTH" "docker://$1" > "$2.json" || return 1
+            sed -n '/"Tags"/,/]/p' "$2.json" | sed '1d; $d; s/[", ]//g' > "$2"
+            ;;
+        crane) crane ls "$1" > "$2" ;;
+        regctl) regctl tag ls "$1" > "$2" ;;
+        *) return 1 ;;
+    esac
+}
+
+# dest_lacks N DST: true when DST's repository, listed once for the copies of this pod that go
+# to it, has no such tag: a new tag is then copied without reading the destination first (one
+# registry call and one tool start fewer per new tag). A listing older than LISTING_MAX_AGE
+# seconds (default 60) is taken again, so a tag written meanwhile by someone else is read and
+# ON_CONFLICT applies to it. False when the repository has one copy in this pod, is not listed
+# (no such repository yet: the read says so), or DST is not a tag.
+dest_lacks() {
+    repo=${2%:*}
+    tag=${2##*:}
+    case "$tag" in "" | */* | *@*) return 1 ;; esac
+    grep -qxF "$repo" "$work/multi" 2> /dev/null || return 1
+    list="$work/dest-$(printf '%s' "$repo" | sha256sum | cut -c1-32)"
+    until mkdir "$list.lock" 2> /dev/null; do sleep 0.1; done
+    now=$(date +%s)
+    if [ -f "$list.at" ] && [ $((now - $(cat "$list.at"))) -ge "$max_age" ]; then
+        rm -f "$list" "$list.at"
+    fi
+    if [ ! -f "$list" ] && [ ! -f "$list.failed" ]; then
+        if listed_tags "$repo" "$list.new" 2> "$work/listing.$1"; then
+            mv "$list.new" "$list"
+            echo "$now" > "$list.at"
+        else
+            : > "$list.failed"
+            rm -f "$list.new"
+        fi
+    fi
+    rm -rf "$list.lock"
+    [ -f "$list" ] && ! grep -qxF "$tag" "$list"
 }
 
 # travelled N SRC DST DIGEST: " travelled tags=... referrers=..." for DIGEST and each of its
@@ -266,7 +318,8 @@ conflict() {
 }
 
 # promote N SRC DST: one copy, its result line written to $work/result.N. The destination is
-# read first: when it has no such tag, the copy itself reads the source (one registry call
+# read first (or found without the tag in its repository's listing, dest_lacks): when it has no
+# such tag, the copy itself reads the source (one registry call
 # fewer per new tag), and the source is read on its own only to explain a failed copy or to
 # check the destination again before a retry.
 promote() {
@@ -281,7 +334,11 @@ promote() {
         fi
     done
     src_digest=
-    read_dest "$n" "$dst" || return
+    if dest_lacks "$n" "$dst"; then
+        dst_digest=
+    else
+        read_dest "$n" "$dst" || return
+    fi
     if [ -n "$dst_digest" ]; then
         read_source "$n" "$src" "$dst_digest" || return
         if [ "$dst_digest" = "$src_digest" ]; then
@@ -384,6 +441,9 @@ if [ -n "${PINNED_SOURCES:-}" ]; then
 fi
 total=$(wc -l < "$work/list")
 total=$((total + 0))
+# the destination repositories with more than one copy in this pod: listed once (dest_lacks)
+awk '{ repo = $2; sub(/:[^:\/]*$/, "", repo); n[repo]++ } END { for (r in n) if (n[r] > 1) print r }' \
+    "$work/list" > "$work/multi"
 
 # run_copy N SRC DST: promote, then print the result line at once ("ecr-promote result <line>",
 # one write), so that a copier killed before its report still leaves what it did in its log.

@@ -5,7 +5,7 @@
 # Every value comes from the environment, never from text pasted into this script:
 #   LOGINS             one line per login: "<host> <region> <role ARN or -> <sides>"
 #                      (sides: source, dest or source,dest)
-#   ROLE_SESSION_NAME  session name for sts assume-role (shows in CloudTrail)
+#   ROLE_SESSION_NAME  the session name of every role assumed (shows in CloudTrail)
 #   WRITE_CONFIG       1: also write config.json with every host (engines that read one file)
 #   SOURCE_IMAGE       if set, write a Dockerfile "FROM $SOURCE_IMAGE" (kaniko)
 #   AUTH_DIR           the shared volume (default /work)
@@ -22,7 +22,8 @@ export AWS_PAGER=""
 fail() {
     printf 'ecr-promote login: %s\n' "$*" >&2
     printf 'ecr-promote login: %s\n' "$*" > "$term" 2>/dev/null || true
-    rm -f "$out"/.pw-* "$out"/.err-*
+    rm -f "$out"/.pw-* "$out"/.err-* "$out"/.aws-config
+    rm -rf "$out"/.home-*
     exit 1
 }
 
@@ -37,34 +38,81 @@ last_error() {
     tr '\n' ' ' < "$1" | sed 's/^ *//; s/  */ /g' | cut -c1-600
 }
 
+# The pod's own identity as the CLI's config names it: where a role profile's base credentials
+# come from. One `aws ecr get-login-password --profile` per role then assumes the role and gets
+# the password in one CLI start (the CLI's assume-role provider), instead of `sts assume-role`
+# followed by a second start.
+base_source() {
+    if [ -n "${AWS_WEB_IDENTITY_TOKEN_FILE:-}" ] && [ -n "${AWS_ROLE_ARN:-}" ]; then
+        echo web-identity  # IRSA
+    elif [ -n "${AWS_CONTAINER_CREDENTIALS_FULL_URI:-}${AWS_CONTAINER_CREDENTIALS_RELATIVE_URI:-}" ]; then
+        echo EcsContainer  # EKS Pod Identity (and ECS task roles)
+    elif [ -n "${AWS_ACCESS_KEY_ID:-}" ]; then
+        echo Environment  # static keys
+    else
+        echo Ec2InstanceMetadata  # the node's instance profile
+    fi
+}
+
+# write_aws_config FILE: a profile "ecr-promote-N" for each login N with a role.
+write_aws_config() {
+    source=$(base_source)
+    {
+        if [ "$source" = web-identity ]; then
+            check AWS_ROLE_ARN "$AWS_ROLE_ARN"
+            check AWS_WEB_IDENTITY_TOKEN_FILE "$AWS_WEB_IDENTITY_TOKEN_FILE"
+            printf '[profile ecr-promote-base]\nrole_arn = %s\nweb_identity_token_file = %s\n' \
+                "$AWS_ROLE_ARN" "$AWS_WEB_IDENTITY_TOKEN_FILE"
+            printf 'role_session_name = %s\n' "$ROLE_SESSION_NAME"
+        fi
+        i=0
+        while read -r host region role sides; do
+            [ -n "$host" ] || continue
+            i=$((i + 1))
+            [ "$role" != "-" ] || continue
+            printf '[profile ecr-promote-%s]\nrole_arn = %s\nrole_session_name = %s\nregion = %s\n' \
+                "$i" "$role" "$ROLE_SESSION_NAME" "$region"
+            if [ "$source" = web-identity ]; then
+                printf 'source_profile = ecr-promote-base\n'
+            else
+                printf 'credential_source = %s\n' "$source"
+            fi
+        done <<LINES
+$LOGINS
+LINES
+    } > "$1"
+}
+
 # login N HOST REGION ROLE: writes the ECR password to $out/.pw-N, or a reason to $out/.err-N.
 login() {
     n=$1 host=$2 region=$3 role=$4
     if [ "$role" != "-" ]; then
-        if ! creds=$(aws sts assume-role --region "$region" --role-arn "$role" \
-            --role-session-name "$ROLE_SESSION_NAME" \
-            --query 'Credentials.[AccessKeyId,SecretAccessKey,SessionToken]' \
-            --output text 2> "$out/.err-$n"); then
-            printf 'cannot assume role %s for registry %s: %s\n' "$role" "$host" \
-                "$(last_error "$out/.err-$n")" > "$out/.err-$n"
+        # the role's profile, in a config of our own: the pod's AWS_PROFILE plays no part. A HOME
+        # of its own on the in-memory volume: the CLI caches the role's credentials in
+        # ~/.aws/cli/cache, and logins running at once race to create it ("File exists").
+        if ! mkdir -p "$out/.home-$n" 2> "$out/.err-$n"; then
+            printf 'cannot create %s for role %s: %s\n' "$out/.home-$n" "$role" "$(last_error "$out/.err-$n")" \
+                > "$out/.err-$n"
             return 1
         fi
-        # shellcheck disable=SC2086 # split the three tab-separated fields
-        set -- $creds
-        if [ $# -ne 3 ]; then
-            printf 'sts assume-role for %s returned no credentials\n' "$role" > "$out/.err-$n"
-            return 1
-        fi
-        export AWS_ACCESS_KEY_ID="$1" AWS_SECRET_ACCESS_KEY="$2" AWS_SESSION_TOKEN="$3"
-        unset AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE AWS_PROFILE \
-            AWS_CONTAINER_CREDENTIALS_FULL_URI AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE
+        set -- env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE AWS_CONFIG_FILE="$out/.aws-config" \
+            HOME="$out/.home-$n" aws --profile "ecr-promote-$n"
         who="role $role"
     else
+        set -- aws
         who="the pod's own identity"
     fi
-    if ! aws ecr get-login-password --region "$region" > "$out/.pw-$n" 2> "$out/.err-$n"; then
-        printf 'cannot get an ECR login password for registry %s in %s as %s: %s\n' "$host" \
-            "$region" "$who" "$(last_error "$out/.err-$n")" > "$out/.err-$n"
+    if ! "$@" ecr get-login-password --region "$region" > "$out/.pw-$n" 2> "$out/.err-$n"; then
+        err=$(last_error "$out/.err-$n")
+        case "$role:$err" in
+            -:*) printf 'cannot get an ECR login password for registry %s in %s as %s: %s\n' \
+                "$host" "$region" "$who" "$err" ;;
+            *AssumeRole*) printf 'cannot assume role %s for registry %s: %s\n' "$role" "$host" "$err" ;;
+            *GetAuthorizationToken*) printf 'cannot get an ECR login password for registry %s in %s as %s: %s\n' \
+                "$host" "$region" "$who" "$err" ;;
+            *) printf 'cannot assume role %s or get an ECR login password for registry %s in %s: %s\n' \
+                "$role" "$host" "$region" "$err" ;;
+        esac > "$out/.err-$n"
         return 1
     fi
     if [ ! -s "$out/.pw-$n" ]; then
@@ -87,6 +135,8 @@ while read -r host region role sides; do
 done <<EOF
 $LOGINS
 EOF
+
+write_aws_config "$out/.aws-config" || fail "cannot write $out/.aws-config"
 
 # Start every login at once (they are independent network round trips), then wait for each.
 n=0
@@ -151,6 +201,7 @@ if [ -n "${SOURCE_IMAGE:-}" ]; then
     check SOURCE_IMAGE "$SOURCE_IMAGE"
     printf 'FROM %s\n' "$SOURCE_IMAGE" > "$out/Dockerfile" || fail "cannot write $out/Dockerfile"
 fi
-rm -f "$out"/.pw-* "$out"/.err-* "$out"/.host-*
+rm -f "$out"/.pw-* "$out"/.err-* "$out"/.host-* "$out"/.aws-config
+rm -rf "$out"/.home-*
 chmod 0444 "$out"/*.json "$out"/Dockerfile 2>/dev/null
 printf 'ecr-promote login: wrote auth files for %s registries\n' "$n" >&2
