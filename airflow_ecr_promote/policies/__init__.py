@@ -13,7 +13,7 @@ ARNs with your own. Which role gets which file:
 
 - pull role (source account): ``pull`` [+ ``signatures-pull``] [+ ``create-repository-pull``];
 - push role (destination account): ``push-<engine>`` [+ ``signatures-push``]
-  [+ ``create-repository-push``];
+  [+ ``batch-push``] [+ ``create-repository-push``];
 - Airflow's AWS connections: ``compare-digests`` (``source_aws_conn_id`` / ``dest_aws_conn_id``),
   ``list-tags`` (``EcrListTagsOperator``), ``sensor`` (``EcrImageSensor``),
   ``eks-describe-cluster`` (``eks_cluster_name``).
@@ -33,6 +33,7 @@ NAMES = (
     "push-regctl",
     "signatures-pull",
     "signatures-push",
+    "batch-push",
     "create-repository-pull",
     "create-repository-push",
     "compare-digests",

@@ -145,16 +145,19 @@ def _actions(document: dict[str, Any]) -> set[str]:
 
 # The promotion roles hold the package's policy files, every feature the lab's tests use:
 PULL_POLICY = policy("pull", "signatures-pull", "create-repository-pull")
-PUSH_POLICY = policy("push-skopeo", "push-crane", "push-regctl", "push-kaniko", "signatures-push")
+PUSH_POLICY = policy(
+    "push-skopeo", "push-crane", "push-regctl", "push-kaniko", "signatures-push", "batch-push"
+)
 # pull and push in the source account, for a promotion that also writes there (a fan-out): crane
 # and regctl hold one credential per registry host, so one role reads and writes that registry
 SOURCE_PULL_PUSH_ROLE_ARN = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-pull-push"
 SOURCE_PULL_PUSH_FILES = ("pull", "signatures-pull", "push-skopeo", "push-crane", "push-regctl",
-                          "push-kaniko", "signatures-push")  # fmt: skip
+                          "push-kaniko", "signatures-push", "batch-push")  # fmt: skip
 SOURCE_PULL_PUSH_POLICY = policy(*SOURCE_PULL_PUSH_FILES, destination=SOURCE_ACCOUNT)
 # the push role of a promotion with create_repository (README: "IAM")
 PUSH_CREATE_POLICY = policy(*(n for n in ("push-skopeo", "push-crane", "push-regctl", "push-kaniko",
-                                          "signatures-push", "create-repository-push")))  # fmt: skip
+                                          "signatures-push", "batch-push",
+                                          "create-repository-push")))  # fmt: skip
 PUSH_CREATE_ROLE_ARN = f"arn:aws:iam::{DEST_ACCOUNT}:role/ecr-promote-push-create"
 # Airflow's AWS connections (tests/lab/operator_run.py: lab_source, lab_dest), one per account
 READ_ROLE_ARNS = {a: f"arn:aws:iam::{a}:role/ecr-promote-read" for a in (SOURCE_ACCOUNT, DEST_ACCOUNT)}

@@ -166,6 +166,42 @@ def test_a_missing_action_fails_the_promotion_naming_it(
     assert lab.digest(DEST_ACCOUNT, repo, tag) is None
 
 
+@pytest.mark.parametrize("with_batch_policy", [True, False], ids=["batch-push", "without-batch-push"])
+def test_a_batch_lists_its_destination_once_with_the_batch_policy(lab: Lab, with_batch_policy: bool) -> None:
+    """skopeo, three tags into one repository: with ``batch-push`` the copier lists the
+    destination's tags once (ecr:ListImages) and the role uses exactly its files' actions;
+    without it the listing is refused and the batch still succeeds, reading tag by tag."""
+    repo, tags = f"team/iam-batch-{with_batch_policy}".lower(), ["1.0", "1.1", "1.2"]
+    for n, tag in enumerate(tags):
+        lab.push_image(SOURCE_ACCOUNT, repo, tag, seed=1910 + n)
+    lab.create_repository(DEST_ACCOUNT, repo)
+    push = ("push-skopeo", "batch-push") if with_batch_policy else ("push-skopeo",)
+    lab.set_probe_policy(SOURCE_ACCOUNT, files("pull"))
+    lab.set_probe_policy(DEST_ACCOUNT, files(*push))
+    seen = len(lab.iam_decisions())
+    operator = lab_operator(
+        lab,
+        "skopeo",
+        source_image=f"{SOURCE_HOST}/{repo}",
+        dest_image=f"{DEST_HOST}/{repo}",
+        tags=tags,
+        source_role_arn=PROBE_ROLE_ARNS[SOURCE_ACCOUNT],
+        dest_role_arn=PROBE_ROLE_ARNS[DEST_ACCOUNT],
+    )
+    run = run_task(lab, task=operator, pod_timeout=240)
+    assert run.error is None, "\n".join(run.log[-30:])
+    assert [p["status"] for p in run.result["promotions"]] == ["copied"] * 3
+    decisions = lab.iam_decisions()[seen:]
+    if with_batch_policy:
+        assert refused(decisions) == []
+        assert used(decisions, DEST_PROBE) == set(policies.actions(files(*push)))
+        listings = [d for d in decisions if d["action"] == "ecr:ListImages"]
+        assert len(listings) == 1, "one listing of the destination for the whole batch"
+    else:
+        assert {d["action"] for d in refused(decisions)} == {"ecr:ListImages"}
+        assert used(decisions, DEST_PROBE) == set(policies.actions(files(*push)))
+
+
 # ----------------------------------------------------------------- Airflow's connections, no pod
 PROBE_CONN = "lab_probe"
 
