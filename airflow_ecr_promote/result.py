@@ -354,6 +354,25 @@ def summarize(entries: list[dict[str, Any]], promotion: Promotion, engine: str) 
     return {"engine": engine, "promotions": entries, **counts}
 
 
+def entries_of(result: dict[str, Any], promotion: Promotion) -> list[dict[str, Any]]:
+    """The entries of a return value that :func:`summarize` made for ``promotion``."""
+    if len(promotion.copies) == 1:
+        return [{k: v for k, v in result.items() if k != "engine"}]
+    return list(result["promotions"])
+
+
+def with_in_place(
+    promotion: Promotion, in_place: dict[int, str], pod_entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every copy's entry, in order: ``present`` for those the worker found in place (index: digest),
+    and the pod's entries, in order, for the rest."""
+    rest = iter(pod_entries)
+    return [
+        _entry(c.source, c.dest, "present", in_place[i], in_place[i], None) if i in in_place else next(rest)
+        for i, c in enumerate(promotion.copies)
+    ]
+
+
 def present(promotion: Promotion, digests: list[str]) -> list[dict[str, Any]]:
     """Entries for copies found already promoted (destination digest == source digest)."""
     return [
