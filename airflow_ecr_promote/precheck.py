@@ -129,8 +129,19 @@ def _key(image_id: Mapping[str, Any]) -> str:
     return str(image_id.get("imageTag") or image_id.get("imageDigest") or "")
 
 
-def _chunk(conn: Any, account: str, repository: str, chunk: list[ImageRef]) -> dict[ImageRef, Seen | None]:
-    """One BatchGetImage call: each image found, None for each one ECR reports as a failure."""
+def _chunk(
+    conn: Any, account: str, repository: str, chunk: list[ImageRef], *, manifests: bool
+) -> dict[ImageRef, Seen | None]:
+    """Each image of one chunk (at most 100) as ECR shows it, None for one it does not hold.
+
+    DescribeImages answers a chunk whose images all exist in one call, but fails the whole call
+    when one is missing; BatchGetImage then reports a failure per image, and sends the manifests
+    (``manifests``: asked for first).
+    """
+    if not manifests:
+        described = _described(conn, account, repository, chunk)
+        if described is not None:
+            return described
     response = conn.batch_get_image(
         registryId=account,
         repositoryName=repository,
@@ -157,45 +168,51 @@ def _chunk(conn: Any, account: str, repository: str, chunk: list[ImageRef]) -> d
         else:
             unmatched.append(image)
     if unmatched:  # moto answers with an image's latest tag, not the one asked for
-        found.update(_described(conn, account, repository, unmatched, by_digest))
+        described = _described(conn, account, repository, unmatched) or dict.fromkeys(unmatched)
+        found.update({i: by_digest.get(d.digest, d) if d else None for i, d in described.items()})
     return found
 
 
 def _described(
-    conn: Any, account: str, repository: str, images: list[ImageRef], manifests: Mapping[str, Seen]
-) -> dict[ImageRef, Seen | None]:
+    conn: Any, account: str, repository: str, images: list[ImageRef]
+) -> dict[ImageRef, Seen | None] | None:
+    """Each image's digest through DescribeImages; None when one of them is missing."""
     try:
         response = conn.describe_images(
             registryId=account, repositoryName=repository, imageIds=[_image_id(i) for i in images]
         )
     except ClientError as error:
-        if error_code(error) == "ImageNotFoundException":  # deleted since: not in place
-            return dict.fromkeys(images)
+        if error_code(error) == "ImageNotFoundException":
+            return None
         raise
-    tags = {
-        t: str(d["imageDigest"]) for d in response.get("imageDetails", []) for t in d.get("imageTags", [])
-    }
+    details = response.get("imageDetails", [])
+    tags = {t: str(d["imageDigest"]) for d in details for t in d.get("imageTags", [])}
+    digests = {str(d["imageDigest"]) for d in details}
     found: dict[ImageRef, Seen | None] = {}
     for image in images:
-        digest = tags.get(image.tag) if image.tag else str(image.digest)
-        found[image] = None if digest is None else manifests.get(digest, Seen(digest))
+        digest = tags.get(str(image.tag)) if image.tag else str(image.digest)
+        found[image] = Seen(digest) if digest is not None and (image.tag or digest in digests) else None
     return found
 
 
-def look_up(conn_id: str | None, images: Iterable[ImageRef]) -> dict[ImageRef, Seen | None]:
-    """Each image as ECR shows it, None for one it does not hold (or reports a failure for).
-    Raises ClientError / BotoCoreError for an error of a whole call."""
+def look_up(
+    conn_id: str | None, images: Iterable[ImageRef], *, manifests: bool = False
+) -> dict[ImageRef, Seen | None]:
+    """Each image as ECR shows it (with its manifest, for ``manifests``), None for one it does not
+    hold (or reports a failure for). Raises ClientError / BotoCoreError for an error of a whole call."""
     groups: dict[tuple[str, str, str], list[ImageRef]] = defaultdict(list)
     for image in dict.fromkeys(images):
         groups[(image.account, image.region, image.repository)].append(image)
     found: dict[ImageRef, Seen | None] = {}
     hooks: dict[str, Any] = {}
     for (account, region, repository), members in groups.items():
-        conn = hooks.setdefault(region, ecr_hook(conn_id, region).conn)
+        if region not in hooks:
+            hooks[region] = ecr_hook(conn_id, region).conn
+        conn = hooks[region]
         for start in range(0, len(members), BATCH):
             chunk = members[start : start + BATCH]
             try:
-                found.update(_chunk(conn, account, repository, chunk))
+                found.update(_chunk(conn, account, repository, chunk, manifests=manifests))
             except ClientError as error:
                 if error_code(error) != "RepositoryNotFoundException":
                     raise
@@ -304,7 +321,7 @@ def find_in_place(
     try:
         dests = look_up(dest_conn_id, [c.dest for c in copies])
         asked = [c.source for c in copies if dests.get(c.dest) and (with_signatures or not c.source.digest)]
-        sources = look_up(source_conn_id, asked)
+        sources = look_up(source_conn_id, asked, manifests=with_signatures)
         found = [in_place(c, sources.get(c.source), dests.get(c.dest)) for c in copies]
         if with_signatures and any(found):
             found = _signatures_travelled(copies, found, sources, source_conn_id, dest_conn_id)
