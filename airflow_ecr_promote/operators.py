@@ -23,18 +23,26 @@ from airflow_ecr_promote.engines import Engine
 from airflow_ecr_promote.links import EcrImageLink, link_target
 from airflow_ecr_promote.pod import (
     INIT_CONTAINER_NAME,
+    LABEL_PREFIX,
     OWN_VOLUMES,
     REPOSITORY_CONTAINER_NAME,
     PodPlan,
     plan_pod,
 )
-from airflow_ecr_promote.precheck import confirm_promoted, find_in_place, split
+from airflow_ecr_promote.precheck import (
+    confirm_promoted,
+    find_in_place,
+    index_ranges,
+    parse_index_ranges,
+    split,
+)
 from airflow_ecr_promote.promotion import Copy, Promotion, parse_promotion
 from airflow_ecr_promote.refs import IMAGE_NAME, PromotionInputError, parse_image_ref, parse_role_arn
 from airflow_ecr_promote.repository import parse_create_repository
 from airflow_ecr_promote.result import (
     Confirm,
     PodOutcome,
+    describe_failures,
     entries_of,
     present,
     read_pod,
@@ -49,6 +57,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 _TEMPLATE_MARKERS = ("{{", "{%")
+# on a pod that carries only some copies: the indexes of those found in place before it
+IN_PLACE_ANNOTATION = f"{LABEL_PREFIX}/in-place"
 
 
 # The inputs that decide the pod: checked at construction when none of them is templated.
@@ -249,9 +259,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.eks_aws_conn_id = eks_aws_conn_id
         self.push_result = do_xcom_push
         self._promotion: Promotion | None = None
-        # copies the worker found in place before the pod (index in the promotion: digest); the
-        # pod gets only the others
-        self._in_place: dict[int, str] = {}
+        # copies the worker found in place before the pod (index in the promotion: digest, None
+        # when a resumed task could not confirm it again); the pod gets only the others
+        self._in_place: dict[int, str | None] = {}
         self._engine: Engine | None = None
         self._result: dict[str, Any] | None = None
         self._context: Context | None = None
@@ -351,7 +361,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
 
     def _pod_promotion(self, promotion: Promotion) -> Promotion:
         """What the pod copies: the promotion without the copies found in place before it."""
-        return split(promotion, [self._in_place.get(i) for i in range(len(promotion.copies))])[1] or promotion
+        rest = tuple(c for i, c in enumerate(promotion.copies) if i not in self._in_place)
+        return Promotion(rest, promotion.on_conflict) if rest else promotion
 
     @contextlib.contextmanager
     def _kpo_without_xcom(self) -> Iterator[None]:
@@ -408,6 +419,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
         ] + plan.init_containers
         self.labels = {**(self.labels or {}), **plan.labels}
         self.annotations = {**(self.annotations or {}), **plan.annotations}
+        self.annotations.pop(IN_PLACE_ANNOTATION, None)
+        if self._in_place:  # for a resumed (deferred) task, a new instance: what the pod carries
+            self.annotations[IN_PLACE_ANNOTATION] = index_ranges(self._in_place)
         if not self.security_context:
             self.security_context = plan.pod_security_context
         if not self.container_security_context:
@@ -506,14 +520,6 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 present(promotion, list(in_place.values())), promotion, self._engine.name
             )
             return True
-        if in_place and self.deferrable:
-            # a resumed task is a new instance that could not tell which copies its pod carried
-            self.log.info(
-                "%d of %d images are in place; deferrable: the pod checks all.",
-                len(in_place),
-                len(found or []),
-            )
-            return False
         if in_place:
             self.log.info(
                 "%d of %d images are already at their destination (compared through the ECR API); "
@@ -522,7 +528,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 len(promotion.copies),
                 len(rest.copies),
             )
-        self._in_place = in_place
+        self._in_place = dict(in_place)
         return False
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
@@ -532,6 +538,21 @@ class EcrPromoteOperator(KubernetesPodOperator):
         with self._kpo_without_xcom():
             super().trigger_reentry(context, event)
         return self._finish(context)
+
+    def _in_place_before(self, pod: k8s.V1Pod, promotion: Promotion) -> dict[int, str | None]:
+        """A resumed (deferred) task: the copies its pod's annotation says were in place before the
+        pod, confirmed again through the ECR API (None: not confirmed)."""
+        text = ((pod.metadata.annotations if pod.metadata else None) or {}).get(IN_PLACE_ANNOTATION)
+        if not text:
+            return {}
+        try:
+            indexes = sorted(i for i in parse_index_ranges(text) if i < len(promotion.copies))
+        except ValueError:
+            return {}
+        source, dest = self.source_aws_conn_id or self.dest_aws_conn_id, self.dest_aws_conn_id
+        copies = [promotion.copies[i] for i in indexes]
+        found = confirm_promoted(copies, source_conn_id=source, dest_conn_id=dest) if dest else []
+        return dict(zip(indexes, found or [None] * len(copies), strict=True))
 
     def _fresh(self, pod: k8s.V1Pod | None, remote_pod: k8s.V1Pod | None) -> k8s.V1Pod | None:
         """The pod as it ended: KPO may hand cleanup a copy read before the containers finished."""
@@ -554,6 +575,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
         final = self._fresh(pod, remote_pod)
         outcome = None
         if final is not None and self._promotion is not None and self._engine is not None:
+            if not self._in_place:
+                self._in_place = self._in_place_before(final, self._promotion)
             carried = self._pod_promotion(self._promotion)
             outcome = read_pod(
                 final,
@@ -565,7 +588,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
             )
             if self._in_place and outcome.result is not None:
                 entries = with_in_place(self._promotion, self._in_place, entries_of(outcome.result, carried))
-                outcome = PodOutcome(summarize(entries, self._promotion, self._engine.name), outcome.failure)
+                failure = outcome.failure
+                if failure is None and None in self._in_place.values():
+                    failure = f"Promotion failed: {describe_failures(entries)}"
+                outcome = PodOutcome(summarize(entries, self._promotion, self._engine.name), failure)
             self._result = outcome.result
             # A failed task returns nothing: keep what it did promote readable, as KPO does.
             if outcome.result is not None and outcome.failure and self.push_result and context is not None:

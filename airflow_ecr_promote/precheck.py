@@ -26,8 +26,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -39,6 +41,7 @@ from airflow_ecr_promote.refs import ImageRef
 log = logging.getLogger(__name__)
 
 BATCH = 100  # BatchGetImage and DescribeImages take at most 100 image ids
+WORKERS = 4  # calls at once; botocore retries a throttled one with backoff
 # Without acceptedMediaTypes, BatchGetImage may convert a manifest (and so change its digest).
 MEDIA_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -114,6 +117,29 @@ def split(promotion: Promotion, found: Sequence[str | None]) -> tuple[dict[int, 
     done = {i: d for i, d in enumerate(found) if d is not None}
     rest = tuple(c for i, c in enumerate(promotion.copies) if i not in done)
     return done, Promotion(rest, promotion.on_conflict) if rest else None
+
+
+def index_ranges(indexes: Iterable[int]) -> str:
+    """Indexes as compact ranges, ``0-29,35``: what a deferred task's pod records of the copies
+    found in place before it, so that the resumed task (a new instance) knows what its pod carried."""
+    parts: list[str] = []
+    ordered = sorted(set(indexes))
+    start = 0
+    for n, index in enumerate(ordered):
+        if n + 1 == len(ordered) or ordered[n + 1] != index + 1:
+            first = ordered[start]
+            parts.append(str(first) if first == index else f"{first}-{index}")
+            start = n + 1
+    return ",".join(parts)
+
+
+def parse_index_ranges(text: str) -> set[int]:
+    """The indexes :func:`index_ranges` wrote; raises ValueError for anything else."""
+    found: set[int] = set()
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        found.update(range(int(first), int(last or first) + 1))
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,29 +221,56 @@ def _described(
     return found
 
 
+Lookup = Callable[[], dict[ImageRef, Seen | None]]
+
+
+def _lookups(conn_id: str | None, images: Iterable[ImageRef], manifests: bool) -> list[Lookup]:
+    """One call per repository and 100 images, to run in any thread. The clients are made here, in
+    the calling thread, which reads the Airflow connection; boto3's clients are thread-safe."""
+    groups: dict[tuple[str, str, str], list[ImageRef]] = defaultdict(list)
+    for image in dict.fromkeys(images):
+        groups[(image.account, image.region, image.repository)].append(image)
+    clients: dict[str, Any] = {}
+    calls: list[Lookup] = []
+    for (account, region, repository), members in groups.items():
+        if region not in clients:
+            clients[region] = ecr_hook(conn_id, region).conn
+        for start in range(0, len(members), BATCH):
+            chunk = members[start : start + BATCH]
+            calls.append(partial(_chunk_or_none, clients[region], account, repository, chunk, manifests))
+    return calls
+
+
+def _chunk_or_none(
+    conn: Any, account: str, repository: str, chunk: list[ImageRef], manifests: bool
+) -> dict[ImageRef, Seen | None]:
+    try:
+        return _chunk(conn, account, repository, chunk, manifests=manifests)
+    except ClientError as error:
+        if error_code(error) != "RepositoryNotFoundException":
+            raise
+        return dict.fromkeys(chunk)  # the pod creates it, or says it is missing
+
+
+def _run(calls: list[Lookup]) -> dict[ImageRef, Seen | None]:
+    """Every call's answer, merged; a few calls at once (each is a round trip of tens of ms)."""
+    found: dict[ImageRef, Seen | None] = {}
+    if len(calls) <= 1:
+        for call in calls:
+            found.update(call())
+        return found
+    with ThreadPoolExecutor(max_workers=min(WORKERS, len(calls))) as pool:
+        for part in pool.map(lambda call: call(), calls):
+            found.update(part)
+    return found
+
+
 def look_up(
     conn_id: str | None, images: Iterable[ImageRef], *, manifests: bool = False
 ) -> dict[ImageRef, Seen | None]:
     """Each image as ECR shows it (with its manifest, for ``manifests``), None for one it does not
     hold (or reports a failure for). Raises ClientError / BotoCoreError for an error of a whole call."""
-    groups: dict[tuple[str, str, str], list[ImageRef]] = defaultdict(list)
-    for image in dict.fromkeys(images):
-        groups[(image.account, image.region, image.repository)].append(image)
-    found: dict[ImageRef, Seen | None] = {}
-    hooks: dict[str, Any] = {}
-    for (account, region, repository), members in groups.items():
-        if region not in hooks:
-            hooks[region] = ecr_hook(conn_id, region).conn
-        conn = hooks[region]
-        for start in range(0, len(members), BATCH):
-            chunk = members[start : start + BATCH]
-            try:
-                found.update(_chunk(conn, account, repository, chunk, manifests=manifests))
-            except ClientError as error:
-                if error_code(error) != "RepositoryNotFoundException":
-                    raise
-                found.update(dict.fromkeys(chunk))  # the pod creates it, or says it is missing
-    return found
+    return _run(_lookups(conn_id, images, manifests))
 
 
 def referrers(conn_id: str | None, image: ImageRef, digest: str) -> set[str] | None:
@@ -319,12 +372,15 @@ def find_in_place(
     decides it). None when the API could not be asked: then the pod decides every copy."""
     copies = promotion.copies
     try:
-        dests = look_up(dest_conn_id, [c.dest for c in copies])
-        asked = [c.source for c in copies if dests.get(c.dest) and (with_signatures or not c.source.digest)]
-        sources = look_up(source_conn_id, asked, manifests=with_signatures)
-        found = [in_place(c, sources.get(c.source), dests.get(c.dest)) for c in copies]
+        # both sides at once: a source is read also when its destination turns out to be missing
+        asked = [c.source for c in copies if with_signatures or not c.source.digest]
+        seen = _run(
+            _lookups(dest_conn_id, [c.dest for c in copies], False)
+            + _lookups(source_conn_id, asked, with_signatures)
+        )
+        found = [in_place(c, seen.get(c.source), seen.get(c.dest)) for c in copies]
         if with_signatures and any(found):
-            found = _signatures_travelled(copies, found, sources, source_conn_id, dest_conn_id)
+            found = _signatures_travelled(copies, found, seen, source_conn_id, dest_conn_id)
     except (ClientError, BotoCoreError) as error:
         log.warning("Could not compare digests through the ECR API (%s); the pod will compare them.", error)
         return None
@@ -338,9 +394,11 @@ def confirm_promoted(
     what confirms a copy whose line of the pod's report could not be read. An API error
     confirms nothing."""
     try:
-        dests = look_up(dest_conn_id, [c.dest for c in copies])
-        sources = look_up(source_conn_id, [c.source for c in copies if not c.source.digest])
+        seen = _run(
+            _lookups(dest_conn_id, [c.dest for c in copies], False)
+            + _lookups(source_conn_id, [c.source for c in copies if not c.source.digest], False)
+        )
     except (ClientError, BotoCoreError) as error:
         log.warning("Could not read the digests through the ECR API (%s): nothing confirmed.", error)
         return [None] * len(copies)
-    return [in_place(c, sources.get(c.source), dests.get(c.dest)) for c in copies]
+    return [in_place(c, seen.get(c.source), seen.get(c.dest)) for c in copies]

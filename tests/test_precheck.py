@@ -349,3 +349,42 @@ def test_with_signatures_a_copy_is_in_place_only_with_its_signature(
     assert len(cluster.created) == (1 if pod else 0)
     assert result["status"] == ("copied" if pod else "present")
     assert result["digest"] == digest
+
+
+@pytest.mark.parametrize("deleted_meanwhile", [False, True])
+def test_a_deferred_task_resumes_knowing_which_copies_its_pod_carried(
+    ecr: Any, deleted_meanwhile: bool
+) -> None:
+    """The resumed task is a new instance: the pod's annotation says which copies were in place
+    before it, and the ECR API confirms them again. One deleted meanwhile is unknown, and fails."""
+    from airflow_ecr_promote.compat import TaskDeferred
+    from airflow_ecr_promote.operators import IN_PLACE_ANNOTATION
+
+    source_repo, dest_repo = new_repository(ecr), new_repository(ecr, "prod/app")
+    tags = ["7.0", "7.1", "7.2", "7.3"]
+    digests = {tag: put(ecr, source_repo, tag, seed=tag) for tag in tags}
+    for tag in ("7.0", "7.2", "7.3"):
+        put(ecr, dest_repo, tag, seed=tag)
+    seen: list[list[str]] = []
+    context = make_context(batch(source_repo, dest_repo, tags, deferrable=True))
+    with kubernetes_stand_in(copier_copies(digests, seen)) as cluster:
+        with pytest.raises(TaskDeferred):
+            context["task"].execute(context)
+        pod = cluster.created[0]
+        assert seen == [["7.1"]]
+        assert pod.metadata.annotations[IN_PLACE_ANNOTATION] == "0,2-3"
+        if deleted_meanwhile:
+            ecr.batch_delete_image(repositoryName=dest_repo, imageIds=[{"imageTag": "7.3"}])
+        fresh = batch(source_repo, dest_repo, tags, deferrable=True)  # a resumed task is a new instance
+        event = {"status": "success", "name": pod.metadata.name, "namespace": "ns"}
+        if deleted_meanwhile:
+            with pytest.raises(EcrPromoteError, match="could not confirm it after the deferred task resumed"):
+                fresh.trigger_reentry(context, event)
+            result = context["ti"].pushed["return_value"]
+        else:
+            result = fresh.trigger_reentry(context, event)
+    entries = result["promotions"]
+    assert [e["dest_image"].rsplit(":", 1)[1] for e in entries] == tags
+    last = "unknown" if deleted_meanwhile else "present"
+    assert [e["status"] for e in entries] == ["present", "copied", "present", last]
+    assert [e["digest"] for e in entries[:3]] == [digests[t] for t in tags[:3]]

@@ -91,3 +91,13 @@ def test_signatures_are_in_place_when_every_source_tag_and_referrer_travelled() 
     assert signatures_in_place(tags, source, {sig: B}, {C}, {C, A})
     assert not signatures_in_place(tags, source, {sig: B}, {C}, set()), "a referrer did not travel"
     assert signatures_in_place(tags, source, {sig: B}, None, None), "referrers not listed by the API"
+
+
+def test_index_ranges_round_trip_compactly() -> None:
+    from airflow_ecr_promote.precheck import index_ranges, parse_index_ranges
+
+    indexes = {0, 1, 2, 5, 7, 8, 999}
+    assert index_ranges(indexes) == "0-2,5,7-8,999"
+    assert parse_index_ranges(index_ranges(indexes)) == indexes
+    assert index_ranges(range(1000)) == "0-999"
+    assert index_ranges([]) == "" and parse_index_ranges("") == set()
