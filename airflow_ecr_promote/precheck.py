@@ -273,10 +273,10 @@ def look_up(
     return _run(_lookups(conn_id, images, manifests))
 
 
-def referrers(conn_id: str | None, image: ImageRef, digest: str) -> set[str] | None:
-    """The digests of the OCI referrers of ``digest`` in ``image``'s repository; None when the API
-    does not list referrers (an older botocore, or an endpoint without ``ListImageReferrers``)."""
-    conn = ecr_hook(conn_id, image.region).conn
+def referrers(conn: Any, image: ImageRef, digest: str) -> set[str] | None:
+    """The digests of the OCI referrers of ``digest`` in ``image``'s repository (``conn``: an ECR
+    client of its region); None when the API does not list referrers (an older botocore, or an
+    endpoint without ``ListImageReferrers``)."""
     if not hasattr(conn, "list_image_referrers"):
         return None
     found: set[str] = set()
@@ -334,12 +334,16 @@ def _signatures_travelled(
     held = {i: [t for t in wanted[i] if at_source.get(_bare(copies[i].source, t))] for i in wanted}
     at_dest = look_up(dest_conn_id, (_bare(copies[i].dest, t) for i in held for t in held[i]))
     listed: dict[tuple[ImageRef, str], set[str] | None] = {}
+    clients: dict[tuple[str | None, str], Any] = {}
     served = [True]  # once the API says it lists no referrers, it is not asked again
 
     def listing(conn_id: str | None, image: ImageRef, digest: str) -> set[str] | None:
         key = (_bare(image, "-"), digest)
         if key not in listed:
-            listed[key] = referrers(conn_id, image, digest) if served[0] else None
+            if (conn_id, image.region) not in clients:
+                clients[(conn_id, image.region)] = ecr_hook(conn_id, image.region).conn
+            conn = clients[(conn_id, image.region)]
+            listed[key] = referrers(conn, image, digest) if served[0] else None
             served[0] = listed[key] is not None
         return listed[key]
 

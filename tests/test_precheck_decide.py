@@ -4,6 +4,10 @@ the return value lists every copy in order."""
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
 
 from airflow_ecr_promote.precheck import (
     Seen,
@@ -101,3 +105,38 @@ def test_index_ranges_round_trip_compactly() -> None:
     assert parse_index_ranges(index_ranges(indexes)) == indexes
     assert index_ranges(range(1000)) == "0-999"
     assert index_ranges([]) == "" and parse_index_ranges("") == set()
+
+
+class Referrers:
+    """An ECR client's ListImageReferrers, paged, or failing with ``code``."""
+
+    def __init__(self, pages: list[list[str]], code: str | None = None) -> None:
+        self.pages, self.code = pages, code
+        self.asked: list[dict[str, Any]] = []
+
+    def list_image_referrers(self, **params: Any) -> dict[str, Any]:
+        self.asked.append(params)
+        if self.code:
+            raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "ListImageReferrers")
+        page = int(params.get("nextToken", 0))
+        more = {"nextToken": str(page + 1)} if page + 1 < len(self.pages) else {}
+        return {"referrers": [{"digest": d} for d in self.pages[page]], **more}
+
+
+def test_referrers_are_listed_page_by_page_or_not_at_all_where_the_api_lacks_them() -> None:
+    from airflow_ecr_promote.precheck import referrers
+    from airflow_ecr_promote.refs import parse_image_ref
+
+    image = parse_image_ref("image", f"{SOURCE_HOST}/team/app:1.0")
+    client = Referrers([[B], [C]])
+    assert referrers(client, image, A) == {B, C}
+    assert client.asked[0] == {
+        "registryId": image.account,
+        "repositoryName": "team/app",
+        "subjectId": {"imageDigest": A},
+    }
+    assert referrers(object(), image, A) is None, "a botocore without ListImageReferrers"
+    assert referrers(Referrers([], "UnknownOperationException"), image, A) is None
+    assert referrers(Referrers([], "500"), image, A) is None, "moto_server: an HTML 500, no AWS error"
+    with pytest.raises(ClientError):
+        referrers(Referrers([], "AccessDeniedException"), image, A)
