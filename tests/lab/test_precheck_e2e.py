@@ -84,13 +84,16 @@ def test_a_rerun_with_10_new_tags_sends_only_those_to_the_pod_and_lists_every_ta
         written = manifest_puts(lab)[puts_before:]
         wait_until_ecr_api_holds(DEST_CONN_ID, dests)
         third = run_task(lab, task=task(tags))
-    assert pod_tags(second) == [new], "only the 10 new tags reach the pod"
+    why = "\n".join(line for line in second.log if "ECR API" in line or "images" in line)[-3000:]
+    assert pod_tags(second) == [new], f"only the 10 new tags reach the pod; the task said:\n{why}"
     assert not [p for p in written if p.rsplit("/", 1)[-1] in old], "no old tag was written again"
     entries = second.result["promotions"]
     assert [e["dest_image"] for e in entries] == [str(d) for d in dests], "every tag, in order"
     assert [e["status"] for e in entries] == ["present"] * 30 + ["copied"] * 10
     assert [e["digest"] for e in entries] == [digest_of[t] for t in tags]
     assert (second.result["present"], second.result["copied"], second.result["failed"]) == (30, 10, 0)
-    assert third.error is None and third.pods == [], "everything in place: no pod"
+    assert third.error is None and third.pods == [], "everything in place: no pod\n" + "\n".join(
+        third.log[-20:]
+    )
     assert [e["status"] for e in third.result["promotions"]] == ["present"] * 40
     assert [e["digest"] for e in third.result["promotions"]] == [digest_of[t] for t in tags]
