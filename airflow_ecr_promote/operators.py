@@ -23,16 +23,32 @@ from airflow_ecr_promote.engines import Engine
 from airflow_ecr_promote.links import EcrImageLink, link_target
 from airflow_ecr_promote.pod import (
     INIT_CONTAINER_NAME,
+    LABEL_PREFIX,
     OWN_VOLUMES,
     REPOSITORY_CONTAINER_NAME,
     PodPlan,
     plan_pod,
 )
-from airflow_ecr_promote.precheck import already_promoted, confirm_promoted
+from airflow_ecr_promote.precheck import (
+    confirm_promoted,
+    find_in_place,
+    index_ranges,
+    parse_index_ranges,
+    split,
+)
 from airflow_ecr_promote.promotion import Copy, Promotion, parse_promotion
 from airflow_ecr_promote.refs import IMAGE_NAME, PromotionInputError, parse_image_ref, parse_role_arn
 from airflow_ecr_promote.repository import parse_create_repository
-from airflow_ecr_promote.result import Confirm, present, read_pod, summarize
+from airflow_ecr_promote.result import (
+    Confirm,
+    PodOutcome,
+    describe_failures,
+    entries_of,
+    present,
+    read_pod,
+    summarize,
+    with_in_place,
+)
 from airflow_ecr_promote.signatures import VERIFY_CONTAINER_NAME
 
 __all__ = ["EcrListTagsOperator", "EcrPromoteError", "EcrPromoteOperator"]
@@ -41,6 +57,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 _TEMPLATE_MARKERS = ("{{", "{%")
+# on a pod that carries only some copies: the indexes of those found in place before it
+IN_PLACE_ANNOTATION = f"{LABEL_PREFIX}/in-place"
 
 
 # The inputs that decide the pod: checked at construction when none of them is templated.
@@ -139,9 +157,11 @@ class EcrPromoteOperator(KubernetesPodOperator):
         sees only the source's credentials. None: no gate; an empty or blank key is refused
     :param cosign_image: the gate's image; overrides ``[ecr_promote] cosign_image`` and the pinned
         ``ghcr.io/sigstore/cosign/cosign`` release
-    :param dest_aws_conn_id: an Airflow AWS connection that can call ``ecr:DescribeImages`` on
-        the destination: when set, the worker compares digests through the ECR API first and
-        starts no pod when every destination tag already holds its source's digest
+    :param dest_aws_conn_id: an Airflow AWS connection that can call ``ecr:BatchGetImage`` and
+        ``ecr:DescribeImages`` on the destination: when set, the worker compares digests through
+        the ECR API first; the pod gets only the copies whose destination tag does not already hold
+        its source's digest (and their signatures, with ``with_signatures``), and no pod starts
+        when none is left
     :param source_aws_conn_id: the same for the source (default: ``dest_aws_conn_id``)
     :param role_session_name: the STS session name CloudTrail shows for the assumed roles
         (default: ``ecr-promote-<dag_id>-<task_id>``)
@@ -239,6 +259,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.eks_aws_conn_id = eks_aws_conn_id
         self.push_result = do_xcom_push
         self._promotion: Promotion | None = None
+        # copies the worker found in place before the pod (index in the promotion: digest, None
+        # when a resumed task could not confirm it again); the pod gets only the others
+        self._in_place: dict[int, str | None] = {}
         self._engine: Engine | None = None
         self._result: dict[str, Any] | None = None
         self._context: Context | None = None
@@ -321,7 +344,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         dag_id = self.dag_id if self.has_dag() else ""  # type: ignore[no-untyped-call]
         session = self.role_session_name or "-".join(p for p in ("ecr-promote", dag_id, self.task_id) if p)
         plan = plan_pod(
-            promotion,
+            self._pod_promotion(promotion),
             engine,
             init_image=defaults.init_image(self.init_image),
             copier_image=defaults.copier_image(engine, self.copier_image),
@@ -335,6 +358,11 @@ class EcrPromoteOperator(KubernetesPodOperator):
         )
         self._promotion, self._engine = promotion, engine
         return plan
+
+    def _pod_promotion(self, promotion: Promotion) -> Promotion:
+        """What the pod copies: the promotion without the copies found in place before it."""
+        rest = tuple(c for i, c in enumerate(promotion.copies) if i not in self._in_place)
+        return Promotion(rest, promotion.on_conflict) if rest else promotion
 
     @contextlib.contextmanager
     def _kpo_without_xcom(self) -> Iterator[None]:
@@ -391,6 +419,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
         ] + plan.init_containers
         self.labels = {**(self.labels or {}), **plan.labels}
         self.annotations = {**(self.annotations or {}), **plan.annotations}
+        self.annotations.pop(IN_PLACE_ANNOTATION, None)
+        if self._in_place:  # for a resumed (deferred) task, a new instance: what the pod carries
+            self.annotations[IN_PLACE_ANNOTATION] = index_ranges(self._in_place)
         if not self.security_context:
             self.security_context = plan.pod_security_context
         if not self.container_security_context:
@@ -403,7 +434,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._context = context
         self._plan()
         eks = self._eks_target()
-        if not (self._nothing_to_promote(context) or self._skip_if_promoted(context)):
+        if not (self._nothing_to_promote(context) or self._all_in_place()):
             with self._kpo_without_xcom():
                 if eks is None:
                     super().execute(context)
@@ -461,32 +492,44 @@ class EcrPromoteOperator(KubernetesPodOperator):
 
         return confirm
 
-    def _skip_if_promoted(self, context: Context) -> bool:
+    def _all_in_place(self) -> bool:
+        """Ask the ECR API (the worker's connections) which copies are already in place: True when
+        all are (the result is set and no pod starts); otherwise the pod gets only the rest."""
+        self._in_place = {}
         if self.dest_aws_conn_id is None or self._promotion is None or self._engine is None:
             return False
-        if (
-            self.verify_signature_key
-            or self.with_signatures
-            or (self.with_signatures is None and self._engine.copies_signatures)
-        ):
-            # the ECR API compares image digests only: signatures added since the last promotion
-            # must still travel, and a gated promotion always runs its gate
-            return False
+        if self.verify_signature_key:
+            return False  # a gated promotion always runs its gate
         promotion = self._promotion
-        digests = already_promoted(
+        found = find_in_place(
             promotion,
             source_conn_id=self.source_aws_conn_id or self.dest_aws_conn_id,
             dest_conn_id=self.dest_aws_conn_id,
+            with_signatures=bool(
+                self.with_signatures or (self.with_signatures is None and self._engine.copies_signatures)
+            ),
         )
-        if digests is None:
-            return False
-        self.log.info(
-            "All %d images are already at their destination with the source's digest "
-            "(compared through the ECR API): no pod started.",
-            len(digests),
-        )
-        self._result = summarize(present(promotion, digests), promotion, self._engine.name)
-        return True
+        in_place, rest = split(promotion, found or [])
+        if rest is None:
+            self.log.info(
+                "All %d images are already at their destination with the source's digest "
+                "(compared through the ECR API): no pod started.",
+                len(in_place),
+            )
+            self._result = summarize(
+                present(promotion, list(in_place.values())), promotion, self._engine.name
+            )
+            return True
+        if in_place:
+            self.log.info(
+                "%d of %d images are already at their destination (compared through the ECR API); "
+                "the pod promotes the other %d.",
+                len(in_place),
+                len(promotion.copies),
+                len(rest.copies),
+            )
+        self._in_place = dict(in_place)
+        return False
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         self._context = context
@@ -495,6 +538,21 @@ class EcrPromoteOperator(KubernetesPodOperator):
         with self._kpo_without_xcom():
             super().trigger_reentry(context, event)
         return self._finish(context)
+
+    def _in_place_before(self, pod: k8s.V1Pod, promotion: Promotion) -> dict[int, str | None]:
+        """A resumed (deferred) task: the copies its pod's annotation says were in place before the
+        pod, confirmed again through the ECR API (None: not confirmed)."""
+        text = ((pod.metadata.annotations if pod.metadata else None) or {}).get(IN_PLACE_ANNOTATION)
+        if not text:
+            return {}
+        try:
+            indexes = sorted(i for i in parse_index_ranges(text) if i < len(promotion.copies))
+        except ValueError:
+            return {}
+        source, dest = self.source_aws_conn_id or self.dest_aws_conn_id, self.dest_aws_conn_id
+        copies = [promotion.copies[i] for i in indexes]
+        found = confirm_promoted(copies, source_conn_id=source, dest_conn_id=dest) if dest else []
+        return dict(zip(indexes, found or [None] * len(copies), strict=True))
 
     def _fresh(self, pod: k8s.V1Pod | None, remote_pod: k8s.V1Pod | None) -> k8s.V1Pod | None:
         """The pod as it ended: KPO may hand cleanup a copy read before the containers finished."""
@@ -517,14 +575,23 @@ class EcrPromoteOperator(KubernetesPodOperator):
         final = self._fresh(pod, remote_pod)
         outcome = None
         if final is not None and self._promotion is not None and self._engine is not None:
+            if not self._in_place:
+                self._in_place = self._in_place_before(final, self._promotion)
+            carried = self._pod_promotion(self._promotion)
             outcome = read_pod(
                 final,
-                self._promotion,
+                carried,
                 self._engine.name,
                 self.base_container_name,
                 read_log=lambda: self._copier_log(final),
                 confirm=self._confirm_through_ecr() if self.dest_aws_conn_id is not None else None,
             )
+            if self._in_place and outcome.result is not None:
+                entries = with_in_place(self._promotion, self._in_place, entries_of(outcome.result, carried))
+                failure = outcome.failure
+                if failure is None and None in self._in_place.values():
+                    failure = f"Promotion failed: {describe_failures(entries)}"
+                outcome = PodOutcome(summarize(entries, self._promotion, self._engine.name), failure)
             self._result = outcome.result
             # A failed task returns nothing: keep what it did promote readable, as KPO does.
             if outcome.result is not None and outcome.failure and self.push_result and context is not None:

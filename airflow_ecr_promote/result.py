@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,7 +181,7 @@ def _entry(
     return entry
 
 
-def _describe_failures(entries: list[dict[str, Any]]) -> str:
+def describe_failures(entries: list[dict[str, Any]]) -> str:
     failed = [e for e in entries if e["status"] in ("failed", "unknown")]
     lines = [f"{len(failed)} of {len(entries)} promotions failed:"] if len(entries) > 1 else []
     for e in failed[:MAX_LISTED_FAILURES]:
@@ -341,7 +341,7 @@ def read_pod(
     result = summarize(entries, promotion, engine)
     failed = [e for e in entries if e["status"] in ("failed", "unknown")]
     if failed or done.exit_code != 0:
-        detail = _describe_failures(entries) if failed else message[-1500:]
+        detail = describe_failures(entries) if failed else message[-1500:]
         return PodOutcome(result, f"Promotion {images} failed ({ended}): {detail}")
     return PodOutcome(result, None)
 
@@ -352,6 +352,36 @@ def summarize(entries: list[dict[str, Any]], promotion: Promotion, engine: str) 
         return {**entries[0], "engine": engine}
     counts = {s: sum(e["status"] == s for e in entries) for s in STATUSES}
     return {"engine": engine, "promotions": entries, **counts}
+
+
+def entries_of(result: dict[str, Any], promotion: Promotion) -> list[dict[str, Any]]:
+    """The entries of a return value that :func:`summarize` made for ``promotion``."""
+    if len(promotion.copies) == 1:
+        return [{k: v for k, v in result.items() if k != "engine"}]
+    return list(result["promotions"])
+
+
+IN_PLACE_UNCONFIRMED = (
+    "found in place through the ECR API before the pod started, but the ECR API could not "
+    "confirm it after the deferred task resumed"
+)
+
+
+def with_in_place(
+    promotion: Promotion, in_place: Mapping[int, str | None], pod_entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every copy's entry, in order: ``present`` for those the worker found in place (index: digest;
+    None: no longer confirmed, so unknown), and the pod's entries, in order, for the rest."""
+    rest = iter(pod_entries)
+    entries = []
+    for index, copy in enumerate(promotion.copies):
+        if index not in in_place:
+            entries.append(next(rest))
+            continue
+        digest = in_place[index]
+        status, reason = ("present", None) if digest else ("unknown", IN_PLACE_UNCONFIRMED)
+        entries.append(_entry(copy.source, copy.dest, status, digest, digest, reason))
+    return entries
 
 
 def present(promotion: Promotion, digests: list[str]) -> list[dict[str, Any]]:

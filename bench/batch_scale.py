@@ -2,15 +2,21 @@
 
 The source repository holds N tags (default 1,000) spread over a few distinct two-platform
 images that share a base layer (tags are made with the registry API, as a pipeline tags one
-build many times). Measured side by side:
-  1. the operator: one task, `tags=` all N, its pod in the lab (login, digest checks, copies);
-  2. the same task again: every tag must be `present`, nothing written;
-  3. bare `skopeo copy --all --preserve-digests` of the same N tags, run on the host (in the
+build many times). The worker has Airflow AWS connections to the lab's ECR API (moto, fed by
+the registries' push events), as `dest_aws_conn_id` / `source_aws_conn_id`, except where said.
+Measured side by side:
+  1. the operator: one task, `tags=` all N, its pod in the lab (precheck, login, digest checks,
+     copies);
+  2. the same task again without AWS connections: the pod finds every tag `present`;
+  3. the same task again with them: the worker finds every tag in place (goal: no pod, < 5 s);
+  4. a task of N tags of which 10 are new (the pipeline tagged 10 more builds, and the window
+     moved by 10): the worker sends only those 10 to the pod (goal: < 10% of run 1's time);
+  5. bare `skopeo copy --all --preserve-digests` of the same N tags, run on the host (in the
      lab's namespace), as many at once as the operator's `parallel`, into another repository.
-Printed: wall time, pods, time per tag and its ratio to the bare copies (goal <= 1.2x), bytes
-uploaded against the unique blob bytes (goal equal), entries in the return value, and the
-worker's peak memory (the process's max RSS, and the Python heap peak during the task).
-Times on these shared machines are noisy: read the ratios.
+Printed: wall time, pods, copies the pod got, time per tag and its ratio to the bare copies
+(goal <= 1.2x), bytes uploaded against the unique blob bytes (goal equal), entries in the return
+value, and the worker's peak memory (the process's max RSS, and the Python heap peak during the
+task). Times on these shared machines are noisy: read the ratios.
 
     python bench/batch_scale.py [--tags 1000] [--images 20] [--base-mb 4] [--tag-mb 1] [--parallel 4]
 """
@@ -25,20 +31,24 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from airflow_ecr_promote.operators import EcrPromoteOperator
+from airflow_ecr_promote.refs import parse_image_ref
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 from tests.lab.fixtures import missing_prerequisites
 from tests.lab.lab import Lab
-from tests.lab.operator_run import TaskRun, run_task
+from tests.lab.operator_run import DEST_CONN_ID, SOURCE_CONN_ID, TaskRun, lab_connections, run_task
 from tests.lab.test_batch_scale_e2e import RegistryApi
+from tests.lab.test_precheck_e2e import pod_tags, wait_until_ecr_api_holds
 
 PULL_ROLE = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-pull"
 PUSH_ROLE = f"arn:aws:iam::{DEST_ACCOUNT}:role/ecr-promote-push"
 SOURCE_REPO = "bench/backfill"
 MIB = 1024 * 1024
+NEW = 10  # new tags in run 4
 
 
 def unique_blob_bytes(lab: Lab, refs: list[str]) -> int:
@@ -58,8 +68,12 @@ def writes(lab: Lab) -> tuple[int, int]:
     return lab.uploaded_bytes(DEST_ACCOUNT), puts
 
 
-def operator_run(lab: Lab, tags: list[str], parallel: int) -> tuple[TaskRun, float, int]:
-    """(run, seconds, Python heap peak in bytes during the task)."""
+def operator_run(
+    lab: Lab, tags: list[str], parallel: int, *, connections: bool = True, heap: bool = True
+) -> tuple[TaskRun, float, int]:
+    """(run, seconds, Python heap peak in bytes during the task; 0 without ``heap``: tracing every
+    allocation slows the worker's own work, which is all a run without a pod does)."""
+    conns = {"source_aws_conn_id": SOURCE_CONN_ID, "dest_aws_conn_id": DEST_CONN_ID} if connections else {}
     task = EcrPromoteOperator(
         task_id="backfill",
         engine="skopeo",
@@ -71,12 +85,14 @@ def operator_run(lab: Lab, tags: list[str], parallel: int) -> tuple[TaskRun, flo
         dest_image=f"{DEST_HOST}/{SOURCE_REPO}",
         tags=tags,
         parallel=parallel,
+        **conns,
     )
-    tracemalloc.start()
+    if heap:
+        tracemalloc.start()
     started = time.monotonic()
     run = run_task(lab, task=task, pod_timeout=7200)
     seconds = time.monotonic() - started
-    peak = tracemalloc.get_traced_memory()[1]
+    peak = tracemalloc.get_traced_memory()[1] if heap else 0
     tracemalloc.stop()
     if run.error is not None:
         raise SystemExit(f"bench: the task failed: {str(run.error)[:2000]}")
@@ -114,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print(f"bench: the lab cannot run here: {'; '.join(problems)}", file=sys.stderr)
         return 1
-    tags = [f"2026.{i // 100:02d}.{i % 100:02d}" for i in range(args.tags)]
+    every = [f"2026.{i // 100:02d}.{i % 100:02d}" for i in range(args.tags + NEW)]
+    tags, moved = every[: args.tags], every[NEW:]  # run 4's window holds NEW tags run 1 did not
     with tempfile.TemporaryDirectory(prefix="ecr-promote-bench-") as state, Lab(state) as lab:
         seeds = [f"build-{i}" for i in range(args.images)]
         for repo in (SOURCE_REPO, "bench/bare"):  # the destination repositories exist, as ECR needs
@@ -128,11 +145,24 @@ def main(argv: list[str] | None = None) -> int:
             api.tag(SOURCE_REPO, seed, tags[i :: args.images])
         unique = unique_blob_bytes(lab, seeds)
 
-        before = writes(lab)
-        first, first_s, first_heap = operator_run(lab, tags, args.parallel)
-        after_first = writes(lab)
-        second, second_s, second_heap = operator_run(lab, tags, args.parallel)
-        after_second = writes(lab)
+        def refs(host: str, names: list[str]) -> list[Any]:
+            return [parse_image_ref("image", f"{host}/{SOURCE_REPO}:{n}") for n in names]
+
+        with lab_connections(lab):
+            wait_until_ecr_api_holds(SOURCE_CONN_ID, refs(SOURCE_HOST, tags), timeout=120)
+            before = writes(lab)
+            first, first_s, first_heap = operator_run(lab, tags, args.parallel)
+            after_first = writes(lab)
+            second, second_s, second_heap = operator_run(lab, tags, args.parallel, connections=False)
+            after_second = writes(lab)
+            wait_until_ecr_api_holds(DEST_CONN_ID, refs(DEST_HOST, tags), timeout=120)
+            in_place, in_place_s, _ = operator_run(lab, tags, args.parallel, heap=False)
+            after_in_place = writes(lab)
+            for i, seed in enumerate(seeds):  # the pipeline tags NEW more builds
+                api.tag(SOURCE_REPO, seed, every[args.tags :][i :: args.images])
+            wait_until_ecr_api_holds(SOURCE_CONN_ID, refs(SOURCE_HOST, every), timeout=120)
+            new, new_s, _ = operator_run(lab, moved, args.parallel, heap=False)
+            after_new = writes(lab)
         bare_s = bare_copies(lab, tags, args.parallel)
         after_bare = writes(lab)
 
@@ -140,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     statuses = sorted({e["status"] for e in entries})
     rerun_statuses = sorted({e["status"] for e in second.result["promotions"]})
     uploaded = after_first[0] - before[0]
-    bare_uploaded = after_bare[0] - after_second[0]
+    bare_uploaded = after_bare[0] - after_new[0]
     rerun_written = (after_second[0] - after_first[0], after_second[1] - after_first[1])
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     per_tag, bare_per_tag = first_s / args.tags, bare_s / args.tags
@@ -148,15 +178,27 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{args.tags} tags over {args.images} two-platform images (base {args.base_mb} MiB shared, "
         f"{args.tag_mb} MiB each); unique blob bytes {unique / MIB:.1f} MiB; parallel={args.parallel}\n"
     )
-    print(f"{'run':<28}{'pods':>6}{'wall s':>10}{'ms/tag':>9}{'uploaded MiB':>15}{'manifest PUTs':>15}")
+    print(
+        f"{'run':<36}{'pods':>6}{'to pod':>8}{'wall s':>9}{'ms/tag':>8}{'% run 1':>9}"
+        f"{'uploaded MiB':>14}{'manifest PUTs':>15}"
+    )
     rows = [
-        ("operator, one task", len(first.pods), first_s, uploaded, after_first[1] - before[1]),
-        ("operator re-run", len(second.pods), second_s, rerun_written[0], rerun_written[1]),
-        ("bare skopeo copy on host", 0, bare_s, bare_uploaded, after_bare[1] - after_second[1]),
+        ("1. operator, one task", first, first_s, after_first, before),
+        ("2. re-run, no AWS connection", second, second_s, after_second, after_first),
+        ("3. re-run, all in place", in_place, in_place_s, after_in_place, after_second),
+        (f"4. re-run, {NEW} new among {args.tags}", new, new_s, after_new, after_in_place),
     ]
-    for name, pods, seconds, up, puts in rows:
-        ms = seconds / args.tags * 1000
-        print(f"{name:<28}{pods:>6}{seconds:>10.1f}{ms:>9.0f}{up / MIB:>15.1f}{puts:>15}")
+    for name, run, seconds, after, since in rows:
+        to_pod = sum(len(t) for t in pod_tags(run))
+        ms, share = seconds / args.tags * 1000, seconds / first_s * 100
+        up, puts = (after[0] - since[0]) / MIB, after[1] - since[1]
+        print(
+            f"{name:<36}{len(run.pods):>6}{to_pod:>8}{seconds:>9.1f}{ms:>8.0f}{share:>8.1f}%{up:>14.1f}{puts:>15}"
+        )
+    bare_puts = after_bare[1] - after_new[1]
+    share = bare_s / first_s * 100
+    print(f"{'5. bare skopeo copy on host':<36}{0:>6}{'-':>8}{bare_s:>9.1f}{bare_s / args.tags * 1000:>8.0f}"
+          f"{share:>8.1f}%{bare_uploaded / MIB:>14.1f}{bare_puts:>15}")  # fmt: skip
     ratio = per_tag / bare_per_tag
     print()
     print(f"entries in the return value     : {len(entries)} {statuses}; re-run {rerun_statuses}")
@@ -164,6 +206,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"time per tag / bare skopeo copy : {ratio:.2f}x   (goal <= 1.2x)")
     print(f"bytes uploaded / unique blobs   : {uploaded / unique:.3f}   (goal 1.000)")
     print(f"re-run bytes, manifest PUTs     : {rerun_written[0]}, {rerun_written[1]}   (goal 0, 0)")
+    in_place_entries = in_place.result["promotions"]
+    new_entries = new.result["promotions"]
+    new_statuses = [e["status"] for e in new_entries]
+    in_place_met = (
+        in_place.pods == []
+        and in_place_s < 5
+        and [e["status"] for e in in_place_entries] == ["present"] * args.tags
+    )
+    new_met = (
+        pod_tags(new) == [moved[-NEW:]]
+        and new_s < 0.1 * first_s
+        and [e["dest_image"].rsplit(":", 1)[1] for e in new_entries] == moved
+        and new_statuses == ["present"] * (args.tags - NEW) + ["copied"] * NEW
+    )
+    print(f"re-run all in place             : {len(in_place.pods)} pods, {in_place_s:.1f} s, "
+          f"{len(in_place_entries)} entries   (goal no pod, < 5 s)")  # fmt: skip
+    print(f"re-run with {NEW} new              : {sum(map(len, pod_tags(new)))} copies to the pod, "
+          f"{new_s / first_s * 100:.1f}% of run 1, {len(new_entries)} entries in order "
+          f"(goal only the {NEW} new, < 10%)")  # fmt: skip
     print(f"worker peak: max RSS {max_rss / MIB:.0f} MiB; Python heap during the task "
           f"{first_heap / MIB:.1f} MiB (re-run {second_heap / MIB:.1f} MiB)")  # fmt: skip
     met = (
@@ -173,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         and rerun_written == (0, 0)
         and uploaded == unique
         and ratio <= 1.2
+        and in_place_met
+        and new_met
     )
     print(f"\ngoals {'met' if met else 'NOT met'}")
     return 0 if met else 1

@@ -395,13 +395,16 @@ def test_parse_travelled_with_nothing_found() -> None:
     assert parse_travelled("travelled tags= referrers=") == {"cosign_tags": [], "referrers": []}
 
 
-def test_signatures_or_a_gate_always_start_the_pod_even_when_the_ecr_api_finds_the_image() -> None:
-    op = operator(engine="regctl", dest_aws_conn_id="aws_default")
-    op._plan()
-    assert op._skip_if_promoted(make_context(op)) is False
+def test_a_gate_always_starts_the_pod_without_asking_the_ecr_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate must run; with signatures alone the precheck compares them too (tests/test_precheck.py)."""
+
+    def asked(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the ECR API was asked")
+
+    monkeypatch.setattr("airflow_ecr_promote.operators.find_in_place", asked)
     op = operator(engine="skopeo", dest_aws_conn_id="aws_default", verify_signature_key=EC_KEY)
     op._plan()
-    assert op._skip_if_promoted(make_context(op)) is False
+    assert op._all_in_place() is False
 
 
 def test_gate_pod_serializes() -> None:

@@ -268,16 +268,23 @@ def test_airflow_connection_policies_are_enough_and_each_action_needed(
 
 
 @pytest.mark.usefixtures("probe_connection")
-def test_compare_digests_policy_lets_the_worker_skip_the_pod(lab: Lab) -> None:
-    from airflow_ecr_promote.precheck import already_promoted
+def test_compare_digests_policy_lets_the_worker_find_the_copies_in_place(lab: Lab) -> None:
+    """Two copies, one in place: DescribeImages answers the source's chunk, and the destination's
+    (with a missing tag) needs BatchGetImage's per-image failures. Each action is needed: without
+    one, the API refuses and the pod decides every copy."""
+    from airflow_ecr_promote.precheck import find_in_place
     from airflow_ecr_promote.promotion import parse_promotion
 
     repo = "team/iam-precheck"
     digest = lab.push_image(SOURCE_ACCOUNT, repo, "1.0", seed=1903)
+    lab.push_image(SOURCE_ACCOUNT, repo, "1.1", seed=1904)
     lab.create_repository(DEST_ACCOUNT, repo)
     lab.push_image(DEST_ACCOUNT, repo, "1.0", seed=1903)
     promotion = parse_promotion(
-        source_image=f"{SOURCE_HOST}/{repo}:1.0", dest_image=f"{DEST_HOST}/{repo}:1.0"
+        pairs=[
+            {"source_image": f"{SOURCE_HOST}/{repo}:{t}", "dest_image": f"{DEST_HOST}/{repo}:{t}"}
+            for t in ("1.0", "1.1")
+        ]
     )
     conns = {
         "source_conn_id": f"{PROBE_CONN}_{SOURCE_ACCOUNT}",
@@ -285,11 +292,16 @@ def test_compare_digests_policy_lets_the_worker_skip_the_pod(lab: Lab) -> None:
     }
     for acct in (SOURCE_ACCOUNT, DEST_ACCOUNT):
         lab.set_probe_policy(acct, files("compare-digests"))
-    assert already_promoted(promotion, **conns) == [digest]
     seen = len(lab.iam_decisions())
-    lab.set_probe_policy(DEST_ACCOUNT, without(files("compare-digests"), "ecr:DescribeImages"))
-    assert already_promoted(promotion, **conns) is None  # the pod decides then
-    assert [d["action"] for d in refused(lab.iam_decisions()[seen:])] == ["ecr:DescribeImages"]
+    assert find_in_place(promotion, **conns) == [digest, None]
+    decisions = lab.iam_decisions()[seen:]
+    assert refused(decisions) == []
+    assert used(decisions, DEST_PROBE) == set(policies.actions(files("compare-digests")))
+    for action in policies.actions(files("compare-digests")):
+        seen = len(lab.iam_decisions())
+        lab.set_probe_policy(DEST_ACCOUNT, without(files("compare-digests"), action))
+        assert find_in_place(promotion, **conns) is None  # the pod decides then
+        assert [d["action"] for d in refused(lab.iam_decisions()[seen:])] == [action]
 
 
 def test_eks_policy_allows_describing_only_its_cluster(lab: Lab) -> None:
