@@ -30,6 +30,7 @@ from tests.kube_stand_in import kubernetes_stand_in
 from .runner import PodOutcome, play_pod
 
 if TYPE_CHECKING:
+    from .cluster import Cluster
     from .lab import Lab
 
 
@@ -173,6 +174,39 @@ def run_task(
     try:
         with captured_task_log(run.log), kubernetes_stand_in(play, logs.get) as stand_in:
             run.log_reads = stand_in.log_reads
+            run.result = operator.execute(context)
+    except Exception as error:  # the caller asserts on it
+        run.error = error
+        run.log.append(str(error))
+    finally:
+        run.seconds = time.monotonic() - started
+    run.pushed = dict(context["ti"].pushed)
+    return run
+
+
+def run_task_on_cluster(
+    cluster: Cluster,
+    *,
+    dag_id: str = "ecr_promote_on_demand",
+    task_id: str = "promote",
+    conf: dict[str, Any] | None = None,
+    task: Any = None,
+) -> TaskRun:
+    """Render and execute the task against the lab's real Kubernetes (tests/lab/cluster.py):
+    KPO's own code talks to the API server through Airflow's ``kubernetes_default`` connection,
+    which names the cluster's kubeconfig; nothing is stood in for."""
+    run = TaskRun()
+    if task is None:
+        task = example_dags().dags[dag_id].get_task(task_id)
+    task = task.prepare_for_execution()
+    context = make_context(task, conf=conf)
+    task.render_template_fields(context)
+    operator = context["task"]
+    run.rendered = {name: getattr(operator, name, None) for name in operator.template_fields}
+    started = time.monotonic()
+    try:
+        connection = {"AIRFLOW_CONN_KUBERNETES_DEFAULT": cluster.airflow_connection()}
+        with captured_task_log(run.log), temporary_environ(connection):
             run.result = operator.execute(context)
     except Exception as error:  # the caller asserts on it
         run.error = error
