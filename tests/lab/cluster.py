@@ -625,6 +625,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                     if not _rmdir(top):
                         errors.append(f"cgroup {top} is not empty")
             else:
+                if os.path.ismount(path):  # `ip netns` bind-mounts /run/netns on itself
+                    subprocess.run(["umount", path], capture_output=True, check=False, timeout=30)
                 shutil.rmtree(path, ignore_errors=True)
                 if Path(path).exists():  # a busy mount under it
                     errors.append(f"{path} could not be removed")
