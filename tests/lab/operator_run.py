@@ -11,18 +11,20 @@ it follows a pod's logs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
+from airflow_ecr_promote.compat import TaskDeferred
 from tests.airflow_context import make_context, temporary_environ
 from tests.conftest import REPO
 from tests.kube_stand_in import kubernetes_stand_in
@@ -191,14 +193,17 @@ def run_task_on_cluster(
     task_id: str = "promote",
     conf: dict[str, Any] | None = None,
     task: Any = None,
+    trigger_timeout: float = 240.0,
 ) -> TaskRun:
     """Render and execute the task against the lab's real Kubernetes (tests/lab/cluster.py):
     KPO's own code talks to the API server through Airflow's ``kubernetes_default`` connection,
-    which names the cluster's kubeconfig; nothing is stood in for."""
+    which names the cluster's kubeconfig; nothing is stood in for. A deferring task's trigger
+    (KPO's own, polling the real API server) runs here until its first event, within
+    ``trigger_timeout`` seconds, and a new instance of the task resumes with it."""
     run = TaskRun()
     if task is None:
         task = example_dags().dags[dag_id].get_task(task_id)
-    task = task.prepare_for_execution()
+    original, task = task, task.prepare_for_execution()
     context = make_context(task, conf=conf)
     task.render_template_fields(context)
     operator = context["task"]
@@ -207,7 +212,9 @@ def run_task_on_cluster(
     try:
         connection = {"AIRFLOW_CONN_KUBERNETES_DEFAULT": cluster.airflow_connection()}
         with captured_task_log(run.log), temporary_environ(connection):
-            run.result = operator.execute(context)
+            run.result = _resume_until_done(
+                original, context, lambda: operator.execute(context), run.log, trigger_timeout
+            )
     except Exception as error:  # the caller asserts on it
         run.error = error
         run.log.append(str(error))
@@ -215,6 +222,35 @@ def run_task_on_cluster(
         run.seconds = time.monotonic() - started
     run.pushed = dict(context["ti"].pushed)
     return run
+
+
+def _resume_until_done(
+    original: Any, context: dict[str, Any], step: Any, log: list[str], timeout: float
+) -> Any:
+    """Run ``step``; while the task defers, do what the triggerer and a resumed worker do: run
+    the trigger to its first event, then call the named method on a new instance of the task
+    (KPO may defer again, e.g. after reading logs), all within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    call = step
+    while True:
+        try:
+            return call()
+        except TaskDeferred as deferred:
+            log.append(f"deferred to {type(deferred.trigger).__name__}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the task still deferred after {timeout}s") from None
+            event = asyncio.run(asyncio.wait_for(_first_event(deferred.trigger), remaining))
+            resumed = context["task"] = original.prepare_for_execution()  # a new instance resumes
+            resumed.render_template_fields(context)
+            method = getattr(resumed, deferred.method_name)
+            call = partial(method, context, event.payload, **(deferred.kwargs or {}))
+
+
+async def _first_event(trigger: Any) -> Any:
+    async for event in trigger.run():
+        return event
+    raise RuntimeError(f"{type(trigger).__name__} ended without an event")
 
 
 PULL_ROLE = "arn:aws:iam::123456789012:role/ecr-promote-pull"

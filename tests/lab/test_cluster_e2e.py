@@ -13,33 +13,63 @@ import pytest
 
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
-from .cluster import NAMESPACE, Cluster
+from .cluster import NAMESPACE, SERVICE_ACCOUNT, Cluster
 from .lab import Lab
-from .operator_run import lab_conf, run_task_on_cluster
+from .operator_run import TaskRun, lab_conf, lab_operator, run_task_on_cluster
 
 pytestmark = [pytest.mark.lab, pytest.mark.cluster, pytest.mark.timeout(300)]
 
 REPO = "cluster/app"
 
 
-def test_skopeo_promotes_a_two_platform_image_with_its_digest(lab: Lab, cluster: Cluster) -> None:
+@pytest.fixture(autouse=True)
+def destination_repository(lab: Lab) -> None:
     lab.create_repository(DEST_ACCOUNT, REPO)
-    digest = lab.push_image(SOURCE_ACCOUNT, REPO, "3.0.0", seed=31)
-    conf = lab_conf(
-        lab,
-        source_image=f"{SOURCE_HOST}/{REPO}:3.0.0",
-        dest_image=f"{DEST_HOST}/{REPO}:3.0.0",
-        engine="skopeo",
-    )
-    run = run_task_on_cluster(cluster, conf=conf)
+
+
+def assert_promoted(lab: Lab, cluster: Cluster, run: TaskRun, tag: str, digest: str) -> None:
     assert run.error is None, "\n".join(run.log[-40:])
-    assert lab.digest(DEST_ACCOUNT, REPO, "3.0.0") == digest
-    assert sorted(lab.platforms(DEST_ACCOUNT, REPO, "3.0.0")) == ["linux/amd64", "linux/arm64"]
+    assert lab.digest(DEST_ACCOUNT, REPO, tag) == digest
+    assert sorted(lab.platforms(DEST_ACCOUNT, REPO, tag)) == ["linux/amd64", "linux/arm64"]
     assert run.result["digest"] == digest
+    assert run.result["source_digest"] == digest
     assert run.result["digest_kept"] is True
     assert run.result["status"] == "copied"
+    # The pod found the registries through the cluster DNS (so on the pod network, not the host's).
+    queries = (cluster.dir / "logs" / "dnsmasq-queries.log").read_text()
+    assert f"query[A] {DEST_HOST}" in queries
     # KPO's default on_finish_action deletes the pod; the kubelet and API server finish that.
     deadline = time.monotonic() + 60
     while pods := cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "name").stdout.split():
         assert time.monotonic() < deadline, f"pods left after the task: {pods}"
         time.sleep(0.5)
+
+
+@pytest.mark.parametrize("engine", ["skopeo", "crane", "regctl"])
+def test_example_dag_promotes_a_two_platform_image_with_its_digest(
+    lab: Lab, cluster: Cluster, engine: str
+) -> None:
+    tag = f"3.0.0-{engine}"
+    digest = lab.push_image(SOURCE_ACCOUNT, REPO, tag, seed=31)
+    source, dest = f"{SOURCE_HOST}/{REPO}:{tag}", f"{DEST_HOST}/{REPO}:{tag}"
+    run = run_task_on_cluster(
+        cluster, conf=lab_conf(lab, source_image=source, dest_image=dest, engine=engine)
+    )
+    assert_promoted(lab, cluster, run, tag, digest)
+
+
+def test_deferrable_task_resumes_from_kpos_trigger_on_the_real_api(lab: Lab, cluster: Cluster) -> None:
+    tag = "3.1.0-deferrable"
+    digest = lab.push_image(SOURCE_ACCOUNT, REPO, tag, seed=32)
+    operator = lab_operator(
+        lab,
+        "skopeo",
+        source_image=f"{SOURCE_HOST}/{REPO}:{tag}",
+        dest_image=f"{DEST_HOST}/{REPO}:{tag}",
+        namespace=NAMESPACE,
+        service_account_name=SERVICE_ACCOUNT,
+        deferrable=True,
+    )
+    run = run_task_on_cluster(cluster, task=operator)
+    assert "deferred to KubernetesPodTrigger" in run.log, run.log[-20:]
+    assert_promoted(lab, cluster, run, tag, digest)
