@@ -510,8 +510,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     def stop(self) -> None:
         """Stop every part and remove all it made (bounded: about a minute at worst)."""
         errors: list[str] = []
+        t0 = time.monotonic()
         if "kubelet" in self.procs and self.procs["kubelet"].alive() and self.procs.get("kube-apiserver"):
             self._drain(errors)
+        drained = time.monotonic()
         for name in ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             self._stop_proc(name, errors)
         if "containerd" in self.procs:
@@ -532,14 +534,19 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         shutil.rmtree(self.dir, ignore_errors=True)
         if self.dir.exists():
             errors.append(f"{self.dir} still exists")
+        self.timings["stop"] = time.monotonic() - t0
+        self.log(f"lab cluster: stopped in {self.timings['stop']:.1f}s (pods drained in {drained - t0:.1f}s)")
         if errors:
             raise LabError("errors stopping the lab cluster: " + "; ".join(errors))
 
     def _stop_proc(self, name: str, errors: list[str]) -> None:
         if name not in self.procs:
             return
+        t0 = time.monotonic()
         try:
             procs.stop(self.procs[name], self._popen.get(name), timeout=10.0)
+            if time.monotonic() - t0 > 2:
+                self.log(f"lab cluster: {name} took {time.monotonic() - t0:.1f}s to stop")
         except OSError as exc:
             errors.append(f"{name}: {exc}")
 
