@@ -7,9 +7,11 @@ Selected with ``-m cluster``; the other lab tests still play pods with podman.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
@@ -73,3 +75,19 @@ def test_deferrable_task_resumes_from_kpos_trigger_on_the_real_api(lab: Lab, clu
     run = run_task_on_cluster(cluster, task=operator)
     assert "deferred to KubernetesPodTrigger" in run.log, run.log[-20:]
     assert_promoted(lab, cluster, run, tag, digest)
+
+
+def test_kaniko_pod_is_refused_by_pod_security_restricted(lab: Lab, cluster: Cluster) -> None:
+    """kaniko runs as root with three capabilities: the real API server's Pod Security admission
+    refuses its pod in the ``restricted`` namespace before any kubelet sees it (the stand-in
+    could not)."""
+    tag = "3.2.0-kaniko"
+    source, dest = f"{SOURCE_HOST}/{REPO}:{tag}", f"{DEST_HOST}/{REPO}:{tag}"
+    run = run_task_on_cluster(
+        cluster, conf=lab_conf(lab, source_image=source, dest_image=dest, engine="kaniko")
+    )
+    assert isinstance(run.error, ApiException) and run.error.status == 403, run.log[-10:]
+    message = json.loads(run.error.body)["message"]
+    assert 'violates PodSecurity "restricted:latest"' in message
+    assert '"CHOWN", "DAC_OVERRIDE", "FOWNER"' in message and "runAsUser=0" in message
+    assert lab.digest(DEST_ACCOUNT, REPO, tag) is None
