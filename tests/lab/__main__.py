@@ -3,16 +3,17 @@
 `up` leaves the lab running (PIDs recorded in the state folder) and prints the
 values a shell needs; `down` stops exactly the recorded PIDs; `images` builds what the lab's
 pods run (Go tools included) into the cache and starts nothing, so `make test` can build them
-while the checks that need no lab run. `up --cluster` also starts the lab's real Kubernetes
-(tests/lab/cluster.py) with the lab's images in it; `cluster-build` builds its programs
-(tests/lab/kubebuild.py) and starts nothing; `status` and `down` include the cluster when
-one is recorded beside the lab.
+while the checks that need no lab run (with ECR_PROMOTE_LAB_CLUSTER=1, the cluster's programs
+too). `up --cluster` also starts the lab's real Kubernetes (tests/lab/cluster.py) with the lab's
+images in it; `cluster-build` builds its programs (tests/lab/kubebuild.py) and starts nothing;
+`status` and `down` include the cluster when one is recorded beside the lab.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             images = ensure_images(cache, ensure_ca(cache)[0])
             gotools.build(gotools.REFERRERS_REGISTRY, cache)
+            if os.environ.get("ECR_PROMOTE_LAB_CLUSTER") == "1":  # opt-in until CI runs the cluster
+                KubeBuild(cache).all()
             print(f"lab images ready in {time.monotonic() - t0:.0f}s: {images}")
             return 0
         if args.command == "cluster-build":
