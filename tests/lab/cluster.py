@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from .lab import Lab
 
 NAMESPACE = "ecr-promote"  # the example DAGs' namespace and service account
+AIRFLOW_USER, AIRFLOW_GROUP = "airflow-worker", "ecr-promoters"  # the README's RoleBinding names the group
+README = Path(__file__).resolve().parents[2] / "README.md"
 SERVICE_ACCOUNT = "ecr-promote"
 SERVICE_CIDR = "10.96.0.0/16"
 CNI_BIN = Path("/usr/lib/cni")
@@ -331,6 +333,7 @@ class Cluster:
         _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
         for name, cn, org in (
             ("admin", "lab-admin", "system:masters"),
+            ("airflow", AIRFLOW_USER, AIRFLOW_GROUP),  # what an EKS access entry maps Airflow to
             ("controller-manager", "system:kube-controller-manager", ""),
             ("scheduler", "system:kube-scheduler", ""),
             ("kubelet", f"system:node:{self.node}", "system:nodes"),
@@ -487,6 +490,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             ],
         }
         self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        self.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": readme_rbac()})
+        )
 
     # ----------------------------------------------------------------- kubectl
     def kubectl(
@@ -688,9 +694,28 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 
     # ------------------------------------------------------------- for tests
     def airflow_connection(self, namespace: str = NAMESPACE) -> str:
-        """An Airflow Kubernetes connection (as ``AIRFLOW_CONN_...`` JSON) naming the kubeconfig."""
-        extra = {"kube_config_path": str(self.kubeconfig), "namespace": namespace, "in_cluster": False}
+        """An Airflow Kubernetes connection (as ``AIRFLOW_CONN_...`` JSON) whose kubeconfig is
+        Airflow's identity: group ``ecr-promoters``, bound to exactly the README's Role."""
+        kubeconfig = self.dir / "airflow.kubeconfig"
+        extra = {"kube_config_path": str(kubeconfig), "namespace": namespace, "in_cluster": False}
         return json.dumps({"conn_type": "kubernetes", "extra": extra})
+
+
+def readme_rbac(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    """The Role and RoleBinding the README documents for Airflow's identity, in ``namespace``:
+    the lab applies exactly those, so a verb the operator needs and the README lacks fails a test."""
+    import textwrap
+
+    import yaml
+
+    for block in README.read_text().split("```yaml\n")[1:]:
+        text = textwrap.dedent(block.split("```")[0])
+        if "kind: Role\n" in text and "kind: RoleBinding" in text:
+            items = [item for item in yaml.safe_load_all(text) if item]
+            for item in items:
+                item["metadata"]["namespace"] = namespace
+            return items
+    raise LabError(f"no Role and RoleBinding in a yaml block of {README}")
 
 
 def _rmdir(path: Path) -> bool:

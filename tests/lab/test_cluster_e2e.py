@@ -91,3 +91,19 @@ def test_kaniko_pod_is_refused_by_pod_security_restricted(lab: Lab, cluster: Clu
     assert 'violates PodSecurity "restricted:latest"' in message
     assert '"CHOWN", "DAC_OVERRIDE", "FOWNER"' in message and "runAsUser=0" in message
     assert lab.digest(DEST_ACCOUNT, REPO, tag) is None
+
+
+def test_airflows_identity_has_exactly_the_readmes_role(cluster: Cluster) -> None:
+    """The Airflow connection of these tests is the README's group ``ecr-promoters`` and nothing
+    more: it may run pods in the namespace, and nothing else."""
+    who = ["--as=airflow-worker", "--as-group=ecr-promoters"]
+    listed = cluster.kubectl("auth", "can-i", "--list", "-n", NAMESPACE, *who).stdout.splitlines()[1:]
+    rules = {line.split()[0]: line.split("[")[-1].rstrip("]") for line in listed if not line.startswith(" ")}
+    assert {name: verbs for name, verbs in rules.items() if "." not in name} == {
+        "pods": "create get list watch patch delete",
+        "pods/log": "get list",
+        "events": "get list",
+    }
+    for verb, resource, namespace in (("get", "secrets", NAMESPACE), ("create", "pods", "default")):
+        done = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace, *who, check=False)
+        assert done.stdout.strip() == "no", (verb, resource, namespace)
