@@ -10,8 +10,11 @@ VENV2 := .venv-airflow2
 AWSCLI := .venv-awscli
 PY := $(VENV)/bin/python
 LAB_DEBS := skopeo podman runc docker-registry apache2-utils haproxy debootstrap awscli uidmap fuse-overlayfs openssl ca-certificates util-linux busybox-static
+# The lab's Kubernetes (tests/lab/cluster.py): its node's runtime, pod network and cluster DNS,
+# and a C compiler for the pause image.
+LAB_DEBS += containerd containernetworking-plugins dnsmasq-base iproute2 gcc libc6-dev
 
-.PHONY: help venv venv-airflow2 lab-deps lint typecheck unit unit-airflow2 resolve-check lab-test test demo lab-up lab-down bench clean
+.PHONY: help venv venv-airflow2 lab-deps lint typecheck unit unit-airflow2 resolve-check lab-test cluster-test test demo lab-up lab-down bench clean
 
 help:
 	@echo "make demo   - start the local lab, promote a two-platform image through the operator's pod"
@@ -66,9 +69,14 @@ resolve-check: venv
 	$(PY) -m tests.resolve_check
 
 lab-test: venv venv-airflow2 lab-deps
-	$(PY) -m pytest -m lab -q -p no:cacheprovider
+	$(PY) -m pytest -m "lab and not cluster" -q -p no:cacheprovider
 	# Whole DAG runs (mapping, assets, the deploy DAG) through Airflow 2.11's task runner too.
 	$(VENV2)/bin/python -m pytest -m lab -q -p no:cacheprovider tests/lab/test_airflow_native_e2e.py
+
+# The lab tests that run pods on the lab's real Kubernetes (tests/lab/cluster.py). Not part of
+# `make test` yet: its programs take about 15 minutes to build cold (tests/lab/kubebuild.py).
+cluster-test: venv lab-deps
+	$(PY) -m pytest -m cluster -q -p no:cacheprovider
 
 # The lab's images and Go tools (about 10 minutes of builds on a fresh machine) build in the
 # background while the checks that need no lab run; lab-test then finds them in the cache.
@@ -83,8 +91,9 @@ test: venv venv-airflow2 lab-deps
 demo: $(VENV)/.done lab-deps
 	$(PY) -m tests.lab.demo
 
+# `make lab-up CLUSTER=1` also starts the lab's Kubernetes.
 lab-up: venv lab-deps
-	$(PY) -m tests.lab up
+	$(PY) -m tests.lab up $(if $(CLUSTER),--cluster)
 
 lab-down:
 	$(PY) -m tests.lab down

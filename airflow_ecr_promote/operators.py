@@ -555,13 +555,21 @@ class EcrPromoteOperator(KubernetesPodOperator):
         return dict(zip(indexes, found or [None] * len(copies), strict=True))
 
     def _fresh(self, pod: k8s.V1Pod | None, remote_pod: k8s.V1Pod | None) -> k8s.V1Pod | None:
-        """The pod as it ended: KPO may hand cleanup a copy read before the containers finished."""
+        """The pod as it ended: KPO may hand cleanup a copy read before the containers finished.
+
+        None when the pod never existed: KPO then hands cleanup only the pod it asked for (no
+        status), e.g. when admission refused it. The task must fail with the API server's reason,
+        which KPO raises, not with an error from reading a status that was never there.
+        """
         candidate = remote_pod or pod
         statuses = candidate.status.container_statuses if candidate and candidate.status else None
         finished = any(s.state and s.state.terminated for s in statuses or [])
         if candidate is not None and not finished:
-            with contextlib.suppress(Exception):
+            try:
                 candidate = self.pod_manager.read_pod(candidate)
+            except Exception:
+                if remote_pod is None and candidate.status is None:
+                    return None
         return candidate
 
     def cleanup(

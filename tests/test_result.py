@@ -212,3 +212,19 @@ def test_reading_the_copiers_log_is_bounded_by_a_request_timeout() -> None:
     log, error = outcome[0]
     assert log is None and error is not None and "timed out" in error, error
     assert time.monotonic() - started < 20
+
+
+def test_a_pod_the_api_server_refuses_fails_the_task_with_the_api_servers_reason() -> None:
+    """Seen on the lab's real cluster: admission (Pod Security) refuses the pod, so nothing ran and
+    KPO has no remote pod. The task must fail with the API server's reason, not with an error
+    from reading the status of a pod that never existed."""
+    from kubernetes.client.exceptions import ApiException
+
+    refusal = 'pods "promote-x" is forbidden: violates PodSecurity "restricted:latest": runAsUser=0'
+
+    def refuse(pod: k8s.V1Pod) -> k8s.V1Pod:
+        raise ApiException(status=403, reason=refusal)
+
+    op = operator(engine="kaniko")
+    with kubernetes_stand_in(refuse), pytest.raises(ApiException, match="violates PodSecurity"):
+        op.execute(make_context(op))

@@ -5,7 +5,8 @@ loading it again under the same name would create a second session lab.
 
 A lab test may run several pods, so it gets `LAB_TEST_TIMEOUT` instead of the project's default
 (pyproject.toml). The lab's images and Go tools are built before the first lab test runs, so a
-cold build (minutes) does not count against any test's limit.
+cold build (minutes) does not count against any test's limit; so are the cluster's programs
+(tests/lab/kubebuild.py, about 15 minutes cold) when a test marked `cluster` is selected.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ LAB_TEST_TIMEOUT = 900
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker and the fixture plugin once."""
     config.addinivalue_line("markers", "lab: needs the local lab (root, podman, skopeo, ...)")
+    config.addinivalue_line(
+        "markers", "cluster: runs pods on the lab's real Kubernetes (tests/lab/cluster.py)"
+    )
     if not config.pluginmanager.has_plugin("tests.lab.fixtures"):
         config.pluginmanager.import_plugin("tests.lab.fixtures")
 
@@ -47,5 +51,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     started = time.monotonic()
     ensure_images(cache, ensure_ca(cache)[0], lambda line: print(line, file=sys.stderr))
     gotools.build(gotools.REFERRERS_REGISTRY, cache, lambda line: print(line, file=sys.stderr))
+    if any(item.get_closest_marker("cluster") for item in session.items):
+        from .fixtures import missing_cluster_prerequisites
+        from .kubebuild import KubeBuild
+
+        if not missing_cluster_prerequisites():
+            KubeBuild(cache, lambda line: print(line, file=sys.stderr)).all()
     if time.monotonic() - started > 5:
         print(f"lab: images ready in {time.monotonic() - started:.0f} s", file=sys.stderr)

@@ -4,6 +4,9 @@ Without root or a prerequisite binary the lab tests are skipped with the reason,
 except under CI=true, where that is a failure (CI installs the prerequisites).
 Set ECR_PROMOTE_LAB_REUSE=1 to use a lab already started by
 `python -m tests.lab up` (it is then left running).
+
+`cluster`: the lab's real Kubernetes (tests/lab/cluster.py), started beside the session's lab
+for the tests marked `cluster`, and stopped (everything it made removed) at session end.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -34,6 +38,20 @@ PREREQUISITES = (
     "tar",
     AWS_CLI,
 )
+
+
+CLUSTER_PREREQUISITES = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "dnsmasq", "ip", "gcc")
+
+
+def missing_cluster_prerequisites() -> list[str]:
+    """Why the lab cluster cannot run here, beyond the lab's own needs (empty when it can)."""
+    problems = [f"missing binary {b}" for b in CLUSTER_PREREQUISITES if shutil.which(b) is None]
+    problems += [
+        f"missing CNI plugin /usr/lib/cni/{p}"
+        for p in ("bridge", "host-local", "loopback")
+        if not os.path.exists(f"/usr/lib/cni/{p}")
+    ]
+    return problems
 
 
 def missing_prerequisites() -> list[str]:
@@ -76,3 +94,21 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     lab = Lab(state)
     with lab:
         yield lab
+
+
+@pytest.fixture(scope="session")
+def cluster(lab: Lab) -> Iterator[Any]:
+    """The lab's real single-node Kubernetes, with the lab's awscli and copier images in containerd."""
+    from .cluster import Cluster
+
+    problems = missing_cluster_prerequisites()
+    if problems:
+        _unavailable("; ".join(problems))
+    running = Cluster(lab).start()
+    try:
+        running.import_images(
+            lab.init_image, *(lab.copier_image_for(e) for e in ("skopeo", "crane", "regctl"))
+        )
+        yield running
+    finally:
+        running.stop()

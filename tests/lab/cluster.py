@@ -1,0 +1,726 @@
+"""A real single-node Kubernetes for the lab: etcd, kube-apiserver, kube-scheduler,
+kube-controller-manager, containerd and a kubelet, with its own certificates and folders.
+
+The programs are built from their Go modules and cached by version (tests/lab/kubebuild.py);
+containerd, runc and the CNI plugins are Debian's. The settings this machine kind needs are
+those of ../shared/K8S-LAB.md (cgroup v1, no CAP_SYS_RESOURCE, iptables left alone).
+
+Pods use the pod network, not the host's: a CNI bridge of the cluster's own (``ecrlab<N>``,
+10.244.<N>.0/24, N the last byte of the lab's bind address) whose gateway address is on the
+host. There a dnsmasq answers the lab's AWS host names (the registries, STS, ECR) with that
+gateway address, and an haproxy passes TCP on gateway:443 to the lab's SNI router, so a pod
+reaches ``<account>.dkr.ecr.<region>.amazonaws.com`` by its real name through cluster DNS, as a
+pod on EKS does. dnsmasq is the kubelet's cluster DNS; podman's network setup is not touched.
+
+Lab images get into containerd with ``podman save`` + ``ctr images import``; the pause image is
+Kubernetes' own pause.c (kubebuild.py). Teardown removes every process, mount, link and folder
+the cluster made, including the host paths the kubelet and containerd create outside their
+configured roots (recorded at start when they did not exist yet).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import procs
+from .kubebuild import PAUSE_IMAGE, KubeBuild
+from .paths import ACCOUNTS, moto_hosts
+from .procs import LabError, Proc
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+NAMESPACE = "ecr-promote"  # the example DAGs' namespace and service account
+AIRFLOW_USER, AIRFLOW_GROUP = "airflow-worker", "ecr-promoters"  # the README's RoleBinding names the group
+README = Path(__file__).resolve().parents[2] / "README.md"
+SERVICE_ACCOUNT = "ecr-promote"
+SERVICE_CIDR = "10.96.0.0/16"
+CNI_BIN = Path("/usr/lib/cni")
+# Paths the kubelet and containerd create whatever their configured roots are (K8S-LAB.md).
+HOST_PATHS = (
+    Path("/var/lib/kubelet"),
+    Path("/var/log/containers"),
+    Path("/run/containerd"),
+    Path("/var/lib/cni"),
+    Path("/run/netns"),  # containerd's pod network namespaces (removed with each sandbox)
+)
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+START_TIMEOUT = 240.0  # seconds for the whole cluster to come up (about 10 s once built, unloaded)
+ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet")
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, text=True, timeout=60)
+
+
+class ClusterCA:
+    """The cluster's own CA and the certificates it signs (EC P-256, 30 days)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.cert, self.key = folder / "ca.crt", folder / "ca.key"
+
+    def create(self) -> ClusterCA:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(self.key))
+        _openssl(
+            "req", "-x509", "-new", "-key", str(self.key), "-sha256", "-days", "30",
+            "-subj", "/CN=ecr-promote lab cluster CA", "-out", str(self.cert),
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        )  # fmt: skip
+        return self
+
+    def issue(
+        self, name: str, cn: str, *, org: str = "", sans: tuple[str, ...] = (), server: bool = False
+    ) -> tuple[Path, Path]:
+        """A client certificate (``server=True``: a serving one for ``sans``); returns (cert, key)."""
+        cert, key, csr = (self.folder / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
+        ext = self.folder / f"{name}.ext"
+        lines = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment"]
+        lines.append(f"extendedKeyUsage={'serverAuth,clientAuth' if server else 'clientAuth'}")
+        if sans:
+            alt = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() else f"DNS:{h}" for h in sans)
+            lines.append(f"subjectAltName={alt}")
+        ext.write_text("\n".join(lines) + "\n")
+        subject = f"/CN={cn}" + (f"/O={org}" if org else "")
+        _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key))
+        _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr))
+        _openssl(
+            "x509", "-req", "-in", str(csr), "-CA", str(self.cert), "-CAkey", str(self.key),
+            "-CAcreateserial", "-CAserial", str(self.folder / "ca.srl"), "-days", "30", "-sha256",
+            "-extfile", str(ext), "-out", str(cert),
+        )  # fmt: skip
+        return cert, key
+
+
+def kubeconfig(server: str, ca: Path, cert: Path, key: Path, user: str, namespace: str = "default") -> str:
+    """A kubeconfig (JSON, which is YAML) with the certificates embedded."""
+
+    def b64(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "lab", "cluster": {"server": server, "certificate-authority-data": b64(ca)}}],
+        "users": [
+            {"name": user, "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}
+        ],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": user, "namespace": namespace}}],
+        "current-context": "lab",
+    }
+    return json.dumps(config, indent=2)
+
+
+class Cluster:
+    """One lab cluster beside a running ``Lab``; ``start()`` or ``attach()`` before use.
+
+    After start: ``kubeconfig`` (cluster-admin, for setup and tests), ``server`` (the API
+    server's URL), ``node`` (the node name), ``gateway`` (the pod network's address on the host,
+    where cluster DNS and the route to the lab's AWS listen).
+    """
+
+    def __init__(self, lab: Lab, *, log: Callable[[str], None] | None = None) -> None:
+        self.lab = lab
+        self.dir = lab.state_dir / "cluster"
+        self.log: Callable[[str], None] = log or (lambda msg: print(msg, file=sys.stderr))
+        octet = int(lab.bind.rsplit(".", 1)[1])
+        self.bridge = f"ecrlab{octet}"
+        self.node = f"ecr-promote-lab-{octet}"
+        self.subnet = f"10.244.{octet}.0/24"
+        self.gateway = f"10.244.{octet}.1"
+        self.procs: dict[str, Proc] = {}
+        self._popen: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+        self.timings: dict[str, float] = {}
+        self.created_host_paths: list[str] = []  # made by this cluster: removed on stop
+        self.ip_forward: str | None = None  # its value before the bridge plugin set it
+        self.images: list[str] = []  # imported into containerd
+        self._state_file = self.dir / "cluster.json"
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "admin.kubeconfig"
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "containerd" / "containerd.sock"
+
+    @property
+    def server(self) -> str:
+        return f"https://{self.lab.bind}:{self.ports['apiserver']}"
+
+    def binaries(self) -> dict[str, Path]:
+        return KubeBuild(self.lab.cache_dir, self.log).all()
+
+    # -------------------------------------------------------------- lifecycle
+    def start(self, timeout: float = START_TIMEOUT) -> Cluster:
+        """Build (or find) the programs, start every part, wait for the node to be Ready."""
+        if self._state_file.exists():
+            raise LabError(f"a lab cluster is recorded in {self.dir}: `python -m tests.lab down` first")
+        t0 = time.monotonic()
+        binaries = self.binaries()
+        self.timings["build"] = time.monotonic() - t0
+        t1 = time.monotonic()
+        try:
+            self._start(binaries, deadline=t1 + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["start"] = time.monotonic() - t1
+        return self
+
+    def _start(self, bin: dict[str, Path], deadline: float) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        for sub in ("pki", "logs", "etcd", "containerd", "kubelet", "cni", "pod-logs"):
+            (self.dir / sub).mkdir(parents=True)
+        self.created_host_paths = [str(p) for p in HOST_PATHS if not p.exists()]
+        if not (CGROUP_ROOT / "memory" / "kubepods").exists():
+            self.created_host_paths.append("cgroup:kubepods")
+        self._save()  # from here on `down` can clean up even if start fails half way
+        bind = self.lab.bind
+        for name in (
+            "etcd",
+            "etcd-peer",
+            "apiserver",
+            "scheduler",
+            "controller-manager",
+            "kubelet",
+            "healthz",
+        ):
+            self.ports[name] = procs.free_port(bind)
+        self._network()
+        self._certificates()
+        etcd_url = f"http://{bind}:{self.ports['etcd']}"
+        peer_url = f"http://{bind}:{self.ports['etcd-peer']}"
+        self._spawn("etcd", [
+            str(bin["etcd"]), "--name", "lab", "--data-dir", str(self.dir / "etcd"),
+            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"lab={peer_url}", "--log-level", "warn",
+            "--unsafe-no-fsync",  # a throwaway store: fsyncs only slow a loaded machine down
+        ])  # fmt: skip
+        pki = self.dir / "pki"
+        self._spawn("kube-apiserver", [
+            str(bin["kube-apiserver"]), f"--etcd-servers={etcd_url}",
+            f"--bind-address={bind}", f"--secure-port={self.ports['apiserver']}",
+            f"--advertise-address={self.gateway}", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+            "--profiling=false",
+        ])  # fmt: skip
+        self._wait("kube-apiserver /readyz", lambda: self._kubectl_ok("get", "--raw=/readyz"), deadline)
+        self._spawn("kube-controller-manager", [
+            str(bin["kube-controller-manager"]), f"--kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
+            f"--bind-address={bind}", f"--secure-port={self.ports['controller-manager']}",
+            "--leader-elect=false", "--controllers=*", "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
+            "--profiling=false",
+        ])  # fmt: skip
+        self._spawn("kube-scheduler", [
+            str(bin["kube-scheduler"]), f"--kubeconfig={self.dir / 'scheduler.kubeconfig'}",
+            f"--bind-address={bind}", f"--secure-port={self.ports['scheduler']}",
+            "--leader-elect=false", "--profiling=false",
+        ])  # fmt: skip
+        self._containerd(bin)
+        self._wait("containerd", self.socket.exists, deadline)
+        self._import(bin["pause"])
+        self._kubelet(bin)
+        self._wait("node Ready", self._node_ready, deadline)
+        self._setup_namespace()
+        for proc in self.procs.values():
+            proc.argv = proc.cmdline() or proc.argv
+        self._save()
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        proc, popen = procs.spawn(name, argv, self.dir / "logs" / f"{name}.log", env)
+        self.procs[name], self._popen[name] = proc, popen
+        self._save()
+
+    def _wait(self, what: str, probe: Callable[[], bool], deadline: float) -> None:
+        live = [(p, self._popen[n]) for n, p in self.procs.items() if n in self._popen]
+        procs.wait_until(what, probe, live, timeout=max(1.0, deadline - time.monotonic()))
+
+    # ---------------------------------------------------------------- network
+    def _network(self) -> None:
+        """The pod bridge with its gateway address (made before the kubelet, which needs the
+        address as its node IP), cluster DNS and the route to the lab's SNI router on it."""
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False, timeout=30)
+        for argv in (
+            ["ip", "link", "add", self.bridge, "type", "bridge"],
+            ["ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge],
+            ["ip", "link", "set", self.bridge, "up"],
+        ):
+            subprocess.run(argv, check=True, capture_output=True, timeout=30)
+        self.ip_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+        self._save()
+        (self.dir / "cni" / "10-lab.conflist").write_text(
+            json.dumps(
+                {
+                    "cniVersion": "0.4.0",
+                    "name": self.bridge,
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": self.bridge,
+                            "isGateway": True,
+                            "ipMasq": False,
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [[{"subnet": self.subnet, "gateway": self.gateway}]],
+                                "routes": [{"dst": "0.0.0.0/0"}],
+                                "dataDir": str(self.dir / "cni-ipam"),
+                            },
+                        }
+                    ],
+                },
+                indent=2,
+            )
+        )
+        names = [*moto_hosts(), *(a.registry_host for a in ACCOUNTS.values())]
+        self._spawn("dnsmasq", [
+            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-hosts", "--no-resolv",
+            "--bind-interfaces", f"--listen-address={self.gateway}", "--port=53",
+            f"--pid-file={self.dir / 'dnsmasq.pid'}", "--user=root", "--log-queries",
+            f"--log-facility={self.dir / 'logs' / 'dnsmasq-queries.log'}",
+            "--local=/cluster.local/", "--local=/amazonaws.com/",
+            *(f"--host-record={name},{self.gateway}" for name in names),
+        ])  # fmt: skip
+        router = self.dir / "router.cfg"
+        router.write_text(
+            "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n"
+            f"frontend pods\n    bind {self.gateway}:443\n    default_backend lab\n"
+            f"backend lab\n    server router {self.lab.bind}:443\n"
+        )
+        self._spawn("pod-router", ["haproxy", "-db", "-f", str(router)])
+
+    # ----------------------------------------------------------- certificates
+    def _certificates(self) -> None:
+        pki = self.dir / "pki"
+        ca = ClusterCA(pki).create()
+        bind = self.lab.bind
+        ca.issue(
+            "apiserver",
+            "kube-apiserver",
+            server=True,
+            sans=(bind, self.gateway, "10.96.0.1", "localhost", "kubernetes", "kubernetes.default",
+                  "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"),
+        )  # fmt: skip
+        ca.issue("apiserver-kubelet", "kube-apiserver-kubelet-client", org="system:masters")
+        ca.issue("kubelet-serving", f"system:node:{self.node}", server=True, sans=(self.gateway, self.node))
+        _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
+        _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+        for name, cn, org in (
+            ("admin", "lab-admin", "system:masters"),
+            ("airflow", AIRFLOW_USER, AIRFLOW_GROUP),  # what an EKS access entry maps Airflow to
+            ("controller-manager", "system:kube-controller-manager", ""),
+            ("scheduler", "system:kube-scheduler", ""),
+            ("kubelet", f"system:node:{self.node}", "system:nodes"),
+        ):
+            cert, key = ca.issue(name, cn, org=org)
+            (self.dir / f"{name}.kubeconfig").write_text(kubeconfig(self.server, ca.cert, cert, key, cn))
+
+    # ------------------------------------------------------- node: containerd
+    def _containerd(self, bin: dict[str, Path]) -> None:
+        root = self.dir / "containerd"
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        config = f"""\
+version = 2
+root = "{root / "root"}"
+state = "{root / "state"}"
+# the opt plugin would install into /opt/containerd
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "{self.socket}"
+[metrics]
+  address = ""
+[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+  # no CAP_SYS_RESOURCE here: runc cannot lower oom_score_adj below the shim's (K8S-LAB.md)
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [{cri}.containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [{cri}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [{cri}.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{root / "runc"}"
+  [{cri}.cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{self.dir / "cni"}"
+    max_conf_num = 1
+"""
+        (root / "config.toml").write_text(config)
+        self._spawn("containerd", ["containerd", "--config", str(root / "config.toml")])
+
+    def ctr(self, *args: str, timeout: float = 300.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``ctr`` on the cluster's containerd, in Kubernetes' namespace."""
+        argv = ["ctr", "--address", str(self.socket), "--namespace", "k8s.io", *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and done.returncode != 0:
+            raise LabError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}")
+        return done
+
+    def _import(self, archive: Path) -> None:
+        self.ctr("images", "import", str(archive))
+
+    def import_images(self, *refs: str) -> None:
+        """Copy lab images from podman's storage into containerd (``podman save`` | ``ctr import``)."""
+        for ref in refs:
+            if ref in self.images or not ref:
+                continue
+            if self.ctr("images", "check", f"name=={ref}", check=False).stdout.count(ref):
+                self.images.append(ref)
+                continue
+            t0 = time.monotonic()
+            with tempfile.TemporaryDirectory(dir=self.dir) as tmp:
+                archive = Path(tmp) / "image.tar"
+                subprocess.run(
+                    ["podman", "save", "--format", "docker-archive", "-o", str(archive), ref],
+                    env=self.lab.podman_env(),
+                    check=True,
+                    capture_output=True,
+                    timeout=300,
+                )
+                self.ctr("images", "import", str(archive))
+            self.images.append(ref)
+            self.log(f"lab cluster: imported {ref} in {time.monotonic() - t0:.1f}s")
+        self._save()
+
+    # ---------------------------------------------------------- node: kubelet
+    def _kubelet(self, bin: dict[str, Path]) -> None:
+        pki = self.dir / "pki"
+        resolv = self.dir / "resolv.conf"
+        resolv.write_text(f"nameserver {self.gateway}\n")
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": self.gateway,
+            "port": self.ports["kubelet"],
+            "readOnlyPort": 0,
+            "healthzBindAddress": self.lab.bind,
+            "healthzPort": self.ports["healthz"],
+            "tlsCertFile": str(pki / "kubelet-serving.crt"),
+            "tlsPrivateKeyFile": str(pki / "kubelet-serving.key"),
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(pki / "ca.crt")},
+            },
+            "authorization": {"mode": "Webhook"},
+            # This machine kind (K8S-LAB.md): cgroup v1 without systemd, swap allowed, no iptables.
+            "cgroupDriver": "cgroupfs",
+            "failCgroupV1": False,
+            "failSwapOn": False,
+            "makeIPTablesUtilChains": False,
+            "containerRuntimeEndpoint": f"unix://{self.socket}",
+            "clusterDNS": [self.gateway],
+            "clusterDomain": "cluster.local",
+            "resolvConf": str(resolv),
+            "podLogsDirectory": str(self.dir / "pod-logs"),
+            "serializeImagePulls": False,
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "evictionHard": {
+                "memory.available": "100Mi",
+                "nodefs.available": "1%",
+                "imagefs.available": "1%",
+            },
+            "protectKernelDefaults": False,
+        }
+        (self.dir / "kubelet.yaml").write_text(json.dumps(config, indent=2))
+        self._spawn("kubelet", [
+            str(bin["kubelet"]), f"--config={self.dir / 'kubelet.yaml'}",
+            f"--kubeconfig={self.dir / 'kubelet.kubeconfig'}", f"--root-dir={self.dir / 'kubelet'}",
+            f"--hostname-override={self.node}", f"--node-ip={self.gateway}",
+        ])  # fmt: skip
+
+    def _node_ready(self) -> bool:
+        done = self.kubectl("get", "node", self.node, "-o", "json", check=False, timeout=10)
+        if done.returncode != 0:
+            return False
+        conditions = json.loads(done.stdout)["status"].get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def _setup_namespace(self) -> None:
+        """The example DAGs' namespace (Pod Security ``restricted`` enforced) and service account,
+        as a platform team would create them."""
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {
+                        "name": NAMESPACE,
+                        "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+                    },
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE},
+                },
+            ],
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        self.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": readme_rbac()})
+        )
+
+    # ----------------------------------------------------------------- kubectl
+    def kubectl(
+        self, *args: str, input: str | None = None, timeout: float = 60.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """The built kubectl as cluster-admin."""
+        kubectl = self.lab.cache_dir / "go" / "bin"
+        binary = next(kubectl.glob("kubernetes-*/kubectl"), None)
+        if binary is None:
+            raise LabError("kubectl is not built (tests/lab/kubebuild.py)")
+        argv = [str(binary), f"--kubeconfig={self.kubeconfig}", *args]
+        done = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and done.returncode != 0:
+            raise LabError(f"kubectl {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
+        return done
+
+    def _kubectl_ok(self, *args: str) -> bool:
+        return self.kubectl(*args, check=False, timeout=10).returncode == 0
+
+    # -------------------------------------------------------------------- stop
+    def stop(self) -> None:
+        """Stop every part and remove all it made (bounded: about a minute at worst)."""
+        errors: list[str] = []
+        t0 = time.monotonic()
+        if "kubelet" in self.procs and self.procs["kubelet"].alive() and self.procs.get("kube-apiserver"):
+            self._drain(errors)
+        drained = time.monotonic()
+        for name in ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            self._stop_proc(name, errors)
+        if "containerd" in self.procs:
+            self._kill_tasks(errors)
+        for name in [n for n in self.procs if n != "containerd"] + ["containerd"]:
+            self._stop_proc(name, errors)
+        self._kill_shims()
+        self._unmount_all(errors)
+        self._remove_host_paths(errors)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False, timeout=30)
+        if self.ip_forward is not None:
+            try:
+                Path("/proc/sys/net/ipv4/ip_forward").write_text(self.ip_forward)
+            except OSError as exc:
+                errors.append(f"ip_forward: {exc}")
+        self.procs.clear()
+        self._popen.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.dir.exists():
+            errors.append(f"{self.dir} still exists")
+        self.timings["stop"] = time.monotonic() - t0
+        self.log(f"lab cluster: stopped in {self.timings['stop']:.1f}s (pods drained in {drained - t0:.1f}s)")
+        if errors:
+            raise LabError("errors stopping the lab cluster: " + "; ".join(errors))
+
+    def _stop_proc(self, name: str, errors: list[str]) -> None:
+        if name not in self.procs:
+            return
+        t0 = time.monotonic()
+        try:
+            procs.stop(self.procs[name], self._popen.get(name), timeout=10.0)
+            if time.monotonic() - t0 > 2:
+                self.log(f"lab cluster: {name} took {time.monotonic() - t0:.1f}s to stop")
+        except OSError as exc:
+            errors.append(f"{name}: {exc}")
+
+    def _drain(self, errors: list[str]) -> None:
+        """Delete every pod and let the kubelet tear their sandboxes (network, mounts) down."""
+        done = self.kubectl(
+            "delete", "pods", "--all", "--all-namespaces", "--grace-period=0", "--force",
+            "--wait=false", check=False, timeout=60,
+        )  # fmt: skip
+        if done.returncode != 0:
+            errors.append(f"deleting pods: {done.stderr[-500:]}")
+            return
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not self._running_tasks():
+                return
+            time.sleep(0.5)
+
+    def _running_tasks(self) -> list[str]:
+        if not self.socket.exists():
+            return []
+        done = self.ctr("tasks", "ls", "-q", check=False, timeout=30)
+        return done.stdout.split() if done.returncode == 0 else []
+
+    def _kill_tasks(self, errors: list[str]) -> None:
+        for task in self._running_tasks():
+            self.ctr("tasks", "kill", "--signal", "SIGKILL", task, check=False, timeout=30)
+        deadline = time.monotonic() + 20
+        for task in self._running_tasks():
+            while time.monotonic() < deadline:
+                if self.ctr("tasks", "delete", task, check=False, timeout=30).returncode == 0:
+                    break
+                time.sleep(0.2)
+            else:
+                errors.append(f"containerd task {task} would not go")
+
+    def _kill_shims(self) -> None:
+        """Shims outlive containerd: stop those serving this cluster's socket (by PID)."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith("containerd-shim-runc-v2") and str(self.socket) in argv:
+                procs.stop(Proc("shim", int(entry.name), argv[:-1], ""), None, timeout=5.0)
+
+    def _unmount_all(self, errors: list[str]) -> None:
+        """Everything mounted under the cluster's folder, deepest first (container rootfs,
+        the kubelet's tmpfs volumes, the network namespaces containerd keeps)."""
+        prefixes = [str(self.dir) + "/"]
+        if "/run/netns" in self.created_host_paths:  # only this cluster's sandboxes are in it
+            prefixes.append("/run/netns/")
+        for _ in range(3):
+            mounts = []
+            for line in Path("/proc/self/mountinfo").read_text().splitlines():
+                point = line.split()[4].replace("\\040", " ")
+                if point.startswith(tuple(prefixes)):
+                    mounts.append(point)
+            if not mounts:
+                return
+            for point in sorted(mounts, key=len, reverse=True):
+                subprocess.run(["umount", point], capture_output=True, check=False, timeout=30)
+        left = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        stuck = [m for m in left if m.startswith(tuple(prefixes))]
+        for point in sorted(stuck, key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False, timeout=30)
+        if stuck:
+            errors.append(f"lazily unmounted {len(stuck)} busy mounts under {self.dir}")
+
+    def _remove_host_paths(self, errors: list[str]) -> None:
+        for path in self.created_host_paths:
+            if path == "cgroup:kubepods":
+                for controller in CGROUP_ROOT.iterdir():
+                    top = controller / "kubepods"
+                    if not top.is_dir():
+                        continue
+                    for folder in sorted(
+                        (p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+                    ):
+                        _rmdir(folder)
+                    if not _rmdir(top):
+                        errors.append(f"cgroup {top} is not empty")
+            else:
+                if os.path.ismount(path):  # `ip netns` bind-mounts /run/netns on itself
+                    subprocess.run(["umount", path], capture_output=True, check=False, timeout=30)
+                shutil.rmtree(path, ignore_errors=True)
+                if Path(path).exists():  # a busy mount under it
+                    errors.append(f"{path} could not be removed")
+        if Path("/var/log/containers").is_dir():  # it existed before: remove only our links
+            for link in Path("/var/log/containers").iterdir():
+                if link.is_symlink() and os.readlink(link).startswith(str(self.dir)):
+                    link.unlink()
+
+    # ---------------------------------------------------------------- records
+    def _save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        procs.save(
+            self._state_file,
+            list(self.procs.values()),
+            {
+                "ports": self.ports,
+                "created_host_paths": self.created_host_paths,
+                "ip_forward": self.ip_forward,
+                "images": self.images,
+                "timings": self.timings,
+            },
+        )
+
+    @classmethod
+    def attach(cls, lab: Lab) -> Cluster | None:
+        """The cluster recorded beside ``lab``, or None when there is none."""
+        cluster = cls(lab)
+        if not cluster._state_file.exists():
+            return None
+        plist, extra = procs.load(cluster._state_file)
+        cluster.procs = {p.name: p for p in plist}
+        cluster.ports = {k: int(v) for k, v in dict(extra["ports"]).items()}  # type: ignore[call-overload]
+        cluster.created_host_paths = list(extra["created_host_paths"])  # type: ignore[call-overload]
+        cluster.ip_forward = extra.get("ip_forward")  # type: ignore[assignment]
+        cluster.images = list(extra.get("images") or [])  # type: ignore[call-overload]
+        cluster.timings = dict(extra.get("timings") or {})  # type: ignore[call-overload]
+        return cluster
+
+    def status(self) -> dict[str, Any]:
+        """Process liveness and the node's readiness, for ``python -m tests.lab status``."""
+        alive = {name: p.alive() for name, p in self.procs.items()}
+        ready = all(alive.values()) and self._node_ready()
+        return {
+            "server": self.server,
+            "kubeconfig": str(self.kubeconfig),
+            "node": self.node,
+            "node_ready": ready,
+            "pod_network": self.subnet,
+            "cluster_dns": self.gateway,
+            "alive": alive,
+        }
+
+    # ------------------------------------------------------------- for tests
+    def airflow_connection(self, namespace: str = NAMESPACE) -> str:
+        """An Airflow Kubernetes connection (as ``AIRFLOW_CONN_...`` JSON) whose kubeconfig is
+        Airflow's identity: group ``ecr-promoters``, bound to exactly the README's Role."""
+        kubeconfig = self.dir / "airflow.kubeconfig"
+        extra = {"kube_config_path": str(kubeconfig), "namespace": namespace, "in_cluster": False}
+        return json.dumps({"conn_type": "kubernetes", "extra": extra})
+
+
+def readme_rbac(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    """The Role and RoleBinding the README documents for Airflow's identity, in ``namespace``:
+    the lab applies exactly those, so a verb the operator needs and the README lacks fails a test."""
+    import textwrap
+
+    import yaml
+
+    for block in README.read_text().split("```yaml\n")[1:]:
+        text = textwrap.dedent(block.split("```")[0])
+        if "kind: Role\n" in text and "kind: RoleBinding" in text:
+            items = [item for item in yaml.safe_load_all(text) if item]
+            for item in items:
+                item["metadata"]["namespace"] = namespace
+            return items
+    raise LabError(f"no Role and RoleBinding in a yaml block of {README}")
+
+
+def _rmdir(path: Path) -> bool:
+    try:
+        path.rmdir()
+        return True
+    except OSError:
+        return not path.exists()
