@@ -68,20 +68,21 @@ unit-airflow2: venv-airflow2
 resolve-check: venv
 	$(PY) -m tests.resolve_check
 
+# The lab tests, the ones on the lab's real Kubernetes (marked `cluster`) included.
 lab-test: venv venv-airflow2 lab-deps
-	$(PY) -m pytest -m "lab and not cluster" -q -p no:cacheprovider
-	# Whole DAG runs (mapping, assets, the deploy DAG) through Airflow 2.11's task runner too.
-	$(VENV2)/bin/python -m pytest -m lab -q -p no:cacheprovider tests/lab/test_airflow_native_e2e.py
+	$(PY) -m pytest -m lab -q -p no:cacheprovider
+	# Whole DAG runs (mapping, assets, the deploy DAG) and the cluster's DAG runs through
+	# Airflow 2.11's task runner too.
+	$(VENV2)/bin/python -m pytest -m lab -q -p no:cacheprovider tests/lab/test_airflow_native_e2e.py tests/lab/test_cluster_e2e.py
 
-# The lab tests that run pods on the lab's real Kubernetes (tests/lab/cluster.py). Not part of
-# `make test` yet: its programs take about 15 minutes to build cold (tests/lab/kubebuild.py).
+# Only the lab tests that run pods on the lab's real Kubernetes (tests/lab/cluster.py).
 cluster-test: venv lab-deps
 	$(PY) -m pytest -m cluster -q -p no:cacheprovider
 
-# The lab's images and Go tools (about 10 minutes of builds on a fresh machine) build in the
-# background while the checks that need no lab run; lab-test then finds them in the cache.
+# The lab's images, Go tools and Kubernetes (about 25 minutes of builds on a fresh machine) build
+# in the background while the checks that need no lab run; lab-test then finds them in the cache.
 test: venv venv-airflow2 lab-deps
-	@$(PY) -m tests.lab images > .lab-images.log 2>&1 & images=$$!; \
+	@ECR_PROMOTE_LAB_CLUSTER=1 $(PY) -m tests.lab images > .lab-images.log 2>&1 & images=$$!; \
 	$(MAKE) --no-print-directory lint typecheck unit unit-airflow2 resolve-check; checks=$$?; \
 	wait $$images; built=$$?; cat .lab-images.log; \
 	[ $$built -eq 0 ] || echo "building the lab images failed (exit $$built)"; \

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             images = ensure_images(cache, ensure_ca(cache)[0])
             gotools.build(gotools.REFERRERS_REGISTRY, cache)
-            if os.environ.get("ECR_PROMOTE_LAB_CLUSTER") == "1":  # opt-in until CI runs the cluster
+            if os.environ.get("ECR_PROMOTE_LAB_CLUSTER") == "1":  # `make test` sets it
                 KubeBuild(cache).all()
             print(f"lab images ready in {time.monotonic() - t0:.0f}s: {images}")
             return 0
