@@ -224,20 +224,34 @@ def _described(
 Lookup = Callable[[], dict[ImageRef, Seen | None]]
 
 
-def _lookups(conn_id: str | None, images: Iterable[ImageRef], manifests: bool) -> list[Lookup]:
-    """One call per repository and 100 images, to run in any thread. The clients are made here, in
-    the calling thread, which reads the Airflow connection; boto3's clients are thread-safe."""
+class Clients:
+    """ECR clients by connection and region, each made once per precheck: making one (the
+    connection read, its ``role_arn`` assumed, botocore's service model loaded) costs more than
+    the ten calls that read 1,000 tags. Made in the calling thread, which reads the Airflow
+    connection; boto3's clients are thread-safe, so the calls may run in any thread."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str | None, str], Any] = {}
+
+    def __call__(self, conn_id: str | None, region: str) -> Any:
+        if (conn_id, region) not in self._made:
+            self._made[(conn_id, region)] = ecr_hook(conn_id, region).conn
+        return self._made[(conn_id, region)]
+
+
+def _lookups(
+    conn_id: str | None, images: Iterable[ImageRef], manifests: bool, clients: Clients
+) -> list[Lookup]:
+    """One call per repository and 100 images, to run in any thread."""
     groups: dict[tuple[str, str, str], list[ImageRef]] = defaultdict(list)
     for image in dict.fromkeys(images):
         groups[(image.account, image.region, image.repository)].append(image)
-    clients: dict[str, Any] = {}
     calls: list[Lookup] = []
     for (account, region, repository), members in groups.items():
-        if region not in clients:
-            clients[region] = ecr_hook(conn_id, region).conn
+        conn = clients(conn_id, region)
         for start in range(0, len(members), BATCH):
             chunk = members[start : start + BATCH]
-            calls.append(partial(_chunk_or_none, clients[region], account, repository, chunk, manifests))
+            calls.append(partial(_chunk_or_none, conn, account, repository, chunk, manifests))
     return calls
 
 
@@ -266,11 +280,15 @@ def _run(calls: list[Lookup]) -> dict[ImageRef, Seen | None]:
 
 
 def look_up(
-    conn_id: str | None, images: Iterable[ImageRef], *, manifests: bool = False
+    conn_id: str | None,
+    images: Iterable[ImageRef],
+    *,
+    manifests: bool = False,
+    clients: Clients | None = None,
 ) -> dict[ImageRef, Seen | None]:
     """Each image as ECR shows it (with its manifest, for ``manifests``), None for one it does not
     hold (or reports a failure for). Raises ClientError / BotoCoreError for an error of a whole call."""
-    return _run(_lookups(conn_id, images, manifests))
+    return _run(_lookups(conn_id, images, manifests, clients or Clients()))
 
 
 def referrers(conn: Any, image: ImageRef, digest: str) -> set[str] | None:
@@ -322,6 +340,7 @@ def _signatures_travelled(
     sources: Mapping[ImageRef, Seen | None],
     source_conn_id: str | None,
     dest_conn_id: str | None,
+    clients: Clients,
 ) -> list[str | None]:
     """``found`` with each copy whose cosign tags or referrers have not all travelled set to None."""
     subjects: dict[int, list[str]] = {}
@@ -330,19 +349,19 @@ def _signatures_travelled(
         if digest is not None and seen is not None:
             subjects[index] = [digest, *platform_digests(seen.manifest)]
     wanted = {i: [t for s in subjects[i] for t in signature_tags(s)] for i in subjects}
-    at_source = look_up(source_conn_id, (_bare(copies[i].source, t) for i in wanted for t in wanted[i]))
+    wanted_at_source = (_bare(copies[i].source, t) for i in wanted for t in wanted[i])
+    at_source = look_up(source_conn_id, wanted_at_source, clients=clients)
     held = {i: [t for t in wanted[i] if at_source.get(_bare(copies[i].source, t))] for i in wanted}
-    at_dest = look_up(dest_conn_id, (_bare(copies[i].dest, t) for i in held for t in held[i]))
+    at_dest = look_up(
+        dest_conn_id, (_bare(copies[i].dest, t) for i in held for t in held[i]), clients=clients
+    )
     listed: dict[tuple[ImageRef, str], set[str] | None] = {}
-    clients: dict[tuple[str | None, str], Any] = {}
     served = [True]  # once the API says it lists no referrers, it is not asked again
 
     def listing(conn_id: str | None, image: ImageRef, digest: str) -> set[str] | None:
         key = (_bare(image, "-"), digest)
         if key not in listed:
-            if (conn_id, image.region) not in clients:
-                clients[(conn_id, image.region)] = ecr_hook(conn_id, image.region).conn
-            conn = clients[(conn_id, image.region)]
+            conn = clients(conn_id, image.region)
             listed[key] = referrers(conn, image, digest) if served[0] else None
             served[0] = listed[key] is not None
         return listed[key]
@@ -378,13 +397,14 @@ def find_in_place(
     try:
         # both sides at once: a source is read also when its destination turns out to be missing
         asked = [c.source for c in copies if with_signatures or not c.source.digest]
+        clients = Clients()
         seen = _run(
-            _lookups(dest_conn_id, [c.dest for c in copies], False)
-            + _lookups(source_conn_id, asked, with_signatures)
+            _lookups(dest_conn_id, [c.dest for c in copies], False, clients)
+            + _lookups(source_conn_id, asked, with_signatures, clients)
         )
         found = [in_place(c, seen.get(c.source), seen.get(c.dest)) for c in copies]
         if with_signatures and any(found):
-            found = _signatures_travelled(copies, found, seen, source_conn_id, dest_conn_id)
+            found = _signatures_travelled(copies, found, seen, source_conn_id, dest_conn_id, clients)
     except (ClientError, BotoCoreError) as error:
         log.warning("Could not compare digests through the ECR API (%s); the pod will compare them.", error)
         return None
@@ -398,9 +418,10 @@ def confirm_promoted(
     what confirms a copy whose line of the pod's report could not be read. An API error
     confirms nothing."""
     try:
+        clients = Clients()
         seen = _run(
-            _lookups(dest_conn_id, [c.dest for c in copies], False)
-            + _lookups(source_conn_id, [c.source for c in copies if not c.source.digest], False)
+            _lookups(dest_conn_id, [c.dest for c in copies], False, clients)
+            + _lookups(source_conn_id, [c.source for c in copies if not c.source.digest], False, clients)
         )
     except (ClientError, BotoCoreError) as error:
         log.warning("Could not read the digests through the ECR API (%s): nothing confirmed.", error)
