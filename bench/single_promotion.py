@@ -57,9 +57,10 @@ def bare_copy(lab: Lab, tag: str) -> float:
 
 def pod_figures(lab: Lab, tag: str, digest: str) -> tuple[float, float | None]:
     """(the pod's run time, its init container's time or None). The pod's run time is the init
-    container's start to the copier's end when the runtime reports both; podman removes an init
-    container that succeeded, so in the podman lab it is the task's whole time (pod creation,
-    KPO's polling and the report included): an upper bound."""
+    container's start to the copier's end (the lab's runner reads the init container's times from
+    podman's event log, since podman removes an init container that succeeded); when the runtime
+    reports no such times, it is the task's whole time (pod creation, KPO's polling and the report
+    included): an upper bound."""
     figures = promote_with(lab, "skopeo", REPO, tag, digest)
     if not figures.digest_kept:
         raise SystemExit(f"bench: skopeo did not keep the digest: {figures.digest} != {digest}")

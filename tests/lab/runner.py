@@ -128,6 +128,8 @@ def play_pod(lab: Lab, pod: dict[str, Any], timeout: float = 300.0) -> PodOutcom
     pod_file = run_dir / "pod.json"
     pod_file.write_text(json.dumps(pod, indent=1))
     env = lab.podman_env()
+    events = _events_log(env)
+    events_from = events.stat().st_size if events.exists() else 0
     try:
         play = lab.run(
             ["podman", "kube", "play", "--network", "host", str(pod_file)], env=env, timeout=timeout
@@ -138,6 +140,7 @@ def play_pod(lab: Lab, pod: dict[str, Any], timeout: float = 300.0) -> PodOutcom
         if play.returncode == 0:
             outcome.init_containers = [_outcome(c, True, exit_code=0, reason="Completed") for c in inits]
             outcome.containers = runtime.finish(mains, timeout)
+            _init_times(outcome.init_containers, name, _container_events(events, events_from))
         else:
             outcome.init_containers, outcome.containers = runtime.after_failed_play(inits, mains, output)
         budget = MAX_POD_MESSAGE_BYTES // max(1, len(inits) + len(mains))
@@ -335,6 +338,37 @@ def _leading_newline(obj: Any) -> bool:
     if isinstance(obj, list):
         return any(_leading_newline(v) for v in obj)
     return False
+
+
+def _events_log(env: dict[str, str]) -> Path:
+    """podman's event log (tests/lab/podman.py writes it beside the lab's containers.conf)."""
+    return Path(env["CONTAINERS_CONF"]).parent.parent / "events.log"
+
+
+def _container_events(path: Path, offset: int) -> list[dict[str, Any]]:
+    """The container events podman logged after ``offset`` (the log is shared by every lab run)."""
+    if not path.exists():
+        return []
+    with path.open("rb") as log:
+        log.seek(offset)
+        lines = log.read().decode(errors="replace").splitlines()
+    found = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line another run was still writing
+        if isinstance(event, dict) and event.get("Type") == "container":
+            found.append(event)
+    return found
+
+
+def _init_times(inits: list[ContainerOutcome], pod: str, events: list[dict[str, Any]]) -> None:
+    """Start and end of each init container from podman's events: podman removes an init container
+    that succeeded, so `inspect` cannot give them, while a kubelet keeps them in the pod's status."""
+    for c in inits:
+        stamps = {e["Status"]: _time(e.get("Time")) for e in events if e.get("Name") == f"{pod}-{c.name}"}
+        c.started_at, c.finished_at = stamps.get("start"), stamps.get("died")
 
 
 def _time(value: str | None) -> datetime | None:
