@@ -14,7 +14,7 @@ LAB_DEBS := skopeo podman runc docker-registry apache2-utils haproxy debootstrap
 # and a C compiler for the pause image.
 LAB_DEBS += containerd containernetworking-plugins dnsmasq-base iproute2 gcc libc6-dev
 
-.PHONY: help venv venv-airflow2 lab-deps lint typecheck unit unit-airflow2 resolve-check lab-test cluster-test test demo lab-up lab-down bench clean
+.PHONY: help venv venv-airflow2 lab-deps lint typecheck unit unit-airflow2 resolve-check lab-test lab-test-podman cluster-test test demo lab-up lab-down bench clean
 
 help:
 	@echo "make demo   - start the local lab, promote a two-platform image through the operator's pod"
@@ -68,26 +68,34 @@ unit-airflow2: venv-airflow2
 resolve-check: venv
 	$(PY) -m tests.resolve_check
 
-# The lab tests, the ones on the lab's real Kubernetes (marked `cluster`) included.
-lab-test: venv venv-airflow2 lab-deps
-	$(PY) -m pytest -m lab -q -p no:cacheprovider
-	# Whole DAG runs (mapping, assets, the deploy DAG) and the cluster's DAG runs through
-	# Airflow 2.11's task runner too.
-	$(VENV2)/bin/python -m pytest -m lab -q -p no:cacheprovider tests/lab/test_airflow_native_e2e.py tests/lab/test_cluster_e2e.py
+# The lab tests: those on podman, then those on the lab's real Kubernetes (marked `cluster`).
+lab-test: lab-test-podman cluster-test
 
-# Only the lab tests that run pods on the lab's real Kubernetes (tests/lab/cluster.py).
-cluster-test: venv lab-deps
+lab-test-podman: venv venv-airflow2 lab-deps
+	$(PY) -m pytest -m "lab and not cluster" -q -p no:cacheprovider
+	# Whole DAG runs (mapping, assets, the deploy DAG) through Airflow 2.11's task runner too.
+	$(VENV2)/bin/python -m pytest -m lab -q -p no:cacheprovider tests/lab/test_airflow_native_e2e.py
+
+# The lab tests that run pods on the lab's real Kubernetes (tests/lab/cluster.py), on both
+# supported Airflow versions.
+cluster-test: venv venv-airflow2 lab-deps
 	$(PY) -m pytest -m cluster -q -p no:cacheprovider
+	$(VENV2)/bin/python -m pytest -m cluster -q -p no:cacheprovider tests/lab/test_cluster_e2e.py
 
-# The lab's images, Go tools and Kubernetes (about 25 minutes of builds on a fresh machine) build
-# in the background while the checks that need no lab run; lab-test then finds them in the cache.
+# Two builds run in the background: the lab's images and Go tools (about 10 minutes on a fresh
+# machine) while the checks that need no lab run, and the lab's Kubernetes (about 15 to 30
+# minutes) while those checks and then the podman lab tests run; the cluster tests wait for it.
 test: venv venv-airflow2 lab-deps
-	@ECR_PROMOTE_LAB_CLUSTER=1 $(PY) -m tests.lab images > .lab-images.log 2>&1 & images=$$!; \
+	@$(PY) -m tests.lab images > .lab-images.log 2>&1 & images=$$!; \
+	$(PY) -m tests.lab cluster-build > .lab-cluster-build.log 2>&1 & kube=$$!; \
 	$(MAKE) --no-print-directory lint typecheck unit unit-airflow2 resolve-check; checks=$$?; \
 	wait $$images; built=$$?; cat .lab-images.log; \
 	[ $$built -eq 0 ] || echo "building the lab images failed (exit $$built)"; \
-	[ $$checks -eq 0 ] && [ $$built -eq 0 ]
-	$(MAKE) --no-print-directory lab-test
+	if [ $$checks -ne 0 ] || [ $$built -ne 0 ]; then kill $$kube 2>/dev/null; wait $$kube; exit 1; fi; \
+	$(MAKE) --no-print-directory lab-test-podman; podman=$$?; \
+	wait $$kube; kbuilt=$$?; cat .lab-cluster-build.log; \
+	[ $$kbuilt -eq 0 ] || { echo "building the lab's Kubernetes failed (exit $$kbuilt)"; exit 1; }; \
+	$(MAKE) --no-print-directory cluster-test && [ $$podman -eq 0 ]
 
 demo: $(VENV)/.done lab-deps
 	$(PY) -m tests.lab.demo
