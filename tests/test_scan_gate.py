@@ -306,3 +306,50 @@ def test_a_missing_image_is_refused_with_aws_words(ecr: Any) -> None:
         pytest.raises(EcrPromoteError, match="ImageNotFoundException"),
     ):
         op.execute(make_context(op))
+
+
+# ---------------------------------------------------------------------------------------------
+# The example DAG
+# ---------------------------------------------------------------------------------------------
+
+
+def scan_gated_task() -> Any:
+    from tests.airflow_context import DagBag
+    from tests.conftest import REPO
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / "examples" / "ecr_promote_scan_gated.py"))
+    return bag.dags["ecr_promote_scan_gated"].get_task("promote_scanned")
+
+
+def rendered_example(variables: dict[str, str], tags: list[str]) -> tuple[Any, dict[str, Any]]:
+    task = scan_gated_task().prepare_for_execution()
+    context = make_context(task, conf={"tags": tags})
+    context["var"] = {"value": variables}  # what Airflow's accessor answers to .get(key, default)
+    task.render_template_fields(context)
+    return context["task"], context
+
+
+def test_the_scan_gated_example_renders_its_gate_from_variables() -> None:
+    from tests.airflow_context import containers, env_of
+
+    task, context = rendered_example(
+        {"release_ignored_findings": "CVE-2024-3094, CVE-2023-4863"}, ["1.4.2", "1.4.3"]
+    )
+    gate = task._scan_gate()
+    assert (gate.max_severity, gate.ignore, gate.on_findings) == (
+        "HIGH",
+        ("CVE-2024-3094", "CVE-2023-4863"),
+        "skip",
+    )
+    copies = env_of(containers(task.build_pod_request_obj(context))["base"])["COPIES"].splitlines()
+    assert [line.rsplit(":", 1)[-1] for line in copies] == ["1.4.2", "1.4.3"]
+
+
+def test_the_scan_gated_example_refuses_an_emptied_severity_before_any_call() -> None:
+    task, context = rendered_example({"release_max_severity": ""}, ["1.4.2"])
+    with (
+        kubernetes_stand_in(lambda pod: pod) as cluster,
+        pytest.raises(PromotionInputError, match="max_severity=''"),
+    ):
+        task.execute(context)
+    assert cluster.created == []

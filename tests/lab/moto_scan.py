@@ -210,3 +210,25 @@ def install() -> None:
     ECRResponse.describe_images = describe_images  # type: ignore[method-assign]
     set_scan.__name__ = "lab_set_ecr_scan"  # moto names each route's Flask endpoint after its function
     urls.url_paths["{0}" + PATH] = set_scan
+
+
+def post_plan(
+    endpoint: str, ca_file: str, account: str, region: str, repository: str, ref: str, **plan: Any
+) -> None:
+    """Set a plan in the moto process serving ``endpoint`` (the lab's: ``lab.moto_endpoint``,
+    ``lab.ca_bundle``); ``plan``: :class:`ScanPlan`'s fields but ``started_at`` (now)."""
+    import ssl
+    import urllib.request
+
+    body = {"account": account, "region": region, "repository": repository, "ref": ref, **plan}
+    request = urllib.request.Request(
+        endpoint + PATH,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(
+        request, context=ssl.create_default_context(cafile=ca_file), timeout=30
+    ) as answer:
+        if answer.status != 201:
+            raise RuntimeError(f"the lab's moto refused the scan plan: HTTP {answer.status}")
