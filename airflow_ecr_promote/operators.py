@@ -20,6 +20,7 @@ from airflow_ecr_promote.compat import AirflowException, AssetAlias, cleanup_kwa
 from airflow_ecr_promote.discovery import EcrListTagsOperator
 from airflow_ecr_promote.eks import EksTarget, eks_kubeconfig, parse_eks_target
 from airflow_ecr_promote.engines import Engine
+from airflow_ecr_promote.findings import describe_refusal
 from airflow_ecr_promote.links import EcrImageLink, link_target
 from airflow_ecr_promote.pod import (
     INIT_CONTAINER_NAME,
@@ -510,16 +511,16 @@ class EcrPromoteOperator(KubernetesPodOperator):
         )
         self._refused = refused_copies(copies, self._verdicts, self._gate)
         for image, verdict in self._verdicts.items():
-            counts = ", ".join(f"{n} {s}" for s, n in verdict.counts.items()) or "none"
-            self.log.info("Scan of %s: %s, findings %s: %s", image, verdict.status, counts,
-                          "passed" if verdict.passed else verdict.refused)  # fmt: skip
-        if self._refused:
-            self.log.warning(
-                "The scan gate refused %d of %d images (on_findings=%r): nothing of them is written.",
-                len(self._refused),
-                len(copies),
-                self._gate.on_findings,
-            )
+            if not verdict.passed:
+                self.log.warning("Scan gate: %s %s", image, describe_refusal(verdict))
+        self.log.info(
+            "Scan gate (max_severity=%s): %d of %d images passed; the refused ones (on_findings=%r) are "
+            "not written.",
+            self._gate.max_severity,
+            sum(v.passed for v in self._verdicts.values()),
+            len(self._verdicts),
+            self._gate.on_findings,
+        )
 
     def _scan_failure(self, entries: list[dict[str, Any]]) -> str | None:
         """The task's failure when the gate refused images with ``on_findings="fail"``."""

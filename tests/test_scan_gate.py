@@ -353,3 +353,26 @@ def test_the_scan_gated_example_refuses_an_emptied_severity_before_any_call() ->
     ):
         task.execute(context)
     assert cluster.created == []
+
+
+def test_a_deferred_task_resumes_knowing_which_copies_the_gate_refused(ecr: Any) -> None:
+    """The resumed task is a new instance: the pod's annotation says which copies the gate kept
+    out of it, so the result lists them in order and the task fails naming them ("fail")."""
+    from airflow_ecr_promote.compat import TaskDeferred
+    from airflow_ecr_promote.operators import SCAN_REFUSED_ANNOTATION
+
+    image(ecr, "1.0", findings=findings("CRITICAL"))
+    image(ecr, "1.1")
+    context = make_context(gated(["1.0", "1.1"], deferrable=True))
+    with kubernetes_stand_in(copier_reports_each()) as cluster:
+        with pytest.raises(TaskDeferred):
+            context["task"].execute(context)
+        pod = cluster.created[0]
+        assert pod_copies(pod) == ["1.1"]
+        assert pod.metadata.annotations[SCAN_REFUSED_ANNOTATION] == "0"
+        fresh = gated(["1.0", "1.1"], deferrable=True)  # a resumed task is a new instance
+        event = {"status": "success", "name": pod.metadata.name, "namespace": "ns"}
+        with pytest.raises(EcrPromoteError, match="refused by the scan gate before the pod started"):
+            fresh.trigger_reentry(context, event)
+    entries = context["ti"].pushed["return_value"]["promotions"]
+    assert [e["status"] for e in entries] == ["failed", "copied"]
