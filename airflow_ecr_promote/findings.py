@@ -62,12 +62,14 @@ class Finding:
 @dataclass(frozen=True)
 class ScanReport:
     """What ECR says of one image's scan: its status (with ECR's description) and, when it
-    completed, the findings listed over all pages and the counts ECR gives for the whole image."""
+    completed, the findings listed over all pages and the counts ECR gives for the whole image;
+    the digest of the image ECR answered for (None: not said)."""
 
     status: str
     description: str = ""
     findings: tuple[Finding, ...] = ()
     counts: Mapping[str, int] = field(default_factory=dict)
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Verdict:
     refusing: tuple[Finding, ...]
     refused: str | None
     ignored: tuple[str, ...] = ()
+    digest: str | None = None  # the image judged: what the pod copies, so a moved tag is not
 
     @property
     def passed(self) -> bool:
@@ -135,7 +138,7 @@ def parse_page(page: Mapping[str, Any]) -> tuple[list[Finding], dict[str, int]]:
 def report_from_pages(pages: Iterable[Mapping[str, Any]]) -> ScanReport:
     """The report of an image from every page of its DescribeImageScanFindings answers (the first
     page's status; the counts of the whole image, which every page repeats)."""
-    status, description = NO_SCAN, ""
+    status, description, digest = NO_SCAN, "", None
     findings: list[Finding] = []
     counts: dict[str, int] = {}
     for number, page in enumerate(pages):
@@ -145,8 +148,9 @@ def report_from_pages(pages: Iterable[Mapping[str, Any]]) -> ScanReport:
             scan_status = page.get("imageScanStatus") or {}
             status = str(scan_status.get("status") or NO_SCAN)
             description = str(scan_status.get("description") or "")
+            digest = (page.get("imageId") or {}).get("imageDigest") or None
             counts = page_counts
-    return ScanReport(status, description, tuple(findings), counts)
+    return ScanReport(status, description, tuple(findings), counts, digest)
 
 
 def judge(report: ScanReport, max_severity: str, ignore: Iterable[str] = ()) -> Verdict:
@@ -156,7 +160,7 @@ def judge(report: ScanReport, max_severity: str, ignore: Iterable[str] = ()) -> 
     findings ECR counts but did not list (fail closed: they cannot be ignored by id).
     """
     if report.status not in COMPLETE_STATUSES:
-        return Verdict(report.status, {}, (), _incomplete(report))
+        return Verdict(report.status, {}, (), _incomplete(report), digest=report.digest)
     ignored_ids = {i.upper() for i in ignore}
     kept = [f for f in report.findings if f.name.upper() not in ignored_ids]
     listed: dict[str, int] = {}
@@ -179,8 +183,9 @@ def judge(report: ScanReport, max_severity: str, ignore: Iterable[str] = ()) -> 
     over = {s: n for s, n in counts.items() if _rank(s) >= threshold}
     ignored = tuple(sorted({f.name for f in report.findings} - {f.name for f in kept}))
     if not over:
-        return Verdict(report.status, counts, (), None, ignored)
-    return Verdict(report.status, counts, refusing, _over(over, refusing, unlisted, max_severity), ignored)
+        return Verdict(report.status, counts, (), None, ignored, report.digest)
+    refused = _over(over, refusing, unlisted, max_severity)
+    return Verdict(report.status, counts, refusing, refused, ignored, report.digest)
 
 
 def _over(

@@ -53,7 +53,7 @@ from airflow_ecr_promote.result import (
     summarize,
 )
 from airflow_ecr_promote.scan_api import judge_images
-from airflow_ecr_promote.scan_gate import ScanGate, parse_scan_gate, refused_copies, with_scan
+from airflow_ecr_promote.scan_gate import ScanGate, parse_scan_gate, pin_judged, refused_copies, with_scan
 from airflow_ecr_promote.signatures import VERIFY_CONTAINER_NAME
 
 __all__ = ["EcrListTagsOperator", "EcrPromoteError", "EcrPromoteOperator"]
@@ -409,9 +409,13 @@ class EcrPromoteOperator(KubernetesPodOperator):
         return plan
 
     def _pod_promotion(self, promotion: Promotion) -> Promotion:
-        """What the pod copies: the promotion without the copies found in place before it."""
+        """What the pod copies: the promotion without the copies found in place or refused before
+        it; a source the scan gate judged by tag is pinned to the digest it judged
+        (``repo:tag@sha256:...``), so a tag moved after the gate cannot carry unjudged bytes."""
         decided = self._in_place.keys() | self._refused.keys()
-        rest = tuple(c for i, c in enumerate(promotion.copies) if i not in decided)
+        rest = tuple(
+            pin_judged(c, self._verdicts) for i, c in enumerate(promotion.copies) if i not in decided
+        )
         return Promotion(rest, promotion.on_conflict) if rest else promotion
 
     @contextlib.contextmanager

@@ -68,6 +68,7 @@ def _summary(detail: dict[str, Any]) -> ScanReport:
     return report_from_pages(
         [
             {
+                "imageId": {"imageDigest": detail.get("imageDigest")},
                 "imageScanStatus": detail.get("imageScanStatus") or {},
                 "imageScanFindings": {
                     "findingSeverityCounts": (detail.get("imageScanFindingsSummary") or {}).get(

@@ -8,6 +8,7 @@ then the other three must be left unset, so that a gate cannot be half-configure
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ __all__ = [
     "ON_FINDINGS_CHOICES",
     "ScanGate",
     "parse_scan_gate",
+    "pin_judged",
     "refused_copies",
     "with_scan",
 ]
@@ -166,11 +168,22 @@ def refused_copies(
     }
 
 
+def pin_judged(copy: Copy, verdicts: Mapping[ImageRef, Verdict]) -> Copy:
+    """``copy`` with its source pinned to the digest the gate judged, when it was named by tag."""
+    verdict = verdicts.get(copy.source)
+    if verdict is None or not verdict.passed or not verdict.digest or copy.source.digest:
+        return copy
+    return dataclasses.replace(copy, source=dataclasses.replace(copy.source, digest=verdict.digest))
+
+
 def with_scan(
     entries: list[dict[str, Any]], copies: Sequence[Copy], verdicts: Mapping[ImageRef, Verdict]
 ) -> list[dict[str, Any]]:
-    """``entries`` with the findings counts the gate judged for each copy's source (``scan``)."""
+    """``entries`` with the findings counts the gate judged for each copy's source (``scan``), each
+    source shown as it was given (the pod copied a pinned one, ``repo:tag@sha256:...``)."""
     return [
-        {**entry, "scan": verdicts[copy.source].as_result()} if copy.source in verdicts else entry
+        {**entry, "source_image": str(copy.source), "scan": verdicts[copy.source].as_result()}
+        if copy.source in verdicts
+        else entry
         for entry, copy in zip(entries, copies, strict=True)
     ]

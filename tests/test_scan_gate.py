@@ -172,16 +172,23 @@ def copier_reports_each() -> Any:
 
 def pod_copies(pod: k8s.V1Pod) -> list[str]:
     env = {e.name: e.value for e in pod.spec.containers[0].env or []}
-    return [line.split(" ")[0].rsplit(":", 1)[-1] for line in env["COPIES"].splitlines()]
+    return [line.rsplit(":", 1)[-1] for line in env["COPIES"].splitlines()]  # the destination tags
+
+
+def pod_sources(pod: k8s.V1Pod) -> list[str]:
+    env = {e.name: e.value for e in pod.spec.containers[0].env or []}
+    return [line.split(" ")[0] for line in env["COPIES"].splitlines()]
 
 
 def test_a_clean_image_is_promoted_and_the_result_shows_its_counts(ecr: Any) -> None:
-    image(ecr, "1.0", findings=findings("MEDIUM", "LOW", "LOW"))
+    digest = image(ecr, "1.0", findings=findings("MEDIUM", "LOW", "LOW"))
     op = gated()
     with kubernetes_stand_in(copier_reports_each()) as cluster:
         result = op.execute(make_context(op))
     assert len(cluster.created) == 1
+    assert pod_sources(cluster.created[0]) == [f"{SOURCE_HOST}/team/app@{digest}"], "the digest judged"
     assert result["status"] == "copied"
+    assert result["source_image"] == f"{SOURCE_HOST}/team/app:1.0", "shown as given"
     assert result["scan"] == {"status": "COMPLETE", "counts": {"MEDIUM": 1, "LOW": 2}, "passed": True}
 
 
