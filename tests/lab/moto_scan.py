@@ -29,7 +29,6 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 PATH = "/moto-api/lab/ecr-scan"
@@ -37,16 +36,24 @@ _PLANS: dict[tuple[str, str, str, str], ScanPlan] = {}
 _LOCK = threading.Lock()
 
 
-@dataclass
 class ScanPlan:
-    """How ECR answers for one image's scan (see the module's docstring)."""
+    """How ECR answers for one image's scan (see the module's docstring). A plain class: moto_iam.py
+    loads this module by path, outside sys.modules, where a dataclass cannot be made."""
 
-    findings: list[dict[str, str]] = field(default_factory=list)  # {"name": "CVE-...", "severity": "HIGH"}
-    enhanced: bool = False
-    scanned: bool = True
-    in_progress_seconds: float = 0.0
-    status: str | None = None
-    started_at: float = field(default_factory=time.monotonic)
+    def __init__(
+        self,
+        findings: list[dict[str, str]] | None = None,  # [{"name": "CVE-...", "severity": "HIGH"}]
+        enhanced: bool = False,
+        scanned: bool = True,
+        in_progress_seconds: float = 0.0,
+        status: str | None = None,
+    ) -> None:
+        self.findings = list(findings or [])
+        self.enhanced = enhanced
+        self.scanned = scanned
+        self.in_progress_seconds = float(in_progress_seconds)
+        self.status = status
+        self.started_at = time.monotonic()
 
     def state(self) -> str | None:
         """The scan's status now; None: no scan."""
