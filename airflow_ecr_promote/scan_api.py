@@ -7,12 +7,14 @@ severity counts (``imageScanFindingsSummary``): an image whose scan completed wi
 
 - findings at or over the threshold: ``DescribeImageScanFindings``, every page (up to 1,000
   findings a page), for their names and for ``ignore_findings``;
-- no scan: ``StartImageScan``, then ``DescribeImageScanFindings`` until the scan completes;
+- no scan: ``StartImageScan`` (at once when DescribeImages showed none), then
+  ``DescribeImageScanFindings`` until the scan completes;
 - a scan ``IN_PROGRESS`` (or ``PENDING``): ``DescribeImageScanFindings`` every 1, 2, 4, 8, then
   15 s, until it completes or ``scan_wait`` has passed (one deadline for the whole gate).
 
 An API error for an image (access denied, throttled past botocore's retries, no such image) is
-that image's refusal, with AWS's words: the gate never lets an image through unjudged.
+that image's refusal, with AWS's words: the gate never lets an image through unjudged. The
+summaries, then the images' own reads, run a few at once (``WORKERS``).
 """
 
 from __future__ import annotations
@@ -127,15 +129,19 @@ def read_scan(
     image: ImageRef,
     deadline: float,
     *,
+    start_first: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ScanReport:
-    """The image's scan as ECR reports it: started when there is none, waited for (until
-    ``deadline``, on ``clock``) while it runs, every page read once it completed."""
+    """The image's scan as ECR reports it: started when there is none (at once with
+    ``start_first``, when DescribeImages showed none), waited for (until ``deadline``, on
+    ``clock``) while it runs, every page read once it completed."""
     started = False
     polls = iter(POLL)
     while True:
         try:
+            if start_first and not started:
+                raise ClientError({"Error": {"Code": "ScanNotFoundException"}}, "DescribeImages")
             report = report_from_pages(_pages(conn, image))
         except ClientError as error:
             if error_code(error) != "ScanNotFoundException":
@@ -148,7 +154,10 @@ def read_scan(
                     )
                     log.info("ECR has no scan of %s: started one (StartImageScan)", image)
                     continue
-                except ClientError as refused:  # enhanced scanning, the daily limit, an unsupported image
+                except ClientError as refused:
+                    if start_first and error_code(refused) == "LimitExceededException":
+                        continue  # a scan was started since DescribeImages answered: read it
+                    # enhanced scanning, an unsupported image, no permission
                     code = error_code(refused)
                     message = str(refused.response.get("Error", {}).get("Message", ""))
                     return ScanReport(NO_SCAN, f"StartImageScan: {code}: {message}"[:500])
@@ -160,24 +169,34 @@ def read_scan(
         sleep(max(0.0, min(next(polls, POLL[-1]), deadline - clock())))
 
 
-def _judge_group(
-    conn: Any, account: str, repository: str, images: list[ImageRef], gate: ScanGate, deadline: float
-) -> dict[ImageRef, Verdict]:
-    verdicts: dict[ImageRef, Verdict] = {}
+def _summaries(
+    conn: Any, account: str, repository: str, images: list[ImageRef]
+) -> dict[ImageRef, ScanReport | None]:
     try:
-        summary = summaries(conn, account, repository, images)
+        return summaries(conn, account, repository, images)
     except (ClientError, BotoCoreError) as error:
         log.warning("DescribeImages failed for %s (%s); reading each image's findings", repository, error)
-        summary = dict.fromkeys(images)
-    for image in images:
-        seen = summary.get(image)
-        if seen is not None and seen.status in COMPLETE_STATUSES:
-            verdict = judge(seen, gate.max_severity, gate.ignore)
-            if verdict.passed:  # nothing at the threshold or worse: no findings to name or ignore
-                verdicts[image] = verdict
-                continue
-        verdicts[image] = judge(read_scan(conn, image, deadline), gate.max_severity, gate.ignore)
-    return verdicts
+        return dict.fromkeys(images)
+
+
+def _read_and_judge(
+    conn: Any, image: ImageRef, gate: ScanGate, deadline: float, start_first: bool
+) -> dict[ImageRef, Verdict]:
+    report = read_scan(conn, image, deadline, start_first=start_first)
+    return {image: judge(report, gate.max_severity, gate.ignore)}
+
+
+def _run(calls: list[Callable[[], dict[ImageRef, Any]]]) -> dict[ImageRef, Any]:
+    """Every call's answer, merged; a few calls at once (each is a round trip, or a wait)."""
+    found: dict[ImageRef, Any] = {}
+    if len(calls) <= 1:
+        for call in calls:
+            found.update(call())
+        return found
+    with ThreadPoolExecutor(max_workers=min(WORKERS, len(calls))) as pool:
+        for part in pool.map(lambda call: call(), calls):
+            found.update(part)
+    return found
 
 
 def judge_images(
@@ -187,26 +206,31 @@ def judge_images(
     *,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[ImageRef, Verdict]:
-    """Each image's verdict; images of one repository are summarized 100 per call, a few
-    repositories (or chunks) at once."""
+    """Each image's verdict: every repository's images summarized 100 per DescribeImages call,
+    then the images the summary cannot pass read one by one; a few calls at once."""
     deadline = clock() + gate.wait
     groups: dict[tuple[str, str, str], list[ImageRef]] = defaultdict(list)
     for image in dict.fromkeys(images):
         groups[(image.account, image.region, image.repository)].append(image)
     clients: dict[str, Any] = {}
-    calls: list[Callable[[], dict[ImageRef, Verdict]]] = []
+    calls: list[Callable[[], dict[ImageRef, Any]]] = []
     for (account, region, repository), members in groups.items():
         if region not in clients:  # made in this thread, which reads the Airflow connection
             clients[region] = ecr_hook(conn_id, region).conn
         for start in range(0, len(members), BATCH):
-            chunk = members[start : start + BATCH]
-            calls.append(partial(_judge_group, clients[region], account, repository, chunk, gate, deadline))
+            calls.append(
+                partial(_summaries, clients[region], account, repository, members[start : start + BATCH])
+            )
+    seen: dict[ImageRef, ScanReport | None] = _run(calls)
     verdicts: dict[ImageRef, Verdict] = {}
-    if len(calls) <= 1:
-        for call in calls:
-            verdicts.update(call())
-        return verdicts
-    with ThreadPoolExecutor(max_workers=min(WORKERS, len(calls))) as pool:
-        for part in pool.map(lambda call: call(), calls):
-            verdicts.update(part)
+    reads: list[Callable[[], dict[ImageRef, Any]]] = []
+    for image, summary in seen.items():
+        if summary is not None and summary.status in COMPLETE_STATUSES:
+            verdict = judge(summary, gate.max_severity, gate.ignore)
+            if verdict.passed:  # nothing at the threshold or worse: no findings to name or ignore
+                verdicts[image] = verdict
+                continue
+        start_first = summary is not None and summary.status == NO_SCAN
+        reads.append(partial(_read_and_judge, clients[image.region], image, gate, deadline, start_first))
+    verdicts.update(_run(reads))
     return verdicts
