@@ -20,6 +20,7 @@ from airflow_ecr_promote.compat import AirflowException, AssetAlias, cleanup_kwa
 from airflow_ecr_promote.discovery import EcrListTagsOperator
 from airflow_ecr_promote.eks import EksTarget, eks_kubeconfig, parse_eks_target
 from airflow_ecr_promote.engines import Engine
+from airflow_ecr_promote.findings import describe_refusal
 from airflow_ecr_promote.links import EcrImageLink, link_target
 from airflow_ecr_promote.pod import (
     INIT_CONTAINER_NAME,
@@ -44,11 +45,15 @@ from airflow_ecr_promote.result import (
     PodOutcome,
     describe_failures,
     entries_of,
+    in_place_entries,
+    merge_entries,
     present,
     read_pod,
+    refused_entry,
     summarize,
-    with_in_place,
 )
+from airflow_ecr_promote.scan_api import judge_images
+from airflow_ecr_promote.scan_gate import ScanGate, parse_scan_gate, pin_judged, refused_copies, with_scan
 from airflow_ecr_promote.signatures import VERIFY_CONTAINER_NAME
 
 __all__ = ["EcrListTagsOperator", "EcrPromoteError", "EcrPromoteOperator"]
@@ -59,6 +64,11 @@ if TYPE_CHECKING:
 _TEMPLATE_MARKERS = ("{{", "{%")
 # on a pod that carries only some copies: the indexes of those found in place before it
 IN_PLACE_ANNOTATION = f"{LABEL_PREFIX}/in-place"
+# on a pod that carries only some copies: the indexes of those the scan gate refused before it
+SCAN_REFUSED_ANNOTATION = f"{LABEL_PREFIX}/scan-refused"
+SCAN_REFUSED_UNCONFIRMED = (
+    "refused by the scan gate before the pod started (the first try's log names its findings)"
+)
 
 
 # The inputs that decide the pod: checked at construction when none of them is templated.
@@ -83,6 +93,8 @@ PROMOTION_FIELDS = (
     "cosign_image",
     "create_repository",
 )
+# The scan-findings gate's inputs (README "Scan-findings gate"), with the connection it reads with.
+SCAN_FIELDS = ("max_severity", "ignore_findings", "scan_wait", "on_findings")
 
 
 def _current_dag() -> Any:
@@ -171,6 +183,17 @@ class EcrPromoteOperator(KubernetesPodOperator):
     :param eks_region: the cluster's region (default: the region of ``eks_aws_conn_id``)
     :param eks_aws_conn_id: the Airflow AWS connection that calls ``eks:DescribeCluster`` and signs
         the cluster token (default ``aws_default``; None: boto3's default credentials)
+    :param max_severity: the scan-findings gate: ``"INFORMATIONAL"``, ``"LOW"``, ``"MEDIUM"``,
+        ``"HIGH"`` or ``"CRITICAL"``. Before any pod, the worker reads each source image's ECR scan
+        (basic or Amazon Inspector enhanced) through ``source_aws_conn_id`` and refuses an image with
+        a finding of that severity or worse, or of unknown severity (``UNDEFINED``, ``UNTRIAGED``),
+        or whose scan failed, is unsupported or is missing after ``scan_wait``. None: no gate; an
+        empty or unknown value is refused
+    :param ignore_findings: vulnerability ids (``CVE-...``, ``GHSA-...``) the gate does not count
+    :param scan_wait: seconds to wait for a scan that is IN_PROGRESS or that the gate started
+        (``StartImageScan``, for an image never scanned); default 300, at most 3600
+    :param on_findings: a refused image: ``"fail"`` (default; the task fails naming it, after the
+        other images of a batch are promoted) or ``"skip"`` (listed as skipped; the task succeeds)
     :param do_xcom_push: store the result dict as the task's return value, so downstream tasks can
         pull it or ``.expand()`` over it (no XCom sidecar runs either way); False stores nothing
     """
@@ -178,6 +201,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
     template_fields: Sequence[str] = (
         *KubernetesPodOperator.template_fields,
         *PROMOTION_FIELDS,
+        *SCAN_FIELDS,
         "source_aws_conn_id",
         "dest_aws_conn_id",
         "eks_cluster_name",
@@ -214,6 +238,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
         with_signatures: bool | None = None,
         verify_signature_key: str | None = None,
         cosign_image: str | None = None,
+        max_severity: str | None = None,
+        ignore_findings: list[str] | str | None = None,
+        scan_wait: int | str | None = None,
+        on_findings: str | None = None,
         source_aws_conn_id: str | None = None,
         dest_aws_conn_id: str | None = None,
         role_session_name: str | None = None,
@@ -251,6 +279,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.with_signatures = with_signatures
         self.verify_signature_key = verify_signature_key
         self.cosign_image = cosign_image
+        self.max_severity = max_severity
+        self.ignore_findings = ignore_findings
+        self.scan_wait = scan_wait
+        self.on_findings = on_findings
         self.source_aws_conn_id = source_aws_conn_id
         self.dest_aws_conn_id = dest_aws_conn_id
         self.role_session_name = role_session_name
@@ -262,6 +294,10 @@ class EcrPromoteOperator(KubernetesPodOperator):
         # copies the worker found in place before the pod (index in the promotion: digest, None
         # when a resumed task could not confirm it again); the pod gets only the others
         self._in_place: dict[int, str | None] = {}
+        # copies the scan gate refused before the pod (index: their entry), and every source's verdict
+        self._refused: dict[int, dict[str, Any]] = {}
+        self._verdicts: dict[Any, Any] = {}
+        self._gate: ScanGate | None = None
         self._engine: Engine | None = None
         self._result: dict[str, Any] | None = None
         self._context: Context | None = None
@@ -301,6 +337,19 @@ class EcrPromoteOperator(KubernetesPodOperator):
             self._plan()
         if all(_is_literal(v) for v in (self.eks_cluster_name, self.eks_region, self.eks_aws_conn_id)):
             self._eks_target()
+        gate_inputs = (*SCAN_FIELDS, "source_aws_conn_id", "dest_aws_conn_id")
+        if all(_is_literal(getattr(self, name)) for name in gate_inputs):
+            self._scan_gate()
+
+    def _scan_gate(self) -> ScanGate | None:
+        """The scan-findings gate the (rendered) inputs ask for; raises PromotionInputError."""
+        return parse_scan_gate(
+            self.max_severity,
+            self.ignore_findings,
+            self.scan_wait,
+            self.on_findings,
+            aws_conn_id=self.source_aws_conn_id or self.dest_aws_conn_id,
+        )
 
     def _eks_target(self) -> EksTarget | None:
         return parse_eks_target(
@@ -360,8 +409,13 @@ class EcrPromoteOperator(KubernetesPodOperator):
         return plan
 
     def _pod_promotion(self, promotion: Promotion) -> Promotion:
-        """What the pod copies: the promotion without the copies found in place before it."""
-        rest = tuple(c for i, c in enumerate(promotion.copies) if i not in self._in_place)
+        """What the pod copies: the promotion without the copies found in place or refused before
+        it; a source the scan gate judged by tag is pinned to the digest it judged
+        (``repo:tag@sha256:...``), so a tag moved after the gate cannot carry unjudged bytes."""
+        decided = self._in_place.keys() | self._refused.keys()
+        rest = tuple(
+            pin_judged(c, self._verdicts) for i, c in enumerate(promotion.copies) if i not in decided
+        )
         return Promotion(rest, promotion.on_conflict) if rest else promotion
 
     @contextlib.contextmanager
@@ -422,6 +476,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self.annotations.pop(IN_PLACE_ANNOTATION, None)
         if self._in_place:  # for a resumed (deferred) task, a new instance: what the pod carries
             self.annotations[IN_PLACE_ANNOTATION] = index_ranges(self._in_place)
+        self.annotations.pop(SCAN_REFUSED_ANNOTATION, None)
+        if self._refused:
+            self.annotations[SCAN_REFUSED_ANNOTATION] = index_ranges(self._refused)
         if not self.security_context:
             self.security_context = plan.pod_security_context
         if not self.container_security_context:
@@ -434,6 +491,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._context = context
         self._plan()
         eks = self._eks_target()
+        self._gate = self._scan_gate()
+        self._judge_scans()
         if not (self._nothing_to_promote(context) or self._all_in_place()):
             with self._kpo_without_xcom():
                 if eks is None:
@@ -444,8 +503,56 @@ class EcrPromoteOperator(KubernetesPodOperator):
                         super().execute(context)
         return self._finish(context)
 
+    def _judge_scans(self) -> None:
+        """The scan-findings gate, before any pod: each source's findings through the ECR API; the
+        copies of a refused source leave the pod (their entries say why)."""
+        self._refused, self._verdicts = {}, {}
+        if self._gate is None or self._promotion is None or not self._promotion.copies:
+            return
+        copies = self._promotion.copies
+        self._verdicts = judge_images(
+            self.source_aws_conn_id or self.dest_aws_conn_id, [c.source for c in copies], self._gate
+        )
+        self._refused = refused_copies(copies, self._verdicts, self._gate)
+        for image, verdict in self._verdicts.items():
+            if not verdict.passed:
+                self.log.warning("Scan gate: %s %s", image, describe_refusal(verdict))
+        self.log.info(
+            "Scan gate (max_severity=%s): %d of %d images passed; the refused ones (on_findings=%r) are "
+            "not written.",
+            self._gate.max_severity,
+            sum(v.passed for v in self._verdicts.values()),
+            len(self._verdicts),
+            self._gate.on_findings,
+        )
+
+    def _scan_failure(self, entries: list[dict[str, Any]]) -> str | None:
+        """The task's failure when the gate refused images with ``on_findings="fail"``."""
+        if not self._refused or self._gate is None or self._gate.on_findings != "fail":
+            return None
+        return f"Promotion refused by the scan gate: {describe_failures(entries)}"
+
+    def _summarize(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """The return value of every copy's entry, with each source's judged findings counts."""
+        assert self._promotion is not None
+        assert self._engine is not None
+        copies = self._promotion.copies
+        result = summarize(with_scan(entries, copies, self._verdicts), self._promotion, self._engine.name)
+        if self._gate is not None and len(copies) > 1:
+            result["scan_refused"] = [entries[i]["source_image"] for i in sorted(self._refused)]
+        return result
+
     def _finish(self, context: Context) -> Any:
         """After a successful promotion: the console link, the asset events, the return value."""
+        failure = (
+            self._scan_failure(entries_of(self._result, self._promotion))
+            if self._result and self._promotion
+            else None
+        )
+        if failure:  # no pod ran: every copy was refused or already in place
+            if self.push_result:
+                context["ti"].xcom_push(key="return_value", value=self._result)
+            raise EcrPromoteError(failure)
         target = link_target(self._result)
         if target is not None:
             dest = parse_image_ref("dest_image", target[0])
@@ -496,29 +603,37 @@ class EcrPromoteOperator(KubernetesPodOperator):
         """Ask the ECR API (the worker's connections) which copies are already in place: True when
         all are (the result is set and no pod starts); otherwise the pod gets only the rest."""
         self._in_place = {}
-        if self.dest_aws_conn_id is None or self._promotion is None or self._engine is None:
+        if self._promotion is None or self._engine is None:
             return False
-        if self.verify_signature_key:
-            return False  # a gated promotion always runs its gate
         promotion = self._promotion
-        found = find_in_place(
-            promotion,
-            source_conn_id=self.source_aws_conn_id or self.dest_aws_conn_id,
-            dest_conn_id=self.dest_aws_conn_id,
-            with_signatures=bool(
-                self.with_signatures or (self.with_signatures is None and self._engine.copies_signatures)
-            ),
-        )
-        in_place, rest = split(promotion, found or [])
-        if rest is None:
+        found: list[str | None] | None = None
+        if (
+            self.dest_aws_conn_id is not None and not self.verify_signature_key
+        ):  # a signature gate always runs
+            found = find_in_place(
+                promotion,
+                source_conn_id=self.source_aws_conn_id or self.dest_aws_conn_id,
+                dest_conn_id=self.dest_aws_conn_id,
+                with_signatures=bool(
+                    self.with_signatures or (self.with_signatures is None and self._engine.copies_signatures)
+                ),
+            )
+        found = [
+            None if i in self._refused else d for i, d in enumerate(found or [None] * len(promotion.copies))
+        ]
+        in_place, _ = split(promotion, found)
+        if len(in_place) + len(self._refused) == len(promotion.copies):
+            if self._refused:
+                self.log.info("No image left for a pod after the scan gate: no pod started.")
+                decided = {**in_place_entries(promotion, in_place), **self._refused}
+                self._result = self._summarize(merge_entries(promotion, decided, []))
+                return True
             self.log.info(
                 "All %d images are already at their destination with the source's digest "
                 "(compared through the ECR API): no pod started.",
                 len(in_place),
             )
-            self._result = summarize(
-                present(promotion, list(in_place.values())), promotion, self._engine.name
-            )
+            self._result = self._summarize(present(promotion, list(in_place.values())))
             return True
         if in_place:
             self.log.info(
@@ -526,7 +641,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 "the pod promotes the other %d.",
                 len(in_place),
                 len(promotion.copies),
-                len(rest.copies),
+                len(promotion.copies) - len(in_place) - len(self._refused),
             )
         self._in_place = dict(in_place)
         return False
@@ -535,6 +650,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._context = context
         if self._promotion is None:
             self._plan()
+        self._gate = self._scan_gate()
         with self._kpo_without_xcom():
             super().trigger_reentry(context, event)
         return self._finish(context)
@@ -553,6 +669,18 @@ class EcrPromoteOperator(KubernetesPodOperator):
         copies = [promotion.copies[i] for i in indexes]
         found = confirm_promoted(copies, source_conn_id=source, dest_conn_id=dest) if dest else []
         return dict(zip(indexes, found or [None] * len(copies), strict=True))
+
+    def _refused_before(self, pod: k8s.V1Pod, promotion: Promotion) -> dict[int, dict[str, Any]]:
+        """A resumed (deferred) task: the copies its pod's annotation says the scan gate refused."""
+        text = ((pod.metadata.annotations if pod.metadata else None) or {}).get(SCAN_REFUSED_ANNOTATION)
+        if not text or self._gate is None:
+            return {}
+        try:
+            indexes = sorted(i for i in parse_index_ranges(text) if i < len(promotion.copies))
+        except ValueError:
+            return {}
+        status = "skipped" if self._gate.on_findings == "skip" else "failed"
+        return {i: refused_entry(promotion.copies[i], status, SCAN_REFUSED_UNCONFIRMED) for i in indexes}
 
     def _fresh(self, pod: k8s.V1Pod | None, remote_pod: k8s.V1Pod | None) -> k8s.V1Pod | None:
         """The pod as it ended: KPO may hand cleanup a copy read before the containers finished.
@@ -585,6 +713,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
         if final is not None and self._promotion is not None and self._engine is not None:
             if not self._in_place:
                 self._in_place = self._in_place_before(final, self._promotion)
+            if not self._refused:
+                self._refused = self._refused_before(final, self._promotion)
             carried = self._pod_promotion(self._promotion)
             outcome = read_pod(
                 final,
@@ -594,12 +724,16 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 read_log=lambda: self._copier_log(final),
                 confirm=self._confirm_through_ecr() if self.dest_aws_conn_id is not None else None,
             )
-            if self._in_place and outcome.result is not None:
-                entries = with_in_place(self._promotion, self._in_place, entries_of(outcome.result, carried))
+            if (self._in_place or self._refused or self._verdicts) and outcome.result is not None:
+                decided = {**in_place_entries(self._promotion, self._in_place), **self._refused}
+                entries = merge_entries(self._promotion, decided, entries_of(outcome.result, carried))
                 failure = outcome.failure
                 if failure is None and None in self._in_place.values():
                     failure = f"Promotion failed: {describe_failures(entries)}"
-                outcome = PodOutcome(summarize(entries, self._promotion, self._engine.name), failure)
+                scan_failure = self._scan_failure(entries)
+                if scan_failure:
+                    failure = f"{failure}\n{scan_failure}" if failure else scan_failure
+                outcome = PodOutcome(self._summarize(entries), failure)
             self._result = outcome.result
             # A failed task returns nothing: keep what it did promote readable, as KPO does.
             if outcome.result is not None and outcome.failure and self.push_result and context is not None:

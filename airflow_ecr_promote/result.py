@@ -372,16 +372,31 @@ def with_in_place(
 ) -> list[dict[str, Any]]:
     """Every copy's entry, in order: ``present`` for those the worker found in place (index: digest;
     None: no longer confirmed, so unknown), and the pod's entries, in order, for the rest."""
-    rest = iter(pod_entries)
-    entries = []
-    for index, copy in enumerate(promotion.copies):
-        if index not in in_place:
-            entries.append(next(rest))
-            continue
-        digest = in_place[index]
+    return merge_entries(promotion, in_place_entries(promotion, in_place), pod_entries)
+
+
+def in_place_entries(promotion: Promotion, in_place: Mapping[int, str | None]) -> dict[int, dict[str, Any]]:
+    """The entries of the copies found in place (index: digest; None: no longer confirmed)."""
+    decided = {}
+    for index, digest in in_place.items():
+        copy = promotion.copies[index]
         status, reason = ("present", None) if digest else ("unknown", IN_PLACE_UNCONFIRMED)
-        entries.append(_entry(copy.source, copy.dest, status, digest, digest, reason))
-    return entries
+        decided[index] = _entry(copy.source, copy.dest, status, digest, digest, reason)
+    return decided
+
+
+def merge_entries(
+    promotion: Promotion, decided: Mapping[int, dict[str, Any]], pod_entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every copy's entry, in order: the worker's for the copies it decided before the pod (index:
+    entry; found in place, refused by the scan gate), and the pod's entries, in order, for the rest."""
+    rest = iter(pod_entries)
+    return [decided[i] if i in decided else next(rest) for i in range(len(promotion.copies))]
+
+
+def refused_entry(copy: Copy, status: str, reason: str) -> dict[str, Any]:
+    """The entry of a copy the scan gate refused: ``skipped`` or ``failed``, nothing written."""
+    return _entry(copy.source, copy.dest, status, None, None, reason)
 
 
 def present(promotion: Promotion, digests: list[str]) -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ def test_policy_is_scoped(name: str) -> None:
             continue
         assert "*" not in resources
         assert "ecr:GetAuthorizationToken" not in policies.actions({"Statement": [statement]})
-        if name.endswith("-pull") or name in ("pull", "list-tags"):
+        if name.endswith("-pull") or name in ("pull", "list-tags", "scan-gate"):
             assert resources == [SOURCE_REPOS]
         elif name.startswith("push-") or name.endswith("-push") or name == "sensor":
             assert resources == [DEST_REPOS]

@@ -15,6 +15,7 @@ ARNs with your own. Which role gets which file:
 - push role (destination account): ``push-<engine>`` [+ ``signatures-push``]
   [+ ``batch-push``] [+ ``create-repository-push``];
 - Airflow's AWS connections: ``compare-digests`` (``source_aws_conn_id`` / ``dest_aws_conn_id``),
+  ``scan-gate`` (``source_aws_conn_id``, with ``max_severity``),
   ``list-tags`` (``EcrListTagsOperator``), ``sensor`` (``EcrImageSensor``),
   ``eks-describe-cluster`` (``eks_cluster_name``).
 """
@@ -37,6 +38,7 @@ NAMES = (
     "create-repository-pull",
     "create-repository-push",
     "compare-digests",
+    "scan-gate",
     "list-tags",
     "sensor",
     "eks-describe-cluster",

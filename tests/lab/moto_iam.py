@@ -22,7 +22,8 @@ the very first request (`INITIAL_NO_AUTH_ACTION_COUNT=0`):
   as in AWS;
   `ecr-promote-pull-push` (source account): pull and push-<each engine> on the source registry
   (a fan-out that writes there too);
-  `ecr-promote-read` (each account, Airflow's connections): compare-digests, list-tags, sensor;
+  `ecr-promote-read` (each account, Airflow's connections): compare-digests, list-tags, sensor,
+  scan-gate;
   `ecr-promote-airflow` (source account, an Airflow outside the cluster): eks-describe-cluster;
   `ecr-promote-probe` (each account): no policy until a test sets one (`Lab.set_probe_policy`:
   a policy file exactly, or one minus an action). They trust exactly the user's ARN.
@@ -161,7 +162,7 @@ PUSH_CREATE_POLICY = policy(*(n for n in ("push-skopeo", "push-crane", "push-reg
 PUSH_CREATE_ROLE_ARN = f"arn:aws:iam::{DEST_ACCOUNT}:role/ecr-promote-push-create"
 # Airflow's AWS connections (tests/lab/operator_run.py: lab_source, lab_dest), one per account
 READ_ROLE_ARNS = {a: f"arn:aws:iam::{a}:role/ecr-promote-read" for a in (SOURCE_ACCOUNT, DEST_ACCOUNT)}
-READ_POLICY = policy("compare-digests", "list-tags", "sensor")
+READ_POLICY = policy("compare-digests", "list-tags", "sensor", "scan-gate")
 # one role per account whose policy a test sets (Lab.set_probe_policy): one policy, or one minus an action
 PROBE_ROLE_ARNS = {a: f"arn:aws:iam::{a}:role/ecr-promote-probe" for a in (SOURCE_ACCOUNT, DEST_ACCOUNT)}
 # a third account (e.g. a CI/tools account) whose push role the destination's registry policy lets
@@ -480,6 +481,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(argv if argv is not None else sys.argv[1:])
     seed()
     enforce()
+    _load_sibling("moto_scan").install()  # image scans a test sets per image (moto's are fixed)
     if "--mirror-port" in args:
         at = args.index("--mirror-port")
         port = int(args[at + 1])

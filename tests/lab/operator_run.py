@@ -111,7 +111,7 @@ SOURCE_CONN_ID, DEST_CONN_ID = "lab_source", "lab_dest"
 def lab_connections(lab: Lab) -> Iterator[None]:
     """Airflow AWS connections ``lab_source`` / ``lab_dest`` to the lab's ECR API (moto), as a
     worker would have them: the base identity assuming each account's ``ecr-promote-read`` role,
-    whose policy is the package's compare-digests, list-tags and sensor policies."""
+    whose policy is the package's compare-digests, list-tags, sensor and scan-gate policies."""
     from .moto_iam import BASE_ACCESS_KEY_ID, BASE_SECRET_ACCESS_KEY, READ_ROLE_ARNS
     from .paths import DESTINATION, SOURCE
 
