@@ -266,6 +266,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._result: dict[str, Any] | None = None
         self._context: Context | None = None
         self._in_kpo = False
+        self._pod_gone = False  # the API server no longer had the pod when cleanup read it
         outlets = list(self.outlets or [])
         own = next((o for o in outlets if isinstance(o, AssetAlias) and assets.is_own_alias(o.name)), None)
         if own is None:  # a mapped task gets its alias from partial()
@@ -559,17 +560,21 @@ class EcrPromoteOperator(KubernetesPodOperator):
 
         None when the pod never existed: KPO then hands cleanup only the pod it asked for (no
         status), e.g. when admission refused it. The task must fail with the API server's reason,
-        which KPO raises, not with an error from reading a status that was never there.
+        which KPO raises, not with an error from reading a status that was never there. A pod the
+        API server no longer has (HTTP 404) while its copier had not ended was deleted by someone
+        else (``_pod_gone``): this task's own deletion comes after cleanup reads the pod.
         """
         candidate = remote_pod or pod
         statuses = candidate.status.container_statuses if candidate and candidate.status else None
         finished = any(s.state and s.state.terminated for s in statuses or [])
+        self._pod_gone = False
         if candidate is not None and not finished:
             try:
                 candidate = self.pod_manager.read_pod(candidate)
-            except Exception:
+            except Exception as error:
                 if remote_pod is None and candidate.status is None:
                     return None
+                self._pod_gone = getattr(error, "status", None) == 404
         return candidate
 
     def cleanup(
@@ -593,6 +598,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 self.base_container_name,
                 read_log=lambda: self._copier_log(final),
                 confirm=self._confirm_through_ecr() if self.dest_aws_conn_id is not None else None,
+                gone=self._pod_gone,
             )
             if self._in_place and outcome.result is not None:
                 entries = with_in_place(self._promotion, self._in_place, entries_of(outcome.result, carried))
