@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from kubernetes.client import models as k8s
+from kubernetes.client.exceptions import ApiException
 
 from airflow_ecr_promote import assets, defaults
 from airflow_ecr_promote.compat import AirflowException, AssetAlias, cleanup_kwargs
@@ -613,7 +614,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
         try:
             optional = cleanup_kwargs(super().cleanup, xcom_result=xcom_result, context=context)
             super().cleanup(pod=pod, remote_pod=final or remote_pod, **optional)
-        except AirflowException as error:
+        except (AirflowException, ApiException) as error:
+            # KPO's cleanup may fail reading a pod deleted meanwhile (10.1.0 reads it for istio)
             if outcome is not None and outcome.failure:
                 raise EcrPromoteError(outcome.failure) from error
             raise

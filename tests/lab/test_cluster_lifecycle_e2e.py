@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -200,7 +201,7 @@ def test_pod_deleted_by_someone_else_mid_run_fails_saying_so(lab: Lab, cluster: 
     with destination_down(lab), in_background(delete_while_copying):
         run = run_task_on_cluster(cluster, task=task)
     assert deleted, "the pod was deleted while its copier ran"
-    assert isinstance(run.error, EcrPromoteError), run.log[-30:]
+    assert isinstance(run.error, EcrPromoteError), "".join(traceback.format_exception(run.error))
     message = str(run.error)
     assert f"{SOURCE_HOST}/{REPO}:{tag} -> {DEST_HOST}/{REPO}:{tag}" in message
     assert f"pod {NAMESPACE}/{deleted['name']} was deleted" in message, message
