@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from kubernetes.client import models as k8s
+from kubernetes.client.exceptions import ApiException
 
 from airflow_ecr_promote import assets, defaults
 from airflow_ecr_promote.compat import AirflowException, AssetAlias, cleanup_kwargs
@@ -302,6 +303,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._result: dict[str, Any] | None = None
         self._context: Context | None = None
         self._in_kpo = False
+        self._pod_gone = False  # the API server no longer had the pod when cleanup read it
         outlets = list(self.outlets or [])
         own = next((o for o in outlets if isinstance(o, AssetAlias) and assets.is_own_alias(o.name)), None)
         if own is None:  # a mapped task gets its alias from partial()
@@ -687,17 +689,21 @@ class EcrPromoteOperator(KubernetesPodOperator):
 
         None when the pod never existed: KPO then hands cleanup only the pod it asked for (no
         status), e.g. when admission refused it. The task must fail with the API server's reason,
-        which KPO raises, not with an error from reading a status that was never there.
+        which KPO raises, not with an error from reading a status that was never there. A pod the
+        API server no longer has (HTTP 404) while its copier had not ended was deleted by someone
+        else (``_pod_gone``): this task's own deletion comes after cleanup reads the pod.
         """
         candidate = remote_pod or pod
         statuses = candidate.status.container_statuses if candidate and candidate.status else None
         finished = any(s.state and s.state.terminated for s in statuses or [])
+        self._pod_gone = False
         if candidate is not None and not finished:
             try:
                 candidate = self.pod_manager.read_pod(candidate)
-            except Exception:
+            except Exception as error:
                 if remote_pod is None and candidate.status is None:
                     return None
+                self._pod_gone = getattr(error, "status", None) == 404
         return candidate
 
     def cleanup(
@@ -723,6 +729,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 self.base_container_name,
                 read_log=lambda: self._copier_log(final),
                 confirm=self._confirm_through_ecr() if self.dest_aws_conn_id is not None else None,
+                gone=self._pod_gone,
             )
             if (self._in_place or self._refused or self._verdicts) and outcome.result is not None:
                 decided = {**in_place_entries(self._promotion, self._in_place), **self._refused}
@@ -741,7 +748,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
         try:
             optional = cleanup_kwargs(super().cleanup, xcom_result=xcom_result, context=context)
             super().cleanup(pod=pod, remote_pod=final or remote_pod, **optional)
-        except AirflowException as error:
+        except (AirflowException, ApiException) as error:
+            # KPO's cleanup may fail reading a pod deleted meanwhile (10.1.0 reads it for istio)
             if outcome is not None and outcome.failure:
                 raise EcrPromoteError(outcome.failure) from error
             raise

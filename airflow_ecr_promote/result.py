@@ -191,12 +191,43 @@ def describe_failures(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def describe_termination(name: str, done: k8s.V1ContainerStateTerminated) -> str:
-    """How a container ended, as Kubernetes reports it: reason, exit code, signal."""
+def describe_termination(
+    name: str, done: k8s.V1ContainerStateTerminated, memory_limit: str | None = None
+) -> str:
+    """How a container ended, as Kubernetes reports it: reason, exit code, signal; for an
+    OOMKilled one, what that means and which parameter gives it more memory."""
     text = f"container {name!r} ended: {done.reason or 'no reason given'}, exit code {done.exit_code}"
     if done.signal:
         text += f", signal {done.signal}"
+    if done.reason == "OOMKilled":
+        limit = f"at its memory limit ({memory_limit})" if memory_limit else "(no memory limit: the node's)"
+        text += (
+            f" (out of memory {limit}: the kernel killed it; give the copier more memory with the "
+            "operator's container_resources, e.g. limits={'memory': '2Gi'})"
+        )
     return text
+
+
+def memory_limit(pod: k8s.V1Pod, name: str) -> str | None:
+    """The memory limit of the pod's container ``name``, as the pod spec has it."""
+    for container in (pod.spec.containers if pod.spec else None) or []:
+        if container.name == name and container.resources is not None:
+            return (container.resources.limits or {}).get("memory")
+    return None
+
+
+def deleted_by_others(pod: k8s.V1Pod, gone: bool) -> str | None:
+    """Why a pod stopped, when it was deleted while it ran (``gone``: the API server no longer has
+    it; else a deletion timestamp, set before this task's own ``on_finish_action`` ran)."""
+    meta = pod.metadata
+    if not gone and (meta is None or meta.deletion_timestamp is None):
+        return None
+    name = f"{meta.namespace}/{meta.name}" if meta is not None else "(unnamed)"
+    return (
+        f"its pod {name} was deleted while it ran, not by this task (someone or something else "
+        "deleted it: kubectl delete, an eviction, a node drain or scale-down); copies it did not "
+        "report are unknown, and a re-run finds those already made in place"
+    )
 
 
 def _complete(
@@ -281,12 +312,14 @@ def read_pod(
     copier: str,
     read_log: LogReader | None = None,
     confirm: Confirm | None = None,
+    gone: bool = False,
 ) -> PodOutcome:
     """What the finished pod says: the return value when it has one, and a failure if any.
 
     ``read_log`` returns the copier container's log (or why it cannot); it is called only when
     the termination message does not hold the whole report. ``confirm`` (the ECR API, when the
-    operator has AWS connections) completes what neither holds.
+    operator has AWS connections) completes what neither holds. ``gone``: the API server no
+    longer has the pod (``pod`` is the last copy read), so it was deleted while it ran.
     """
     status = pod.status
     if status is None:
@@ -309,12 +342,15 @@ def read_pod(
         return PodOutcome(
             None, f"Promotion {images} failed while creating the destination repository: {reason}"
         )
+    deleted = deleted_by_others(pod, gone)
     done = _terminated(status.container_statuses, copier)
     if done is None:
+        if deleted:
+            return PodOutcome(None, f"Promotion {images} failed: {deleted}; its copier had not ended")
         waiting = "; ".join(_waiting_reasons(pod)) or f"pod phase {status.phase}"
         return PodOutcome(None, f"Promotion {images} did not run its copier: {waiting}")
     message = (done.message or "").strip()
-    ended = describe_termination(copier, done)
+    ended = describe_termination(copier, done, memory_limit(pod, copier))
     if engine == "kaniko":
         digest = _digest(message) if done.exit_code == 0 else None
         entry = _entry(
@@ -342,6 +378,8 @@ def read_pod(
     failed = [e for e in entries if e["status"] in ("failed", "unknown")]
     if failed or done.exit_code != 0:
         detail = describe_failures(entries) if failed else message[-1500:]
+        if deleted:
+            return PodOutcome(result, f"Promotion {images} failed: {deleted} ({ended}): {detail}")
         return PodOutcome(result, f"Promotion {images} failed ({ended}): {detail}")
     return PodOutcome(result, None)
 

@@ -228,3 +228,71 @@ def test_a_pod_the_api_server_refuses_fails_the_task_with_the_api_servers_reason
     op = operator(engine="kaniko")
     with kubernetes_stand_in(refuse), pytest.raises(ApiException, match="violates PodSecurity"):
         op.execute(make_context(op))
+
+
+def _copier_pod(
+    state: k8s.V1ContainerState | None, *, limit: str | None = None, deleting: bool = False
+) -> k8s.V1Pod:
+    """A pod as a kubelet reports it: the login done, the copier in ``state`` (None: no status)."""
+    from datetime import UTC, datetime
+
+    resources = k8s.V1ResourceRequirements(limits={"memory": limit} if limit else None)
+    return k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(
+            name="promote-abc",
+            namespace="ns",
+            deletion_timestamp=datetime(2026, 12, 7, tzinfo=UTC) if deleting else None,
+        ),
+        spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base", resources=resources)]),
+        status=k8s.V1PodStatus(
+            phase="Running" if state is None or state.running else "Failed",
+            init_container_statuses=[terminated(INIT_CONTAINER_NAME, 0)],
+            container_statuses=[
+                k8s.V1ContainerStatus(
+                    name="base", image="", image_id="", ready=False, restart_count=0, state=state
+                )
+            ]
+            if state
+            else [],
+        ),
+    )
+
+
+def _promotion() -> Any:
+    from airflow_ecr_promote.promotion import parse_promotion
+
+    return parse_promotion(source_image=SOURCE, dest_image=DEST, on_conflict="fail")
+
+
+def test_an_oomkilled_copier_says_out_of_memory_its_limit_and_the_parameter() -> None:
+    from airflow_ecr_promote.result import read_pod
+
+    killed = k8s.V1ContainerState(
+        terminated=k8s.V1ContainerStateTerminated(exit_code=137, reason="OOMKilled", message=None)
+    )
+    outcome = read_pod(_copier_pod(killed, limit="20Mi"), _promotion(), "skopeo", "base")
+    assert outcome.failure is not None
+    assert "container 'base' ended: OOMKilled, exit code 137" in outcome.failure
+    assert "out of memory at its memory limit (20Mi)" in outcome.failure
+    assert "container_resources" in outcome.failure
+
+
+def test_a_pod_deleted_by_someone_else_says_so_whether_gone_or_terminating() -> None:
+    from airflow_ecr_promote.result import read_pod
+
+    running = k8s.V1ContainerState(running=k8s.V1ContainerStateRunning())
+    gone = read_pod(_copier_pod(running), _promotion(), "skopeo", "base", gone=True)
+    assert gone.failure is not None
+    assert (
+        f"Promotion {SOURCE} -> {DEST} failed: its pod ns/promote-abc was deleted while it ran"
+        in gone.failure
+    )
+    assert "not by this task" in gone.failure and "its copier had not ended" in gone.failure
+    killed = k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=137, reason="Error"))
+    terminating = read_pod(_copier_pod(killed, deleting=True), _promotion(), "skopeo", "base")
+    assert terminating.failure is not None
+    assert "its pod ns/promote-abc was deleted while it ran" in terminating.failure
+    assert "container 'base' ended: Error, exit code 137" in terminating.failure
+    # A pod that ended by itself says nothing of a deletion.
+    plain = read_pod(_copier_pod(killed), _promotion(), "skopeo", "base")
+    assert plain.failure is not None and "deleted" not in plain.failure

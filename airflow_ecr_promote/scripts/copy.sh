@@ -85,7 +85,7 @@ error_class() {
         echo name_unknown
     elif grep -qiE 'DENIED|UNAUTHORIZED|AccessDenied' "$1.plain"; then
         echo denied
-    elif grep -qiE 'TOOMANYREQUESTS|too many requests|status( code)?:? *(429|5[0-9][0-9])|(429|5[0-9][0-9]) (Too Many Requests|Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)|connection reset|broken pipe|i/o timeout|unexpected EOF|TLS handshake timeout|connection refused' "$1.plain" ||
+    elif grep -qiE 'TOOMANYREQUESTS|too many requests|status( code)?:? *(429|5[0-9][0-9])|status code from registry (429|5[0-9][0-9])|(429|5[0-9][0-9]) (Too Many Requests|Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)|connection reset|broken pipe|i/o timeout|unexpected EOF|TLS handshake timeout|connection refused' "$1.plain" ||
         grep -qiE 'MANIFEST_BLOB_UNKNOWN|manifest blob unknown|must be converted' "$1"; then
         # the manifest-list race: copies of one digest under several tags, running at once, race
         # on the destination's shared manifests (distribution refuses a manifest list whose

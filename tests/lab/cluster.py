@@ -16,11 +16,19 @@ Lab images get into containerd with ``podman save`` + ``ctr images import``; the
 Kubernetes' own pause.c (kubebuild.py). Teardown removes every process, mount, link and folder
 the cluster made, including the host paths the kubelet and containerd create outside their
 configured roots (recorded at start when they did not exist yet).
+
+Several lab clusters may run on one machine at once (a CI run beside a developer's tests, each
+lab on its own bind address). Each kubelet has its own cgroup root (``/ecrlab<N>``, the
+kubelet's ``cgroupRoot``), so its ``kubepods`` hierarchy is its own, and removed with it. The host
+paths every kubelet and containerd share are removed only by the last lab cluster to stop:
+each running cluster has a marker in ``SHARED``, and the host paths lab clusters created are
+listed there, both read and written under an flock.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -28,7 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +64,9 @@ HOST_PATHS = (
     Path("/run/netns"),  # containerd's pod network namespaces (removed with each sandbox)
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Shared by the lab clusters of this machine: a marker per running cluster (<bridge>.json, naming
+# its state file), the host paths lab clusters created (created.json) and the lock of both.
+SHARED = Path("/run/ecr-promote-lab-clusters")
 START_TIMEOUT = 240.0  # seconds for the whole cluster to come up (about 10 s once built, unloaded)
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet")
 
@@ -144,7 +156,7 @@ class Cluster:
         self._popen: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, int] = {}
         self.timings: dict[str, float] = {}
-        self.created_host_paths: list[str] = []  # made by this cluster: removed on stop
+        self.cgroup_root = f"/{self.bridge}"  # the kubelet's cgroupRoot: its kubepods live under it
         self.ip_forward: str | None = None  # its value before the bridge plugin set it
         self.images: list[str] = []  # imported into containerd
         self._state_file = self.dir / "cluster.json"
@@ -186,10 +198,9 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
         for sub in ("pki", "logs", "etcd", "containerd", "kubelet", "cni", "pod-logs"):
             (self.dir / sub).mkdir(parents=True)
-        self.created_host_paths = [str(p) for p in HOST_PATHS if not p.exists()]
-        if not (CGROUP_ROOT / "memory" / "kubepods").exists():
-            self.created_host_paths.append("cgroup:kubepods")
         self._save()  # from here on `down` can clean up even if start fails half way
+        self._claim_host_paths()
+        self._cgroups()
         bind = self.lab.bind
         for name in (
             "etcd",
@@ -435,6 +446,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             "authorization": {"mode": "Webhook"},
             # This machine kind (K8S-LAB.md): cgroup v1 without systemd, swap allowed, no iptables.
             "cgroupDriver": "cgroupfs",
+            "cgroupRoot": self.cgroup_root,  # not the shared /kubepods of every other kubelet
             "failCgroupV1": False,
             "failSwapOn": False,
             "makeIPTablesUtilChains": False,
@@ -604,46 +616,67 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     def _unmount_all(self, errors: list[str]) -> None:
         """Everything mounted under the cluster's folder, deepest first (container rootfs,
         the kubelet's tmpfs volumes, the network namespaces containerd keeps)."""
-        prefixes = [str(self.dir) + "/"]
-        if "/run/netns" in self.created_host_paths:  # only this cluster's sandboxes are in it
-            prefixes.append("/run/netns/")
-        for _ in range(3):
-            mounts = []
-            for line in Path("/proc/self/mountinfo").read_text().splitlines():
-                point = line.split()[4].replace("\\040", " ")
-                if point.startswith(tuple(prefixes)):
-                    mounts.append(point)
-            if not mounts:
-                return
-            for point in sorted(mounts, key=len, reverse=True):
-                subprocess.run(["umount", point], capture_output=True, check=False, timeout=30)
-        left = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-        stuck = [m for m in left if m.startswith(tuple(prefixes))]
-        for point in sorted(stuck, key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False, timeout=30)
-        if stuck:
-            errors.append(f"lazily unmounted {len(stuck)} busy mounts under {self.dir}")
+        _unmount_under([str(self.dir) + "/"], errors, str(self.dir))
 
-    def _remove_host_paths(self, errors: list[str]) -> None:
-        for path in self.created_host_paths:
-            if path == "cgroup:kubepods":
-                for controller in CGROUP_ROOT.iterdir():
-                    top = controller / "kubepods"
-                    if not top.is_dir():
-                        continue
-                    for folder in sorted(
-                        (p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
-                    ):
-                        _rmdir(folder)
-                    if not _rmdir(top):
-                        errors.append(f"cgroup {top} is not empty")
-            else:
+    def _cgroups(self) -> None:
+        """The kubelet's cgroup root in every hierarchy (the kubelet requires it to exist)."""
+        for hierarchy in _cgroup_hierarchies():
+            folder = hierarchy / self.cgroup_root.lstrip("/")
+            folder.mkdir(exist_ok=True)
+            for name in ("cpuset.cpus", "cpuset.mems"):  # a new cpuset cgroup starts empty
+                if (hierarchy / name).exists() and not (folder / name).read_text().strip():
+                    (folder / name).write_text((hierarchy / name).read_text())
+
+    def _remove_cgroups(self, errors: list[str]) -> None:
+        """The cgroup root and all under it (the pods' cgroups, also runc's in the unified one)."""
+        for hierarchy in _cgroup_hierarchies():
+            top = hierarchy / self.cgroup_root.lstrip("/")
+            if not top.is_dir():
+                continue
+            for folder in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                _rmdir(folder)
+            if not _rmdir(top):
+                errors.append(f"cgroup {top} is not empty")
+
+    @property
+    def _marker(self) -> Path:
+        return SHARED / f"{self.bridge}.json"
+
+    def _claim_host_paths(self) -> None:
+        """Mark this cluster as running, and add the shared host paths that do not exist yet (the
+        kubelet or containerd will create them) to those lab clusters created."""
+        with _shared_lock():
+            created = set(_created_host_paths())
+            created |= {str(p) for p in HOST_PATHS if not p.exists()}
+            (SHARED / "created.json").write_text(json.dumps(sorted(created)))
+            self._marker.write_text(json.dumps({"state": str(self._state_file), "pid": os.getpid()}))
+
+    def _release_host_paths(self, errors: list[str]) -> None:
+        """Drop this cluster's marker; the last lab cluster to stop removes the host paths lab
+        clusters created (another one still uses them while it runs)."""
+        with _shared_lock():
+            self._marker.unlink(missing_ok=True)
+            others = _running_clusters() + _kubelets(besides=self.dir)
+            if others:
+                self.log(f"lab cluster: shared host paths kept for the lab clusters still running ({others})")
+                return
+            created = _created_host_paths()
+            if "/run/netns" in created:  # only lab clusters' sandboxes are in it
+                _unmount_under(["/run/netns/"], errors, "/run/netns")
+            for path in created:
                 if os.path.ismount(path):  # `ip netns` bind-mounts /run/netns on itself
                     subprocess.run(["umount", path], capture_output=True, check=False, timeout=30)
                 shutil.rmtree(path, ignore_errors=True)
                 if Path(path).exists():  # a busy mount under it
                     errors.append(f"{path} could not be removed")
-        if Path("/var/log/containers").is_dir():  # it existed before: remove only our links
+            for leftover in SHARED.iterdir():
+                leftover.unlink()
+            _rmdir(SHARED)  # a cluster starting now may have made its lock in it again
+
+    def _remove_host_paths(self, errors: list[str]) -> None:
+        self._remove_cgroups(errors)
+        self._release_host_paths(errors)
+        if Path("/var/log/containers").is_dir():  # another cluster's, or older: remove only our links
             for link in Path("/var/log/containers").iterdir():
                 if link.is_symlink() and os.readlink(link).startswith(str(self.dir)):
                     link.unlink()
@@ -656,7 +689,6 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             list(self.procs.values()),
             {
                 "ports": self.ports,
-                "created_host_paths": self.created_host_paths,
                 "ip_forward": self.ip_forward,
                 "images": self.images,
                 "timings": self.timings,
@@ -672,7 +704,6 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         plist, extra = procs.load(cluster._state_file)
         cluster.procs = {p.name: p for p in plist}
         cluster.ports = {k: int(v) for k, v in dict(extra["ports"]).items()}  # type: ignore[call-overload]
-        cluster.created_host_paths = list(extra["created_host_paths"])  # type: ignore[call-overload]
         cluster.ip_forward = extra.get("ip_forward")  # type: ignore[assignment]
         cluster.images = list(extra.get("images") or [])  # type: ignore[call-overload]
         cluster.timings = dict(extra.get("timings") or {})  # type: ignore[call-overload]
@@ -724,3 +755,96 @@ def _rmdir(path: Path) -> bool:
         return True
     except OSError:
         return not path.exists()
+
+
+def _unmount_under(prefixes: list[str], errors: list[str], what: str) -> None:
+    """Unmount everything mounted under ``prefixes``, deepest first (container rootfs, the
+    kubelet's tmpfs volumes, the network namespaces containerd keeps); lazily when busy."""
+    for _ in range(3):
+        mounts = []
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(tuple(prefixes)):
+                mounts.append(point)
+        if not mounts:
+            return
+        for point in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", point], capture_output=True, check=False, timeout=30)
+    left = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    stuck = [m for m in left if m.startswith(tuple(prefixes))]
+    for point in sorted(stuck, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False, timeout=30)
+    if stuck:
+        errors.append(f"lazily unmounted {len(stuck)} busy mounts under {what}")
+
+
+def _cgroup_hierarchies() -> list[Path]:
+    """Every mounted cgroup hierarchy (cgroup v1: one per controller, and the unified one)."""
+    return [h for h in sorted(CGROUP_ROOT.iterdir()) if not h.is_symlink() and os.path.ismount(h)]
+
+
+@contextmanager
+def _shared_lock() -> Iterator[None]:
+    """Hold the lock of ``SHARED`` (the last cluster to stop removes the folder, lock and all: a
+    lock taken on a file since unlinked is taken again)."""
+    while True:
+        SHARED.mkdir(parents=True, exist_ok=True)
+        lock = SHARED / ".lock"
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                if os.fstat(handle.fileno()).st_ino != lock.stat().st_ino:
+                    continue
+            except FileNotFoundError:
+                continue
+            yield
+            return
+
+
+def _created_host_paths() -> list[str]:
+    """The shared host paths lab clusters created (under the lock)."""
+    try:
+        return [str(p) for p in json.loads((SHARED / "created.json").read_text())]
+    except (FileNotFoundError, ValueError):
+        return []
+
+
+def _kubelets(besides: Path) -> list[str]:
+    """Running kubelets but the one of ``besides`` (a cluster's folder): lab clusters of code
+    without markers, or a kubelet of the machine's own, use the shared host paths too."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if Path(argv[0]).name == "kubelet" and f"--root-dir={besides / 'kubelet'}" not in argv:
+            found.append(f"kubelet pid {entry.name}")
+    return found
+
+
+def _running_clusters() -> list[str]:
+    """The other lab clusters' markers whose cluster still runs (under the lock); a marker left by
+    one that died without its teardown is removed."""
+    running = []
+    for marker in sorted(SHARED.glob("*.json")):
+        if marker.name == "created.json":
+            continue
+        try:
+            record = json.loads(marker.read_text())
+            state, starter = Path(record["state"]), int(record["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            marker.unlink(missing_ok=True)
+            continue
+        try:
+            recorded = procs.load(state)[0] if state.exists() else []
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = []
+        alive = state.exists() and (Path(f"/proc/{starter}").exists() or any(p.alive() for p in recorded))
+        if alive:
+            running.append(marker.stem)
+        else:
+            marker.unlink(missing_ok=True)
+    return running

@@ -47,6 +47,9 @@ class TaskRun:
     rendered: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     log_reads: list[str] = field(default_factory=list)
+    # (time.time() when the worker logged it, the line), appended as the task logs: a watcher
+    # thread sees a line as soon as the worker logs it, and a test can order lines in time
+    stamped: list[tuple[float, str]] = field(default_factory=list)
 
     @property
     def copier_seconds(self) -> float | None:
@@ -58,18 +61,29 @@ class TaskRun:
 
 
 class _ListHandler(logging.Handler):
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], stamped: list[tuple[float, str]]) -> None:
         super().__init__(logging.DEBUG)
-        self.lines = lines
+        self.lines, self.stamped = lines, stamped
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
+        self.stamped.append((record.created, record.getMessage()))
+
+
+def _event_text(event: Any) -> str:
+    text = str(event.get("event", ""))
+    args = event.get("positional_args")
+    with suppress(TypeError, ValueError):
+        text = text % tuple(args) if args else text
+    return " ".join([text, *(f"{k}={v}" for k, v in event.items() if k not in ("event", "positional_args"))])
 
 
 @contextmanager
-def captured_task_log(lines: list[str]) -> Iterator[None]:
-    """Everything logged while the task runs: structlog events (Airflow 3) and stdlib records."""
-    handler = _ListHandler(lines)
+def captured_task_log(lines: list[str], stamped: list[tuple[float, str]] | None = None) -> Iterator[None]:
+    """Everything logged while the task runs: structlog events (Airflow 3) and stdlib records;
+    ``stamped`` gets each line with the time it was logged, as it is logged."""
+    stamped = [] if stamped is None else stamped
+    handler = _ListHandler(lines, stamped)
     root = logging.getLogger()
     root.addHandler(handler)
     try:
@@ -78,18 +92,14 @@ def captured_task_log(lines: list[str]) -> Iterator[None]:
         except ImportError:  # Airflow 2.11 logs through the standard library only
             yield
             return
-        with structlog.testing.capture_logs() as events:
+
+        def stamp(_logger: Any, _method: str, event: Any) -> Any:
+            stamped.append((time.time(), _event_text(event)))
+            return event
+
+        with structlog.testing.capture_logs(processors=[stamp]) as events:
             yield
-        for event in events:
-            text = str(event.get("event", ""))
-            args = event.get("positional_args")
-            with suppress(TypeError, ValueError):
-                text = text % tuple(args) if args else text
-            lines.append(
-                " ".join(
-                    [text, *(f"{k}={v}" for k, v in event.items() if k not in ("event", "positional_args"))]
-                )
-            )
+        lines.extend(_event_text(event) for event in events)
     finally:
         root.removeHandler(handler)
 
@@ -200,13 +210,15 @@ def run_task_on_cluster(
     conf: dict[str, Any] | None = None,
     task: Any = None,
     trigger_timeout: float = 240.0,
+    run: TaskRun | None = None,
 ) -> TaskRun:
     """Render and execute the task against the lab's real Kubernetes (tests/lab/cluster.py):
     KPO's own code talks to the API server through Airflow's ``kubernetes_default`` connection,
     which names the cluster's kubeconfig; nothing is stood in for. A deferring task's trigger
     (KPO's own, polling the real API server) runs here until its first event, within
-    ``trigger_timeout`` seconds, and a new instance of the task resumes with it."""
-    run = TaskRun()
+    ``trigger_timeout`` seconds, and a new instance of the task resumes with it. ``run``: the
+    TaskRun to fill (a test's thread may watch its ``stamped`` log while the task runs)."""
+    run = TaskRun() if run is None else run
     if task is None:
         task = example_dags().dags[dag_id].get_task(task_id)
     original, task = task, task.prepare_for_execution()
@@ -221,7 +233,7 @@ def run_task_on_cluster(
         # triggerer that talks to one cluster names it there too; and KPO's async hook (provider
         # 10.1.0, Airflow 2.11) fell back to it after a re-deferral, ignoring the connection.
         connection["KUBECONFIG"] = str(cluster.dir / "airflow.kubeconfig")
-        with captured_task_log(run.log), temporary_environ(connection):
+        with captured_task_log(run.log, run.stamped), temporary_environ(connection):
             run.result = _resume_until_done(
                 original, context, lambda: operator.execute(context), run.log, trigger_timeout
             )
