@@ -18,8 +18,9 @@ One ``Throttles`` object lives in the moto process (tests/lab/moto_iam.py makes 
 to the modules it loads by path, which cannot import each other) and serves both the
 ECR fronts (tests/lab/ecr_front.py) and moto's API; a test sets rates through the lab
 (``Lab.set_throttle``, over ecr_mirror's control path) and reads how many requests were refused
-(``Lab.throttled``). The defaults are AWS's documented ones; a rule for a whole API, or for one
-account of it, replaces them.
+(``Lab.throttled``). GetAuthorizationToken is throttled by default at AWS's documented rate; the
+registry's and the other APIs' rates only when a test sets them (``ECR_REGISTRY_QUOTAS`` holds
+ECR's defaults). A rule for a whole API, or for one account of it, replaces the default.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# API -> (sustained rate per second, burst): AWS's documented defaults (see the module docstring)
-DEFAULTS: dict[str, tuple[float, float]] = {
-    "ecr:GetAuthorizationToken": (20.0, 200.0),
+# API -> (sustained rate per second, burst): the lab's defaults, AWS's documented token quota.
+DEFAULTS: dict[str, tuple[float, float]] = {"ecr:GetAuthorizationToken": (20.0, 200.0)}
+# ECR's default registry quotas (module docstring), for a test to set: not the lab's defaults, or
+# every batch test of the suite would measure the lab's throttle instead of the product
+ECR_REGISTRY_QUOTAS: dict[str, tuple[float, float]] = {
     "ecr:PutImage": (10.0, 10.0),
     "ecr:CompleteLayerUpload": (10.0, 10.0),
 }
