@@ -27,6 +27,11 @@ KANIKO_DOCKER_DIR = "/kaniko/.docker"  # where the original design mounts the sh
 SCRATCH_DIR = "/tmp"
 NON_ROOT_UID = 65532
 TERMINATION_LOG = "/dev/termination-log"
+# copy.sh tries a throttled (429) or transient (5xx, dropped connection) registry call again this
+# many times, waiting 1, 2, 4 ... s (each halved at random: equal jitter), about 47 s in all on
+# average before it gives up: enough to ride out a burst of ECR throttling (README "Running at scale")
+COPY_RETRIES = 6
+COPY_RETRY_DELAY = 1
 
 
 def script(name: str) -> str:
@@ -101,7 +106,9 @@ def _script_call(tool: str, shell: str) -> Callable[[Promotion, int], CopierCall
                 **_copies_env(promotion),
                 "ON_CONFLICT": promotion.on_conflict,
                 "PARALLEL": str(parallel),
-                "RETRIES": "3",
+                "RETRIES": str(COPY_RETRIES),
+                "RETRY_DELAY": str(COPY_RETRY_DELAY),
+                "LOGIN_RETRIES_FILE": f"{AUTH_DIR}/login-retries",
                 "SRC_AUTH": f"{AUTH_DIR}/auth-source.json",
                 "DEST_AUTH": f"{AUTH_DIR}/auth-dest.json",
                 "DOCKER_CONFIG": AUTH_DIR,

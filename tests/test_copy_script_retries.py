@@ -1,8 +1,9 @@
 """copy.sh's retries, under busybox with a crane stand-in that fails as a registry does: only
-transient failures (5xx, 429, a dropped connection, the manifest-list race) are tried again, with
-a doubling wait, as many times as RETRIES says, for reads and copies alike; and before each new
-attempt the destination is read again, so that ON_CONFLICT still holds for a tag someone else
-wrote in between."""
+throttled (429, TOOMANYREQUESTS) and transient failures (5xx, a dropped connection, the
+manifest-list race) are tried again, with a doubling wait of which a random half is waited
+(equal jitter), as many times as RETRIES says, for reads and copies alike; each copy's line and the
+summary say how many retries it took; and before each new attempt the destination is read again,
+so that ON_CONFLICT still holds for a tag someone else wrote in between."""
 
 from __future__ import annotations
 
@@ -79,6 +80,13 @@ def read(state: Path, name: str) -> list[str]:
     return path.read_text().split("\n")[:-1] if path.exists() else []
 
 
+def assert_backoff(sleeps: list[str], doubling: list[int]) -> None:
+    """Each wait is the doubled delay's upper half, in milliseconds: [d/2, d]."""
+    assert len(sleeps) == len(doubling), sleeps
+    for slept, full in zip(sleeps, doubling, strict=True):
+        assert full / 2 <= float(slept) <= full, (slept, full)
+
+
 def promote(stand_ins: Path, tmp_path: Path, on_conflict: str = "fail", retries: str = "4"):  # type: ignore[no-untyped-def]
     env = {"RETRIES": retries, "RETRY_DELAY": "1", "PARALLEL": "1"}
     return run_copy(stand_ins, tmp_path, [(SOURCE, DEST)], on_conflict, env, prelude=SLEEP)
@@ -92,9 +100,9 @@ def test_transient_copy_failures_are_tried_again_retries_times_with_a_doubling_w
     script(state, "copy", DEST, SERVER_ERROR, THROTTLED, RESET, RACE)  # the 5th attempt succeeds
     done, message, copied = promote(stand_ins, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert message == f"1 copied {A} {A}\n"
+    assert message == f"1 copied {A} {A} retries=4\n"
     assert [c for c in read(state, "calls") if c.startswith("copy ")] == [f"copy {DEST}"] * 5
-    assert read(state, "sleeps") == ["1", "2", "4", "8"]
+    assert_backoff(read(state, "sleeps"), [1, 2, 4, 8])
     assert copied == [f"{SOURCE} {DEST}"]
 
 
@@ -104,9 +112,9 @@ def test_retries_reach_every_tool_and_stop_at_the_count(stand_ins: Path, tmp_pat
     script(state, "copy", DEST, *[SERVER_ERROR] * 3)
     done, message, _ = promote(stand_ins, tmp_path, retries="2")
     assert done.returncode == 1
-    assert message == f"1 failed - {A} copy transient {SERVER_ERROR}\n"
+    assert message == f"1 failed - {A} retries=2 copy transient {SERVER_ERROR}\n"
     assert len([c for c in read(state, "calls") if c.startswith("copy ")]) == 3, "one try and RETRIES=2 more"
-    assert read(state, "sleeps") == ["1", "2"]
+    assert_backoff(read(state, "sleeps"), [1, 2])
 
 
 IMMUTABLE = (
@@ -145,9 +153,9 @@ def test_refusals_are_not_retried(stand_ins: Path, tmp_path: Path, error: str, e
 @pytest.mark.parametrize(
     ("on_conflict", "line", "copies"),
     [
-        ("fail", f"1 failed {B} {A} conflict\n", 1),
-        ("skip", f"1 skipped {B} {A} conflict\n", 1),
-        ("overwrite", f"1 copied {A} {A}\n", 2),
+        ("fail", f"1 failed {B} {A} retries=1 conflict\n", 1),
+        ("skip", f"1 skipped {B} {A} retries=1 conflict\n", 1),
+        ("overwrite", f"1 copied {A} {A} retries=1\n", 2),
     ],
 )
 def test_a_tag_written_between_two_attempts_is_read_before_the_retry_and_on_conflict_holds(
@@ -172,8 +180,8 @@ def test_transient_read_failures_are_retried_too(stand_ins: Path, tmp_path: Path
     script(state, "digest", SOURCE, THROTTLED)
     done, message, copied = promote(stand_ins, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert message == f"1 present {A} {A}\n"
-    assert read(state, "sleeps") == ["1", "2", "1"]
+    assert message == f"1 present {A} {A} retries=3\n"
+    assert_backoff(read(state, "sleeps"), [1, 2, 1])
     assert copied == []
 
 
@@ -186,3 +194,44 @@ def test_a_read_refused_is_reported_at_once(stand_ins: Path, tmp_path: Path) -> 
     # the fact's message is ECR's refusal from "User:" on (scripts/copy.sh message_of)
     assert message == f"1 failed - - read-dest denied {DENIED.partition('DENIED: ')[2]}\n"
     assert read(state, "sleeps") == []
+
+
+def test_a_throttled_copy_is_classed_throttled_and_the_summary_totals_the_retries(
+    stand_ins: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    registry(state, **{key(SOURCE): A})
+    script(state, "copy", DEST, THROTTLED, THROTTLED, THROTTLED)
+    env = {"RETRIES": "2", "RETRY_DELAY": "1", "PARALLEL": "1"}
+    done, message, copied = run_copy(stand_ins, tmp_path, [(SOURCE, DEST)], "fail", env, prelude=SLEEP)
+    assert done.returncode == 1
+    assert message == f"1 failed - {A} retries=2 copy throttled {THROTTLED}\n"
+    summary = (tmp_path / "termination-log").read_text().split("\n")[0]
+    assert " failed=1 retries=2 login_retries=0 report=sha256:" in summary, summary
+    assert copied == []
+
+
+def test_the_login_containers_retries_reach_the_summary(stand_ins: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    registry(state, **{key(SOURCE): A})
+    (tmp_path / "login-retries").write_text("3\n")
+    env = {"RETRIES": "2", "PARALLEL": "1", "LOGIN_RETRIES_FILE": str(tmp_path / "login-retries")}
+    done, message, _ = run_copy(stand_ins, tmp_path, [(SOURCE, DEST)], "fail", env, prelude=SLEEP)
+    assert done.returncode == 0, done.stderr
+    assert message == f"1 copied {A} {A}\n", "no retries: no field"
+    summary = (tmp_path / "termination-log").read_text().split("\n")[0]
+    assert " failed=0 retries=0 login_retries=3 report=sha256:" in summary, summary
+
+
+def test_the_wait_is_random_within_the_doubled_delay(stand_ins: Path, tmp_path: Path) -> None:
+    """Equal jitter: copies throttled together do not all come back at the same moment."""
+    state = tmp_path / "state"
+    registry(state, **{key(SOURCE): A})
+    script(state, "copy", DEST, *[THROTTLED] * 6)
+    env = {"RETRIES": "6", "RETRY_DELAY": "4", "PARALLEL": "1"}
+    done, message, _ = run_copy(stand_ins, tmp_path, [(SOURCE, DEST)], "fail", env, prelude=SLEEP)
+    assert done.returncode == 0, done.stderr
+    assert message == f"1 copied {A} {A} retries=6\n"
+    sleeps = read(state, "sleeps")
+    assert_backoff(sleeps, [4, 8, 16, 32, 60, 60])  # doubled, at most 60 s
+    assert len(set(sleeps)) > 1, "random waits"
