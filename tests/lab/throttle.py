@@ -28,7 +28,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 # API -> (sustained rate per second, burst): the lab's defaults, AWS's documented token quota.
 DEFAULTS: dict[str, tuple[float, float]] = {"ecr:GetAuthorizationToken": (20.0, 200.0)}
@@ -42,14 +41,17 @@ REGISTRY_BODY = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"Rate exceeded"
 MESSAGE = "Rate exceeded"
 
 
-@dataclass
 class Bucket:
-    """A token bucket: ``burst`` tokens at most, ``rate`` added a second; one taken per request."""
+    """A token bucket: ``burst`` tokens at most, ``rate`` added a second; one taken per request.
 
-    rate: float
-    burst: float
-    tokens: float
-    at: float
+    (No dataclass: moto_iam.py loads this module by path, outside sys.modules, where dataclasses
+    cannot resolve their module.)
+    """
+
+    __slots__ = ("at", "burst", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: float, tokens: float, at: float) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, burst, tokens, at
 
     def take(self, now: float) -> bool:
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
