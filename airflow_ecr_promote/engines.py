@@ -28,9 +28,11 @@ SCRATCH_DIR = "/tmp"
 NON_ROOT_UID = 65532
 TERMINATION_LOG = "/dev/termination-log"
 # copy.sh tries a throttled (429) or transient (5xx, dropped connection) registry call again this
-# many times, waiting 1, 2, 4 ... s (each halved at random: equal jitter), about 47 s in all on
-# average before it gives up: enough to ride out a burst of ECR throttling (README "Running at scale")
-COPY_RETRIES = 6
+# many times, waiting 1, 2, 4 ... s up to 60 s (each a random half to the whole: equal jitter),
+# about 2 minutes in all on average before it gives up: skopeo writes a tag's manifests again on
+# each attempt, and 6 retries (47 s) left a tag failed at twice ECR's rate in the lab
+# (README "Running at scale")
+COPY_RETRIES = 8
 COPY_RETRY_DELAY = 1
 
 

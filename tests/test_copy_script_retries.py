@@ -17,8 +17,9 @@ from tests.test_copy_script_busybox import A, B, busybox_path, key, registry, ru
 __all__ = ["busybox_path"]  # the fixture, used by name
 
 # crane digest REF / crane copy SRC DST: the Nth call on REF (DST for a copy) fails with line N of
-# $CRANE_STATE/fail.<op>.<key>, if that line is not empty; after a failed copy, line N of
-# $CRANE_STATE/meanwhile.<key> (a digest), if any, is what someone else writes to DST meanwhile.
+# $CRANE_STATE/fail.<op>.<key> (a "\n" in it starts a new line), if that line is not empty; after
+# a failed copy, line N of $CRANE_STATE/meanwhile.<key> (a digest), if any, is what someone else
+# writes to DST meanwhile.
 CRANE = r"""#!/bin/sh
 state="$CRANE_STATE"
 key() { printf '%s' "$1" | tr '/:@' '___'; }
@@ -31,7 +32,7 @@ echo x >> "$state/calls.$op.$k"
 n=$(wc -l < "$state/calls.$op.$k")
 error=$(sed -n "${n}p" "$state/fail.$op.$k" 2>/dev/null)
 if [ -n "$error" ]; then
-    echo "$error" >&2
+    printf '%b\n' "$error" >&2
     meanwhile=$(sed -n "${n}p" "$state/meanwhile.$k" 2>/dev/null)
     [ -z "$meanwhile" ] || printf '%s' "$meanwhile" > "$state/$k"
     exit 1
@@ -235,3 +236,23 @@ def test_the_wait_is_random_within_the_doubled_delay(stand_ins: Path, tmp_path: 
     sleeps = read(state, "sleeps")
     assert_backoff(sleeps, [4, 8, 16, 32, 60, 60])  # doubled, at most 60 s
     assert len(set(sleeps)) > 1, "random waits"
+
+
+# skopeo says a manifest upload was throttled at debug level only, then fails converting the list
+SKOPEO_THROTTLED = (
+    'time="t" level=debug msg="Error uploading manifest list: toomanyrequests: Rate exceeded"\\n'
+    'time="t" level=fatal msg="Manifest list must be converted to type \\"application/vnd.docker.'
+    'distribution.manifest.list.v2+json\\" to be written to destination, but we cannot modify it"'
+)
+
+
+def test_a_throttle_skopeo_reports_only_at_debug_level_is_classed_throttled(
+    stand_ins: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    registry(state, **{key(SOURCE): A})
+    script(state, "copy", DEST, SKOPEO_THROTTLED, SKOPEO_THROTTLED)
+    done, message, _ = promote(stand_ins, tmp_path, retries="1")
+    assert done.returncode == 1
+    assert message.startswith(f"1 failed - {A} retries=1 copy throttled "), message
+    assert "level=debug" not in message, "the fact quotes the tool's words, without its debug lines"

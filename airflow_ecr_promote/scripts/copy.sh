@@ -15,7 +15,7 @@
 #   PARALLEL      how many copies run at once (default 1)
 #   RETRIES       how many times a registry call (every tool's reads and copies) is tried again
 #                 after a transient failure: 5xx, 429/TOOMANYREQUESTS, a dropped connection, or
-#                 the manifest-list race below (default 6); other failures are never retried
+#                 the manifest-list race below (default 8); other failures are never retried
 #   RETRY_DELAY   seconds before the first retry, doubled before each next one up to 60 s, of
 #                 which a random half is waited (default 1): copies throttled together do not
 #                 all come back together
@@ -54,8 +54,8 @@
 set -u
 term="${TERMINATION_LOG:-/dev/termination-log}"
 work="${TMPDIR:-/tmp}/ecr-promote.$$"
-retries="${RETRIES:-6}"
-case "$retries" in "" | *[!0-9]* | ???*) retries=6 ;; esac
+retries="${RETRIES:-8}"
+case "$retries" in "" | *[!0-9]* | ???*) retries=8 ;; esac
 retries=$((retries + 0))
 delay="${RETRY_DELAY:-1}"
 case "$delay" in "" | *[!0-9]* | ???*) delay=1 ;; esac
@@ -92,7 +92,9 @@ error_class() {
         echo name_unknown
     elif grep -qiE 'DENIED|UNAUTHORIZED|AccessDenied' "$1.plain"; then
         echo denied
-    elif grep -qiE 'TOOMANYREQUESTS|too many requests|status( code)?:? *429|429 Too Many Requests' "$1.plain"; then
+    elif grep -qiE 'TOOMANYREQUESTS|too many requests|status( code)?:? *429|429 Too Many Requests' "$1.plain" ||
+        { grep -qiE 'must be converted' "$1.plain" && grep -qiE 'TOOMANYREQUESTS|too many requests' "$1"; }; then
+        # skopeo reports a throttled manifest upload at debug level only, then fails converting
         echo throttled
     elif grep -qiE 'status( code)?:? *5[0-9][0-9]|5[0-9][0-9] (Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)|connection reset|broken pipe|i/o timeout|unexpected EOF|TLS handshake timeout|connection refused' "$1.plain" ||
         grep -qiE 'MANIFEST_BLOB_UNKNOWN|manifest blob unknown|must be converted' "$1"; then
