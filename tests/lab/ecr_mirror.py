@@ -85,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 rule = json.loads(body)
                 rate, burst = float(rule["rate"]), float(rule["burst"])
-                throttles.set(rule["api"], rate, burst, rule.get("account", "*"))
+                throttles.set(rule["api"], rate, burst, rule.get("account", "*"), rule.get("start"))
         except (ValueError, KeyError, TypeError) as error:
             self._answer(400, str(error).encode())
             return

@@ -344,13 +344,22 @@ class Lab(RegistryContent):
         self._created.add((acct.account_id, repo))
 
     # ------------------------------------------------------------- throttling
-    def set_throttle(self, api: str, rate: float, burst: float, which: AccountRef | None = None) -> None:
+    def set_throttle(
+        self,
+        api: str,
+        rate: float,
+        burst: float,
+        which: AccountRef | None = None,
+        *,
+        start: float | None = None,
+    ) -> None:
         """Throttle ``api`` like AWS (tests/lab/throttle.py): ``ecr:GetAuthorizationToken`` or any
         ECR/STS API call (``sts:AssumeRole``, ``ecr:DescribeImages``) answers AWS's throttling error,
         ``ecr:PutImage`` and ``ecr:CompleteLayerUpload`` get the registry's 429 TOOMANYREQUESTS, past
         ``rate`` a second with ``burst``; for one account (the caller's for the API, the registry's
-        for the registry) or all. ``reset_throttles`` goes back to AWS's defaults."""
-        rule: dict[str, Any] = {"api": api, "rate": rate, "burst": burst}
+        for the registry) or all; buckets start with ``start`` tokens (default: full).
+        ``reset_throttles`` goes back to AWS's defaults."""
+        rule: dict[str, Any] = {"api": api, "rate": rate, "burst": burst, "start": start}
         if which is not None:
             rule["account"] = account(which).account_id
         self._throttle_call("/throttle", rule)

@@ -53,6 +53,17 @@ def test_a_rule_for_one_account_wins_over_the_rule_for_all_and_reset_restores_th
     assert throttles.counts() == {"allowed": {}, "refused": {}}, "unmetered calls are not counted"
 
 
+def test_a_bucket_may_start_empty() -> None:
+    clock = Clock()
+    throttles = Throttles(clock)
+    throttles.set("ecr:GetAuthorizationToken", rate=0.5, burst=1, start=0)
+    assert not throttles.admit("ecr:GetAuthorizationToken", "1", "us-east-1")
+    clock.now += 2.0
+    assert throttles.admit("ecr:GetAuthorizationToken", "1", "us-east-1"), "the first token, 2 s later"
+    with pytest.raises(ValueError, match="start=2"):
+        throttles.set("ecr:PutImage", rate=1, burst=1, start=2)
+
+
 def test_unmetered_apis_always_pass_and_bad_rates_are_refused() -> None:
     throttles = Throttles(Clock())
     assert all(throttles.admit("ecr:BatchGetImage", "1", "us-east-1") for _ in range(10_000))

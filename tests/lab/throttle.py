@@ -69,6 +69,7 @@ class Throttles:
         self._clock = clock
         self._lock = threading.Lock()
         self._rules: dict[tuple[str, str], tuple[float, float]] = {}  # (api, account or "*") -> rule
+        self._starts: dict[tuple[str, str], float] = {}  # (api, account or "*") -> a new bucket's tokens
         self._buckets: dict[tuple[str, str, str], Bucket] = {}
         self._refused: dict[str, int] = {}
         self._allowed: dict[str, int] = {}
@@ -76,13 +77,18 @@ class Throttles:
     def rule(self, api: str, account: str) -> tuple[float, float] | None:
         return self._rules.get((api, account)) or self._rules.get((api, "*")) or DEFAULTS.get(api)
 
-    def set(self, api: str, rate: float, burst: float, account: str = "*") -> None:
+    def set(
+        self, api: str, rate: float, burst: float, account: str = "*", start: float | None = None
+    ) -> None:
         """Throttle ``api`` (e.g. ``sts:AssumeRole``) at ``rate``/s with ``burst``, for one account
-        or all; the buckets start full. ``rate`` 0 and ``burst`` 0: every request is refused."""
-        if rate < 0 or burst < 0:
-            raise ValueError(f"rate and burst must be >= 0, got rate={rate!r} burst={burst!r}")
+        or all; the buckets start with ``start`` tokens (default: full). ``rate`` 0 and ``burst``
+        0: every request is refused; ``start=0``: refused until the first token comes."""
+        if rate < 0 or burst < 0 or (start is not None and not 0 <= start <= burst):
+            raise ValueError(f"rate and burst must be >= 0, start within [0, burst]: got rate={rate!r} "
+                             f"burst={burst!r} start={start!r}")  # fmt: skip
         with self._lock:
             self._rules[(api, account)] = (rate, burst)
+            self._starts[(api, account)] = burst if start is None else start
             for key in [k for k in self._buckets if k[0] == api and account in ("*", k[1])]:
                 del self._buckets[key]
 
@@ -90,6 +96,7 @@ class Throttles:
         """Back to AWS's defaults, every bucket full, no counts."""
         with self._lock:
             self._rules.clear()
+            self._starts.clear()
             self._buckets.clear()
             self._refused.clear()
             self._allowed.clear()
@@ -104,7 +111,8 @@ class Throttles:
             key = (api, account, region)
             bucket = self._buckets.get(key)
             if bucket is None:
-                bucket = self._buckets[key] = Bucket(rule[0], rule[1], rule[1], now)
+                start = self._starts.get((api, account), self._starts.get((api, "*"), rule[1]))
+                bucket = self._buckets[key] = Bucket(rule[0], rule[1], start, now)
             allowed = bucket.take(now)
             counts = self._allowed if allowed else self._refused
             counts[api] = counts.get(api, 0) + 1
