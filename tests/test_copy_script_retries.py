@@ -174,6 +174,24 @@ def test_a_tag_written_between_two_attempts_is_read_before_the_retry_and_on_conf
     assert done.returncode == (1 if on_conflict == "fail" else 0)
 
 
+# skopeo (containers/image) on a registry that answers 502 to its ping, as the lab's front does
+# while the registry behind it restarts
+PING_502 = (
+    'time="t" level=fatal msg="copying image 1/2 from manifest list: pinging container registry '
+    f'{DEST_HOST}: invalid status code from registry 502 (Bad Gateway)"'
+)
+
+
+def test_a_registry_answering_502_to_skopeos_ping_is_tried_again(stand_ins: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    registry(state, **{key(SOURCE): A})
+    script(state, "copy", DEST, PING_502, PING_502)
+    done, message, copied = promote(stand_ins, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert message == f"1 copied {A} {A} retries=2\n"
+    assert copied == [f"{SOURCE} {DEST}"]
+
+
 def test_transient_read_failures_are_retried_too(stand_ins: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     registry(state, **{key(SOURCE): A, key(DEST): A})

@@ -92,11 +92,11 @@ error_class() {
         echo name_unknown
     elif grep -qiE 'DENIED|UNAUTHORIZED|AccessDenied' "$1.plain"; then
         echo denied
-    elif grep -qiE 'TOOMANYREQUESTS|too many requests|status( code)?:? *429|429 Too Many Requests' "$1.plain" ||
+    elif grep -qiE 'TOOMANYREQUESTS|too many requests|status( code)?:? *429|registry 429|429 \(?Too Many Requests' "$1.plain" ||
         { grep -qiE 'must be converted' "$1.plain" && grep -qiE 'TOOMANYREQUESTS|too many requests' "$1"; }; then
         # skopeo reports a throttled manifest upload at debug level only, then fails converting
         echo throttled
-    elif grep -qiE 'status( code)?:? *5[0-9][0-9]|5[0-9][0-9] (Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)|connection reset|broken pipe|i/o timeout|unexpected EOF|TLS handshake timeout|connection refused' "$1.plain" ||
+    elif grep -qiE 'status( code)?:? *5[0-9][0-9]|registry 5[0-9][0-9]|5[0-9][0-9] \(?(Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)|connection reset|broken pipe|i/o timeout|unexpected EOF|TLS handshake timeout|connection refused' "$1.plain" ||
         grep -qiE 'MANIFEST_BLOB_UNKNOWN|manifest blob unknown|must be converted' "$1"; then
         # the manifest-list race: copies of one digest under several tags, running at once, race
         # on the destination's shared manifests (distribution refuses a manifest list whose
