@@ -27,6 +27,13 @@ KANIKO_DOCKER_DIR = "/kaniko/.docker"  # where the original design mounts the sh
 SCRATCH_DIR = "/tmp"
 NON_ROOT_UID = 65532
 TERMINATION_LOG = "/dev/termination-log"
+# copy.sh tries a throttled (429) or transient (5xx, dropped connection) registry call again this
+# many times, waiting 1, 2, 4 ... s up to 60 s (each a random half to the whole: equal jitter),
+# about 2 minutes in all on average before it gives up: skopeo writes a tag's manifests again on
+# each attempt, and 6 retries (47 s) left a tag failed at twice ECR's rate in the lab
+# (README "Running at scale")
+COPY_RETRIES = 8
+COPY_RETRY_DELAY = 1
 
 
 def script(name: str) -> str:
@@ -101,7 +108,9 @@ def _script_call(tool: str, shell: str) -> Callable[[Promotion, int], CopierCall
                 **_copies_env(promotion),
                 "ON_CONFLICT": promotion.on_conflict,
                 "PARALLEL": str(parallel),
-                "RETRIES": "3",
+                "RETRIES": str(COPY_RETRIES),
+                "RETRY_DELAY": str(COPY_RETRY_DELAY),
+                "LOGIN_RETRIES_FILE": f"{AUTH_DIR}/login-retries",
                 "SRC_AUTH": f"{AUTH_DIR}/auth-source.json",
                 "DEST_AUTH": f"{AUTH_DIR}/auth-dest.json",
                 "DOCKER_CONFIG": AUTH_DIR,

@@ -47,6 +47,12 @@ SCRATCH_VOLUME_SIZE = "2Gi"
 # the airflow-ecr-promote organisation), not under a domain another project owns.
 LABEL_PREFIX = "airflow-ecr-promote.github.io"
 
+# The AWS CLI's retries in the pod (login and repository containers): standard mode backs off
+# exponentially with jitter on throttling (Throttling, ThrottlingException, 429) and 5xx answers,
+# up to AWS_MAX_ATTEMPTS calls in all; login.sh also retries ECR's ThrottleException, which the
+# CLI does not count as throttling (README "Running at scale").
+AWS_RETRY_ENV = {"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "10"}
+
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]+")
 _SESSION_NAME = re.compile(r"[^A-Za-z0-9_+=,.@-]+")
 
@@ -162,6 +168,7 @@ def plan_pod(
         "HOME": SCRATCH_DIR,
         "TMPDIR": SCRATCH_DIR,
         "AWS_PAGER": "",
+        **AWS_RETRY_ENV,
     }
     init_mounts = [
         k8s.V1VolumeMount(name=AUTH_VOLUME, mount_path=AUTH_DIR),
@@ -217,7 +224,8 @@ def plan_pod(
     if create_repository is not None:
         # its own container, after the gate: a promotion the gate refuses creates no repository
         repository_env = {
-            name: init_env[name] for name in ("ROLE_SESSION_NAME", "AUTH_DIR", "HOME", "TMPDIR", "AWS_PAGER")
+            name: init_env[name]
+            for name in ("ROLE_SESSION_NAME", "AUTH_DIR", "HOME", "TMPDIR", "AWS_PAGER", *AWS_RETRY_ENV)
         }
         repository_env.update(create_repositories_env(promotion, create_repository))
         repository = k8s.V1Container(

@@ -27,6 +27,7 @@ from typing import Any
 
 from airflow_ecr_promote.promotion import Copy, Promotion
 from airflow_ecr_promote.refs import ImageRef, PromotionInputError, parse_image_ref
+from airflow_ecr_promote.throttling import throttled_advice, throttled_api
 
 # cosign's tags of an image's signature, attestations and SBOM: sha256-<hex>.sig/.att/.sbom
 _COSIGN_TAG = re.compile(r"sha256-[a-f0-9]{64}(\.[A-Za-z0-9_-]+)?", re.ASCII)
@@ -196,7 +197,7 @@ def _signature_tag(dest: ImageRef, tag: str, image_present: bool) -> str:
     )
 
 
-def interpret(fact: str, status: str, copy: Copy, held: str | None = None) -> str:
+def interpret(fact: str, status: str, copy: Copy, held: str | None = None, retries: int = 0) -> str:
     """What a fact of the copy script's report (``<step> <class> <tool message>``, ``conflict``,
     ``malformed - <ref>`` or ``no-result``; see scripts/copy.sh) means for ``copy``: the reason a
     user reads. The only place ECR's texts are read: a repository ECR says is missing is matched
@@ -217,6 +218,13 @@ def interpret(fact: str, status: str, copy: Copy, held: str | None = None) -> st
         return "no result"
     if step not in ("read-dest", "read-source", "copy", "signatures", "listing"):
         return fact  # a fact this version does not know: as the script wrote it
+    if error == "throttled":
+        side = source if step == "read-source" else dest
+        api = "BatchGetImage" if step in ("read-source", "read-dest") else throttled_api(message)
+        return (
+            f"ECR throttled {api} (429 TOOMANYREQUESTS) on {side.host}, still after {retries} retries "
+            f"with backoff: {message}. {throttled_advice(api, side.account, side.region)}"
+        )
     missing = _NAME_UNKNOWN.search(message) if error == "name_unknown" else None
     named = (missing[1], missing[2]) if missing else None
     if missing and named == (dest.repository, dest.account) and step in ("read-dest", "copy"):
@@ -240,7 +248,7 @@ def interpret(fact: str, status: str, copy: Copy, held: str | None = None) -> st
     if step == "listing":
         return f"copied, but listing its signatures and referrers failed: {message}"
     if error == "transient":
-        return f"copy failed, and still after retrying: {message}"
+        return f"copy failed, and still after {retries} retries: {message}"
     return f"copy failed: {message}"
 
 

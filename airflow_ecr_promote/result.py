@@ -29,12 +29,16 @@ from airflow_ecr_promote.signatures import (
     parse_travelled,
     verify_images,
 )
+from airflow_ecr_promote.throttling import login_throttled
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}", re.ASCII)
+_RETRIES = re.compile(r"retries=(\d{1,6})", re.ASCII)
 STATUSES = ("copied", "present", "skipped", "failed")
 _SUMMARY = re.compile(
     r"ecr-promote summary copies=(?P<copies>\d+) copied=(?P<copied>\d+) present=(?P<present>\d+) "
-    r"skipped=(?P<skipped>\d+) failed=(?P<failed>\d+) report=sha256:(?P<sha>[a-f0-9]{64})",
+    r"skipped=(?P<skipped>\d+) failed=(?P<failed>\d+)(?: retries=(?P<retries>\d+))?"
+    r"(?: login_retries=(?P<login_retries>\d+))? "
+    r"report=sha256:(?P<sha>[a-f0-9]{64})",
     re.ASCII,
 )
 REPORT_BEGIN = "ecr-promote report begin "
@@ -56,6 +60,8 @@ class Summary:
     copied: int = 0
     present: int = 0
     skipped: int = 0
+    retries: int = 0
+    login_retries: int = 0
 
 
 def parse_summary(message: str) -> Summary | None:
@@ -70,6 +76,8 @@ def parse_summary(message: str) -> Summary | None:
                 int(match["copied"]),
                 int(match["present"]),
                 int(match["skipped"]),
+                int(match["retries"] or 0),
+                int(match["login_retries"] or 0),
             )
     return None
 
@@ -149,13 +157,17 @@ def parse_copy_lines(
             continue
         fields = found
         extra = fields[4] if len(fields) > 4 else None
+        retries = 0
+        counted = _RETRIES.match(extra or "")
+        if extra and counted and (len(extra) == counted.end() or extra[counted.end()] == " "):
+            retries, extra = int(counted[1]), extra[counted.end() + 1 :] or None
         travelled = None
         if extra and extra.startswith(f"{TRAVELLED} ") and fields[1] in ("copied", "present"):
             travelled, extra = parse_travelled(extra), None
         digest = _digest(fields[2])
         if extra and fields[1] in ("failed", "skipped"):
-            extra = interpret(extra, fields[1], copy, digest)  # the script's fact, as a reason
-        entry = _entry(copy.source, copy.dest, fields[1], digest, _digest(fields[3]), extra)
+            extra = interpret(extra, fields[1], copy, digest, retries)  # the script's fact, as a reason
+        entry = _entry(copy.source, copy.dest, fields[1], digest, _digest(fields[3]), extra, retries)
         entries.append({**entry, **(travelled or {})})
     return entries
 
@@ -167,6 +179,7 @@ def _entry(
     digest: str | None,
     source_digest: str | None,
     reason: str | None,
+    retries: int | None = 0,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "source_image": str(source),
@@ -175,6 +188,8 @@ def _entry(
         "digest": digest,
         "source_digest": source_digest,
         "digest_kept": None if digest is None or source_digest is None else digest == source_digest,
+        # registry calls tried again after a throttled (429) or transient (5xx) answer
+        "retries": retries,
     }
     if reason:
         entry["reason"] = reason
@@ -330,6 +345,9 @@ def read_pod(
     login = _terminated(status.init_container_statuses, INIT_CONTAINER_NAME)
     if login is not None and login.exit_code != 0:
         reason = (login.message or f"exit code {login.exit_code}").strip()
+        advice = login_throttled(reason)
+        if advice is not None:
+            reason = f"{reason}. {advice}"
         return PodOutcome(None, f"Promotion {images} failed while logging in to the registries: {reason}")
     gate = _terminated(status.init_container_statuses, VERIFY_CONTAINER_NAME)
     if gate is not None and gate.exit_code != 0:
@@ -361,6 +379,7 @@ def read_pod(
             promotion.source.digest,
             None if digest else _kaniko_failure(message, read_log),
         )
+        entry["retries"] = None  # kaniko retries inside (--push-retry) and does not say how often
         if digest:
             # kaniko writes a new config (created time, platform), so it never keeps the digest,
             # even when the source is named by digest (kaniko issue 673).
@@ -375,6 +394,9 @@ def read_pod(
                     tail = f": {message[-1500:]}" if message else ""
                     e["reason"] = f"no report from the pod: its copier {ended}{tail}"
     result = summarize(entries, promotion, engine)
+    summary = parse_summary(message) if engine != "kaniko" else None
+    if summary is not None:
+        result["login_retries"] = summary.login_retries  # logins tried again after throttling
     failed = [e for e in entries if e["status"] in ("failed", "unknown")]
     if failed or done.exit_code != 0:
         detail = describe_failures(entries) if failed else message[-1500:]
@@ -389,7 +411,8 @@ def summarize(entries: list[dict[str, Any]], promotion: Promotion, engine: str) 
     if len(promotion.copies) == 1:
         return {**entries[0], "engine": engine}
     counts = {s: sum(e["status"] == s for e in entries) for s in STATUSES}
-    return {"engine": engine, "promotions": entries, **counts}
+    retries = sum(int(e.get("retries") or 0) for e in entries)
+    return {"engine": engine, "promotions": entries, **counts, "retries": retries}
 
 
 def entries_of(result: dict[str, Any], promotion: Promotion) -> list[dict[str, Any]]:

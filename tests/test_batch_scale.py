@@ -339,7 +339,9 @@ def test_an_empty_list_succeeds_without_a_pod(kwargs: dict[str, Any], engine: st
     with kubernetes_stand_in(lambda pod: pod) as cluster:
         result = op.execute(context)
     assert cluster.created == []
-    expected = {"engine": engine, "promotions": [], "copied": 0, "present": 0, "skipped": 0, "failed": 0}
+    expected = {
+        "engine": engine, "promotions": [], "copied": 0, "present": 0, "skipped": 0, "failed": 0, "retries": 0
+    }  # fmt: skip
     assert result == expected
     assert "return_value" not in context["ti"].pushed  # returned: the task runner stores it
     json.dumps(result)

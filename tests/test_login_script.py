@@ -85,7 +85,9 @@ def test_kaniko_login_writes_config_with_both_accounts_and_dockerfile(
         "auth-dest.json",
         "auth-source.json",
         "config.json",
+        "login-retries",
     ], "temporary password files must be gone"
+    assert (auth / "login-retries").read_text() == "0\n", "no login was tried again"
     assert oct((auth / "config.json").stat().st_mode & 0o777) == "0o444"
 
 

@@ -211,8 +211,15 @@ def test_a_signature_tag_refused_while_copying_a_new_tag_is_not_called_the_image
         ("read-dest other boom", "failed", f"cannot read destination {DST}:1.0: boom"),
         ("copy denied denied: not authorized", "failed", "copy failed: denied: not authorized"),
         ("copy transient 503 Service Unavailable", "failed",
-         "copy failed, and still after retrying: 503 Service Unavailable"),
+         "copy failed, and still after 0 retries: 503 Service Unavailable"),
         ("listing other x", "failed", "copied, but listing its signatures and referrers failed: x"),
+        ("read-dest throttled TOOMANYREQUESTS: Rate exceeded", "failed",
+         f"ECR throttled BatchGetImage (429 TOOMANYREQUESTS) on {DST.split('/')[0]}, still after 0 retries "
+         "with backoff: TOOMANYREQUESTS: Rate exceeded. Fix: make fewer BatchGetImage requests at once in "
+         "account 210987654321 (us-east-1): a lower parallel= for a batch, a smaller Airflow pool (or "
+         "max_active_tis_per_dag) for these tasks, fewer promotions at the same time; or ask for a higher "
+         "'Rate of BatchGetImage requests' quota (Service Quotas, Amazon ECR). README \"Running at scale\" "
+         "gives settings that stay within the defaults"),
         ("a future fact", "failed", "a future fact"),
     ],
 )  # fmt: skip

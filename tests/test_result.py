@@ -53,6 +53,7 @@ def test_skopeo_success_returns_and_pushes_the_digest() -> None:
         "digest": DIGEST,
         "source_digest": DIGEST,
         "digest_kept": True,
+        "retries": 0,
     }
     # Returned, not pushed: the task runner stores it (and records its length for mapping).
     assert "return_value" not in context["ti"].pushed
@@ -296,3 +297,66 @@ def test_a_pod_deleted_by_someone_else_says_so_whether_gone_or_terminating() -> 
     # A pod that ended by itself says nothing of a deletion.
     plain = read_pod(_copier_pod(killed), _promotion(), "skopeo", "base")
     assert plain.failure is not None and "deleted" not in plain.failure
+
+
+def _report(lines: list[str], login_retries: int = 0) -> str:
+    """The copy script's termination message: summary line, then the whole report."""
+    import hashlib
+
+    text = "".join(f"{line}\n" for line in lines)
+    statuses = [line.split(" ")[1] for line in lines]
+    retries = sum(int(f[8:]) for line in lines for f in line.split(" ")[4:5] if f.startswith("retries="))
+    counts = " ".join(f"{s}={statuses.count(s)}" for s in ("copied", "present", "skipped", "failed"))
+    summary = (
+        f"ecr-promote summary copies={len(lines)} {counts} retries={retries} login_retries={login_retries} "
+        f"report=sha256:{hashlib.sha256(text.encode()).hexdigest()}"
+    )
+    return f"{summary}\n{text}"
+
+
+def test_the_return_value_counts_retries_per_copy_in_all_and_of_the_logins() -> None:
+    op = operator(engine="crane", tags=["1.0", "1.1", "1.2"])
+    message = _report(
+        [
+            f"1 copied {DIGEST} {DIGEST} retries=2",
+            f"2 present {OTHER} {OTHER}",
+            f"3 copied {DIGEST} {DIGEST} retries=5",
+        ],
+        login_retries=1,
+    )
+    with kubernetes_stand_in(ends_with(0, None, terminated("base", 0, message))):
+        result = op.execute(make_context(op))
+    assert [p["retries"] for p in result["promotions"]] == [2, 0, 5]
+    assert (result["retries"], result["login_retries"], result["copied"], result["failed"]) == (7, 1, 2, 0)
+    assert all("reason" not in p for p in result["promotions"]), "a count is no reason"
+
+
+def test_a_copy_still_throttled_names_the_api_and_what_to_change() -> None:
+    op = operator(engine="crane")
+    tool = f"PUT https://{DEST_HOST}/v2/team/app/manifests/1.0: TOOMANYREQUESTS: Rate exceeded"
+    message = _report([f"1 failed - {DIGEST} retries=6 copy throttled {tool}"])
+    context = make_context(op)
+    with kubernetes_stand_in(ends_with(0, None, terminated("base", 1, message))):
+        with pytest.raises(EcrPromoteError) as caught:
+            op.execute(context)
+    text = str(caught.value)
+    assert f"ECR throttled PutImage (429 TOOMANYREQUESTS) on {DEST_HOST}, still after 6 retries" in text
+    assert "a lower parallel=" in text and "a smaller Airflow pool" in text
+    assert "'Rate of PutImage requests' quota" in text and "account 210987654321" in text
+    assert context["ti"].pushed["return_value"]["retries"] == 6
+
+
+def test_a_login_still_throttled_names_the_api_and_what_to_change() -> None:
+    op = operator(engine="skopeo")
+    reason = (
+        f"ecr-promote login: cannot get an ECR login password for registry {SOURCE_HOST} in us-west-2 as "
+        "the pod's own identity: An error occurred (ThrottleException) when calling the "
+        "GetAuthorizationToken operation: Rate exceeded (tried 7 times)"
+    )
+    with kubernetes_stand_in(ends_with(1, reason, None)):
+        with pytest.raises(EcrPromoteError) as caught:
+            op.execute(make_context(op))
+    text = str(caught.value)
+    assert "ECR throttled GetAuthorizationToken (ThrottleException)" in text
+    assert "smaller Airflow pool" in text and "parallel=" in text
+    assert "'Rate of GetAuthorizationToken requests' quota" in text

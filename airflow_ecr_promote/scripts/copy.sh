@@ -15,18 +15,23 @@
 #   PARALLEL      how many copies run at once (default 1)
 #   RETRIES       how many times a registry call (every tool's reads and copies) is tried again
 #                 after a transient failure: 5xx, 429/TOOMANYREQUESTS, a dropped connection, or
-#                 the manifest-list race below (default 3); other failures are never retried
-#   RETRY_DELAY   seconds before the first retry, doubled before each next one (default 1)
+#                 the manifest-list race below (default 8); other failures are never retried
+#   RETRY_DELAY   seconds before the first retry, doubled before each next one up to 60 s, of
+#                 which a random half is waited (default 1): copies throttled together do not
+#                 all come back together
 #   LISTING_MAX_AGE   seconds a destination repository's tag listing is used for before it is
 #                 taken again (default 60)
 #   SRC_AUTH, DEST_AUTH   skopeo auth files for the two sides; crane and regctl read
 #                 $DOCKER_CONFIG/config.json
+#   LOGIN_RETRIES_FILE   the login container's count of logins it tried again (login.sh), passed
+#                 on in the summary as login_retries=N (0 when the file is absent)
 #   PINNED_SOURCES   with the signature gate: its list "<source> <repository>@<digest>", one a
 #                 line; each source is copied by the digest the gate verified, never by its tag
 # The script reports facts and leaves their meaning to the operator (airflow_ecr_promote/result.py):
 # the report has one line per copy, "<n> <status> <dest digest|-> <source digest|-> [<fact>]",
 # status one of copied, present (already promoted), skipped (conflict left alone), failed, and
-# the fact, for a failed or skipped copy, one of:
+# "retries=<k>" after the two digests when the copy's registry calls were tried again k > 0 times,
+# and the fact, for a failed or skipped copy, one of:
 #   conflict                        the destination tag holds another digest
 #   malformed - <reference>         a reference the script refuses
 #   no-result                       the copy ended without a line
@@ -34,21 +39,23 @@
 #                                   (a present image's signatures), listing (what travelled);
 #                                   class, from the registry's error code in the tool's output:
 #                                   name_unknown, manifest_unknown, tag_invalid, denied,
-#                                   transient, other; the message: the tool's text, one line
+#                                   throttled (429, TOOMANYREQUESTS), transient (5xx, a dropped
+#                                   connection), other; the message: the tool's text, one line
 # With WITH_SIGNATURES=1 a copied or present line ends with
 # "travelled tags=<tag>,... referrers=<digest>,...".
 # Each line is printed to stdout as its copy ends ("ecr-promote result <line>"), and the whole
 # report at the end, between the lines "ecr-promote report begin <count>" and
 # "ecr-promote report end <count> sha256:<sha256 of the report>". The termination message
 # (at most 4 KiB in Kubernetes, less with more containers) gets a summary line,
-# "ecr-promote summary copies=N copied=N present=N skipped=N failed=N report=sha256:<...>",
+# "ecr-promote summary copies=N copied=N present=N skipped=N failed=N retries=N login_retries=N
+# report=sha256:<...>" (one line),
 # then the report itself when it fits in 1 KiB, else as many lines as fit, failures first.
 # Exit code 0 when no copy failed.
 set -u
 term="${TERMINATION_LOG:-/dev/termination-log}"
 work="${TMPDIR:-/tmp}/ecr-promote.$$"
-retries="${RETRIES:-3}"
-case "$retries" in "" | *[!0-9]* | ???*) retries=3 ;; esac
+retries="${RETRIES:-8}"
+case "$retries" in "" | *[!0-9]* | ???*) retries=8 ;; esac
 retries=$((retries + 0))
 delay="${RETRY_DELAY:-1}"
 case "$delay" in "" | *[!0-9]* | ???*) delay=1 ;; esac
@@ -85,7 +92,11 @@ error_class() {
         echo name_unknown
     elif grep -qiE 'DENIED|UNAUTHORIZED|AccessDenied' "$1.plain"; then
         echo denied
-    elif grep -qiE 'TOOMANYREQUESTS|too many requests|status( code)?:? *(429|5[0-9][0-9])|status code from registry (429|5[0-9][0-9])|(429|5[0-9][0-9]) (Too Many Requests|Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)|connection reset|broken pipe|i/o timeout|unexpected EOF|TLS handshake timeout|connection refused' "$1.plain" ||
+    elif grep -qiE 'TOOMANYREQUESTS|too many requests|status( code)?:? *429|registry 429|429 \(?Too Many Requests' "$1.plain" ||
+        { grep -qiE 'must be converted' "$1.plain" && grep -qiE 'TOOMANYREQUESTS|too many requests' "$1"; }; then
+        # skopeo reports a throttled manifest upload at debug level only, then fails converting
+        echo throttled
+    elif grep -qiE 'status( code)?:? *5[0-9][0-9]|registry 5[0-9][0-9]|5[0-9][0-9] \(?(Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)|connection reset|broken pipe|i/o timeout|unexpected EOF|TLS handshake timeout|connection refused' "$1.plain" ||
         grep -qiE 'MANIFEST_BLOB_UNKNOWN|manifest blob unknown|must be converted' "$1"; then
         # the manifest-list race: copies of one digest under several tags, running at once, race
         # on the destination's shared manifests (distribution refuses a manifest list whose
@@ -114,12 +125,24 @@ message_of() {
     printf '%s\n' "$words"
 }
 
-# backoff K: wait before the K-th retry: RETRY_DELAY, then twice as long each time (at most 60 s)
+# retryable CLASS: whether a failure of that class is tried again
+retryable() {
+    [ "$1" = transient ] || [ "$1" = throttled ]
+}
+
+# backoff N K: note one more retry of copy N, then wait before its K-th retry: RETRY_DELAY, twice
+# as long each time (at most 60 s), of which a random half ("equal jitter": copies throttled at
+# the same moment spread out instead of coming back together)
 backoff() {
-    wait_s=$delay k=1
-    while [ "$k" -lt "$1" ] && [ "$wait_s" -lt 60 ]; do wait_s=$((wait_s * 2)) k=$((k + 1)); done
-    [ "$wait_s" -le 60 ] || wait_s=60
-    sleep "$wait_s"
+    echo x >> "$work/retries.$1"
+    wait_ms=$((delay * 1000)) k=1
+    while [ "$k" -lt "$2" ] && [ "$wait_ms" -lt 60000 ]; do wait_ms=$((wait_ms * 2)) k=$((k + 1)); done
+    [ "$wait_ms" -le 60000 ] || wait_ms=60000
+    random=$(od -An -N2 -tu2 /dev/urandom 2> /dev/null | tr -cd '0-9')
+    wait_ms=$((wait_ms / 2 + ${random:-0} % (wait_ms / 2 + 1)))
+    wait_s=$(printf '%d.%03d' $((wait_ms / 1000)) $((wait_ms % 1000)))
+    # a sleep without fractions (some busybox builds) waits the whole seconds, one more
+    sleep "$wait_s" 2> /dev/null || sleep $((wait_ms / 1000 + 1))
 }
 
 # tool_digest N SIDE REF: the manifest digest of REF on stdout, the tool's errors in inspect.N
@@ -147,12 +170,12 @@ digest_of() {
     read_try=0
     while ! tool_digest "$@"; do
         error_class "$work/inspect.$1" > "$work/class.$1"
-        if [ "$(cat "$work/class.$1")" != transient ] || [ "$read_try" -ge "$retries" ]; then
+        if ! retryable "$(cat "$work/class.$1")" || [ "$read_try" -ge "$retries" ]; then
             return 1
         fi
         read_try=$((read_try + 1))
         say "reading $3 failed ($(message_of transient "$work/inspect.$1")): trying again"
-        backoff "$read_try"
+        backoff "$1" "$read_try"
     done
 }
 
@@ -163,7 +186,10 @@ copy_image() {
             # --debug: skopeo reports a refused manifest (TAG_INVALID) only at debug level, and
             # then fails on "Manifest list must be converted ..." (containers/image takes
             # TAG_INVALID for a manifest type the registry rejects and tries another type).
-            # No --retry-times: this script retries transient failures itself, for every tool.
+            # No --retry-times: this script retries throttled and transient failures itself, for
+            # every tool, counts them, and reads the destination again before each new attempt;
+            # skopeo's own retries would multiply with these, and they miss a TOOMANYREQUESTS
+            # answer to a manifest upload (containers/common issue 2494).
             skopeo copy --debug --all --preserve-digests \
                 --src-authfile "$SRC_AUTH" --dest-authfile "$DEST_AUTH" \
                 --digestfile "$work/digest.$n" "docker://$src" "docker://$dst" \
@@ -364,7 +390,7 @@ promote() {
         if new_digest=$(copy_image "$n" "$src" "$dst"); then
             break
         fi
-        if [ "$(error_class "$work/copy.$n")" != transient ] || [ "$copy_try" -ge "$retries" ]; then
+        if ! retryable "$(error_class "$work/copy.$n")" || [ "$copy_try" -ge "$retries" ]; then
             # a new tag's source was not read: read it now, so that a missing source says so
             if [ -z "$src_digest" ] && ! read_source "$n" "$src" "${dst_digest:--}"; then
                 return
@@ -374,7 +400,7 @@ promote() {
         fi
         copy_try=$((copy_try + 1))
         say "copy to $dst failed ($(message_of transient "$work/copy.$n")): trying again"
-        backoff "$copy_try"
+        backoff "$n" "$copy_try"
         # Someone may have written the tag since: read the destination again, and apply
         # ON_CONFLICT to what it holds now, before writing anything.
         if [ -z "$src_digest" ]; then
@@ -447,8 +473,15 @@ awk '{ repo = $2; sub(/:[^:\/]*$/, "", repo); n[repo]++ } END { for (r in n) if 
 
 # run_copy N SRC DST: promote, then print the result line at once ("ecr-promote result <line>",
 # one write), so that a copier killed before its report still leaves what it did in its log.
+# A copy tried again says how many times: "retries=<k>" after its two digests.
 run_copy() {
     promote "$1" "$2" "$3" < /dev/null
+    tried=$(cat "$work/retries.$1" 2> /dev/null | wc -l)
+    tried=$((tried + 0))
+    if [ "$tried" -gt 0 ] && [ -s "$work/result.$1" ]; then
+        sed "1s/^\([^ ]* [^ ]* [^ ]* [^ ]*\)/\1 retries=$tried/" "$work/result.$1" > "$work/result.$1.new" &&
+            mv "$work/result.$1.new" "$work/result.$1"
+    fi
     line=$(cat "$work/result.$1" 2>/dev/null)
     [ -z "$line" ] || printf 'ecr-promote result %s\n' "$line"
 }
@@ -485,14 +518,16 @@ while [ "$i" -le "$total" ]; do
     i=$((i + 1))
 done
 sum=$(sha256sum < "$work/results" | sed 's/ .*//')
-counts=$(awk '{ c[$2]++ } END {
-    printf "copied=%d present=%d skipped=%d failed=%d", c["copied"], c["present"], c["skipped"], c["failed"] }' \
-    "$work/results")
-failed=$(printf '%s' "$counts" | sed 's/.*failed=//')
+counts=$(awk '{ c[$2]++; if ($5 ~ /^retries=[0-9]+$/) r += substr($5, 9) } END {
+    printf "copied=%d present=%d skipped=%d failed=%d retries=%d", c["copied"], c["present"], c["skipped"],
+        c["failed"], r }' "$work/results")
+failed=$(printf '%s' "$counts" | sed 's/.*failed=//; s/ .*//')
 echo "ecr-promote report begin $total"
 cat "$work/results"
 echo "ecr-promote report end $total sha256:$sum"
-summary="ecr-promote summary copies=$total $counts report=sha256:$sum"
+login_retries=$(cat "${LOGIN_RETRIES_FILE:-/nonexistent}" 2> /dev/null | tr -cd '0-9' | cut -c1-6)
+login_retries=$((${login_retries:-0} + 0))
+summary="ecr-promote summary copies=$total $counts login_retries=$login_retries report=sha256:$sum"
 {
     echo "$summary"
     if [ $(($(wc -c < "$work/results") + ${#summary} + 1)) -le 1024 ]; then
@@ -507,5 +542,5 @@ if [ "$total" -eq 0 ]; then
     say "the copy list is empty: nothing to promote"
     exit 1
 fi
-say "$total copies, $failed failed"
+say "$total copies, $failed failed, $(printf '%s' "$counts" | sed 's/.*retries=//') retries"
 [ "$failed" -eq 0 ]

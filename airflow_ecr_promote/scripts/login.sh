@@ -11,18 +11,27 @@
 #   AUTH_DIR           the shared volume (default /work)
 #   GATE_DIR           if set, the signature gate's own volume: it gets auth-source.json too, and
 #                      nothing else (the gate must not see the destination's credentials)
-# Outputs in AUTH_DIR: auth-source.json, auth-dest.json, [config.json], [Dockerfile].
+#   AWS_RETRY_MODE, AWS_MAX_ATTEMPTS   the AWS CLI's retries of each call (default standard and
+#                      10: exponential backoff with jitter on throttling and 5xx answers)
+#   LOGIN_RETRIES      how many more times a login is tried when AWS throttled it and the CLI did
+#                      not retry (ECR's ThrottleException is not among the CLI's throttling codes;
+#                      default 6), waiting 1, 2, 4 ... s, a random half of each
+# Outputs in AUTH_DIR: auth-source.json, auth-dest.json, [config.json], [Dockerfile],
+# login-retries (how many times this script tried a login again).
 # On failure the reason goes to stderr and to the termination message, and the exit code is 1.
 set -u
 umask 077
 out="${AUTH_DIR:-/work}"
 term="${TERMINATION_LOG:-/dev/termination-log}"
 export AWS_PAGER=""
+export AWS_RETRY_MODE="${AWS_RETRY_MODE:-standard}" AWS_MAX_ATTEMPTS="${AWS_MAX_ATTEMPTS:-10}"
+login_retries="${LOGIN_RETRIES:-6}"
+case "$login_retries" in "" | *[!0-9]* | ???*) login_retries=6 ;; esac
 
 fail() {
     printf 'ecr-promote login: %s\n' "$*" >&2
     printf 'ecr-promote login: %s\n' "$*" > "$term" 2>/dev/null || true
-    rm -f "$out"/.pw-* "$out"/.err-* "$out"/.aws-config
+    rm -f "$out"/.pw-* "$out"/.err-* "$out"/.retries-* "$out"/.aws-config
     rm -rf "$out"/.home-*
     exit 1
 }
@@ -83,6 +92,23 @@ LINES
     } > "$1"
 }
 
+# throttled FILE: whether the CLI's error is AWS throttling that the CLI did not retry itself
+# (ECR's ThrottleException; the CLI retries Throttling and ThrottlingException, and then says
+# "reached max retries")
+throttled() {
+    grep -qE 'Throttl|TooManyRequests|Rate exceeded' "$1" && ! grep -q 'reached max retries' "$1"
+}
+
+# pause K: wait before the K-th retry: 1, 2, 4 ... s (at most 60), of which a random half, so that
+# logins throttled together do not all come back together
+pause() {
+    wait_ms=1000 k=1
+    while [ "$k" -lt "$1" ] && [ "$wait_ms" -lt 60000 ]; do wait_ms=$((wait_ms * 2)) k=$((k + 1)); done
+    random=$(od -An -N2 -tu2 /dev/urandom 2> /dev/null | tr -cd '0-9')
+    wait_ms=$((wait_ms / 2 + ${random:-0} % (wait_ms / 2 + 1)))
+    sleep "$(printf '%d.%03d' $((wait_ms / 1000)) $((wait_ms % 1000)))" 2> /dev/null || sleep $((wait_ms / 1000 + 1))
+}
+
 # login N HOST REGION ROLE: writes the ECR password to $out/.pw-N, or a reason to $out/.err-N.
 login() {
     n=$1 host=$2 region=$3 role=$4
@@ -102,8 +128,23 @@ login() {
         set -- aws
         who="the pod's own identity"
     fi
-    if ! "$@" ecr get-login-password --region "$region" > "$out/.pw-$n" 2> "$out/.err-$n"; then
+    try=0
+    while :; do
+        if "$@" ecr get-login-password --region "$region" > "$out/.pw-$n" 2> "$out/.err-$n"; then
+            status=0
+            break
+        fi
+        status=1
+        throttled "$out/.err-$n" && [ "$try" -lt "$login_retries" ] || break
+        try=$((try + 1))
+        echo x >> "$out/.retries-$n"
+        printf 'ecr-promote login: throttled logging in to %s as %s: %s; trying again\n' \
+            "$host" "$who" "$(last_error "$out/.err-$n")" >&2
+        pause "$try"
+    done
+    if [ "$status" -ne 0 ]; then
         err=$(last_error "$out/.err-$n")
+        [ "$try" -eq 0 ] || err="$err (tried $((try + 1)) times)"
         case "$role:$err" in
             -:*) printf 'cannot get an ECR login password for registry %s in %s as %s: %s\n' \
                 "$host" "$region" "$who" "$err" ;;
@@ -201,7 +242,8 @@ if [ -n "${SOURCE_IMAGE:-}" ]; then
     check SOURCE_IMAGE "$SOURCE_IMAGE"
     printf 'FROM %s\n' "$SOURCE_IMAGE" > "$out/Dockerfile" || fail "cannot write $out/Dockerfile"
 fi
-rm -f "$out"/.pw-* "$out"/.err-* "$out"/.host-* "$out"/.aws-config
+cat "$out"/.retries-* 2> /dev/null | wc -l | tr -d ' ' > "$out/login-retries"
+rm -f "$out"/.pw-* "$out"/.err-* "$out"/.host-* "$out"/.retries-* "$out"/.aws-config
 rm -rf "$out"/.home-*
-chmod 0444 "$out"/*.json "$out"/Dockerfile 2>/dev/null
+chmod 0444 "$out"/*.json "$out"/Dockerfile "$out/login-retries" 2>/dev/null
 printf 'ecr-promote login: wrote auth files for %s registries\n' "$n" >&2

@@ -9,9 +9,10 @@
 #                        encryption type (a KMS key of the source account cannot serve the
 #                        destination: KMS means the destination's AWS managed key); or
 #                        "<MUTABLE|IMMUTABLE> <true|false> <AES256|KMS> <KMS key or ->"
-#   ROLE_SESSION_NAME, AUTH_DIR  as for login.sh
+#   ROLE_SESSION_NAME, AUTH_DIR, AWS_RETRY_MODE, AWS_MAX_ATTEMPTS  as for login.sh
 # On failure the reason goes to stderr and to the termination message, and the exit code is 1.
 repo_out="${AUTH_DIR:-/work}"
+export AWS_RETRY_MODE="${AWS_RETRY_MODE:-standard}" AWS_MAX_ATTEMPTS="${AWS_MAX_ATTEMPTS:-10}"
 
 repo_fail() {
     printf 'ecr-promote repository: %s\n' "$*" >&2

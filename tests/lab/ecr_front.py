@@ -23,6 +23,11 @@ A password of another account is accepted when this registry's policy grants tha
 (``identify`` decides: moto hands each principal a token of its own account, where ECR's token
 opens every registry that lets the principal in).
 The lab's own setup password (``<account>-auth-token``, the registry's htpasswd) is not checked.
+
+Before everything else, ECR's throttling (tests/lab/throttle.py): a manifest PUT (``ecr:PutImage``)
+or an upload's closing PUT (``ecr:CompleteLayerUpload``) past its token bucket for this account and
+region gets ECR's 429 ``TOOMANYREQUESTS`` "Rate exceeded". The lab's own setup password is never
+throttled (a test's setup must not depend on the rates it sets).
 The registry behind the front knows that password only: the front passes it on in place of the
 caller's. A request without the account's credentials goes to the registry as it is, which
 answers 401, as ECR checks authentication before the repository. One request per connection: the front
@@ -62,6 +67,18 @@ MANIFEST_ACCEPT = ", ".join(
 CHUNK = 256 * 1024
 # repository name -> its imageTagMutability ("MUTABLE", "IMMUTABLE", ...), None when it does not exist
 RepositoryLookup = Callable[[str], str | None]
+
+
+class Throttle(Protocol):
+    """tests/lab/throttle.Throttles, as the front uses it (it is loaded by path: no import)."""
+
+    def admit(self, api: str, account: str, region: str) -> bool: ...
+
+    @staticmethod
+    def registry_api(method: str, path: str) -> str | None: ...
+
+
+THROTTLED_BODY = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"Rate exceeded"}]}'
 
 
 class Identity(Protocol):
@@ -157,6 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
         target = repository_of(path)
         body: bytes | None = None
         authorization = self.headers.get("Authorization")
+        if self._throttled(path, authorization):
+            return
         identity = self._identity(authorization)
         if identity is not None:
             checked = registry_action(self.command, path)
@@ -188,6 +207,24 @@ class _Handler(BaseHTTPRequestHandler):
                     self._refuse(*tag_invalid(repository, ref))
                     return
         self._forward(body, authorization)
+
+    def _throttled(self, path: str, authorization: str | None) -> bool:
+        """Answer ECR's 429 when the request's metered action is past its rate (True: answered)."""
+        front = self.server
+        if front.throttle is None or authorization == front.authorization:
+            return False
+        api = front.throttle.registry_api(self.command, path)
+        if api is None or front.throttle.admit(api, front.account, front.region):
+            return False
+        self._discard_small_body()
+        self.send_response(429, "Too Many Requests")
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(THROTTLED_BODY)))
+        self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(THROTTLED_BODY)
+        return True
 
     def _has_body(self) -> bool:
         chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
@@ -349,6 +386,7 @@ class _FrontServer(ThreadingHTTPServer):
     authorization: str
     lookup: RepositoryLookup
     client_context: ssl.SSLContext
+    throttle: Throttle | None
 
 
 def serve(
@@ -365,6 +403,7 @@ def serve(
     lookup: RepositoryLookup,
     region: str = "us-east-1",
     identify: Identify | None = None,
+    throttle: Throttle | None = None,
 ) -> ThreadingHTTPServer:
     """Serve one account's front on ``bind:port`` in a daemon thread, in front of ``bind:upstream_port``."""
     server = _FrontServer((bind, port), _Handler)
@@ -373,6 +412,7 @@ def serve(
     server.upstream_host, server.upstream_port = bind, upstream_port
     server.authorization = _basic(password)
     server.lookup = lookup
+    server.throttle = throttle
     server.client_context = ssl.create_default_context(cafile=ca)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
@@ -397,11 +437,14 @@ def moto_lookup(account: str, region: str) -> RepositoryLookup:
     return lookup
 
 
-def start_all(specs: list[dict[str, Any]], identify: Identify | None = None) -> list[ThreadingHTTPServer]:
+def start_all(
+    specs: list[dict[str, Any]], identify: Identify | None = None, throttle: Throttle | None = None
+) -> list[ThreadingHTTPServer]:
     """Start one front per spec (``serve``'s keyword arguments), reading moto; ``identify``
-    checks registry passwords against IAM (None: the lab's password only, no IAM)."""
+    checks registry passwords against IAM (None: the lab's password only, no IAM); ``throttle``
+    meters PutImage and CompleteLayerUpload (None: no throttling)."""
     servers = []
     for spec in specs:
         lookup = moto_lookup(spec["account"], spec["region"])
-        servers.append(serve(**spec, lookup=lookup, identify=identify))
+        servers.append(serve(**spec, lookup=lookup, identify=identify, throttle=throttle))
     return servers

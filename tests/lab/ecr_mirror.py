@@ -6,6 +6,11 @@ what was pushed. In the lab they are two programs, so each registry sends its pu
 records every tagged manifest push in moto's ECR backend of that account and region, with the
 registry's digest. Then the worker-side digest comparison (``dest_aws_conn_id``), the sensor
 and tag discovery see what the pods pushed.
+
+The same listener is the lab's control path for throttling (tests/lab/throttle.py), which lives
+in this process: ``POST /throttle`` with ``{"api": ..., "rate": ..., "burst": ..., "account": ...}``
+sets a rate, ``POST /throttle/reset`` goes back to AWS's defaults, ``GET /throttle`` answers the
+counts of requests let through and refused.
 """
 
 from __future__ import annotations
@@ -54,10 +59,45 @@ def record_push(account: str, region: str, event: dict[str, Any]) -> bool:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    server: _MirrorServer
+
+    def _answer(self, status: int, body: bytes = b"") -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        throttles = self.server.throttles
+        if self.path != "/throttle" or throttles is None:
+            self._answer(404)
+            return
+        self._answer(200, json.dumps(throttles.counts()).encode())
+
+    def _throttle(self, body: bytes) -> None:
+        throttles = self.server.throttles
+        if throttles is None:
+            self._answer(404, b"no throttling in this lab")
+            return
+        try:
+            if self.path == "/throttle/reset":
+                throttles.reset()
+            else:
+                rule = json.loads(body)
+                rate, burst = float(rule["rate"]), float(rule["burst"])
+                throttles.set(rule["api"], rate, burst, rule.get("account", "*"), rule.get("start"))
+        except (ValueError, KeyError, TypeError) as error:
+            self._answer(400, str(error).encode())
+            return
+        self._answer(200)
+
     def do_POST(self) -> None:
         parts = self.path.strip("/").split("/")
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
+        if parts[0] == "throttle":
+            self._throttle(body)
+            return
         if len(parts) != 3 or parts[0] != "events":
             self.send_response(404)
             self.end_headers()
@@ -78,8 +118,14 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-def start(host: str, port: int) -> ThreadingHTTPServer:
-    """Serve ``POST /events/<account>/<region>`` in a daemon thread of this (moto's) process."""
-    server = ThreadingHTTPServer((host, port), _Handler)
+class _MirrorServer(ThreadingHTTPServer):
+    throttles: Any = None  # tests/lab/throttle.Throttles, when the lab throttles
+
+
+def start(host: str, port: int, throttles: Any = None) -> ThreadingHTTPServer:
+    """Serve ``POST /events/<account>/<region>`` (and the ``/throttle`` control path) in a daemon
+    thread of this (moto's) process."""
+    server = _MirrorServer((host, port), _Handler)
+    server.throttles = throttles
     threading.Thread(target=server.serve_forever, name="ecr-mirror", daemon=True).start()
     return server

@@ -343,6 +343,43 @@ class Lab(RegistryContent):
                 raise
         self._created.add((acct.account_id, repo))
 
+    # ------------------------------------------------------------- throttling
+    def set_throttle(
+        self,
+        api: str,
+        rate: float,
+        burst: float,
+        which: AccountRef | None = None,
+        *,
+        start: float | None = None,
+    ) -> None:
+        """Throttle ``api`` like AWS (tests/lab/throttle.py): ``ecr:GetAuthorizationToken`` or any
+        ECR/STS API call (``sts:AssumeRole``, ``ecr:DescribeImages``) answers AWS's throttling error,
+        ``ecr:PutImage`` and ``ecr:CompleteLayerUpload`` get the registry's 429 TOOMANYREQUESTS, past
+        ``rate`` a second with ``burst``; for one account (the caller's for the API, the registry's
+        for the registry) or all; buckets start with ``start`` tokens (default: full).
+        ``reset_throttles`` goes back to AWS's defaults."""
+        rule: dict[str, Any] = {"api": api, "rate": rate, "burst": burst, "start": start}
+        if which is not None:
+            rule["account"] = account(which).account_id
+        self._throttle_call("/throttle", rule)
+
+    def reset_throttles(self) -> None:
+        """AWS's default rates again, every bucket full, the counts at zero."""
+        self._throttle_call("/throttle/reset", {})
+
+    def throttled(self) -> dict[str, dict[str, int]]:
+        """``{"refused": {api: n}, "allowed": {api: n}}``: the metered requests since the last reset."""
+        return dict(json.loads(self._throttle_call("/throttle", None)))
+
+    def _throttle_call(self, path: str, body: dict[str, Any] | None) -> bytes:
+        import urllib.request
+
+        url = f"http://{self.bind}:{self.ports['ecr-mirror']}{path}"
+        data = None if body is None else json.dumps(body).encode()
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as answer:
+            return bytes(answer.read())
+
     @property
     def iam_audit_file(self) -> Path:
         """JSON lines, one per IAM decision of moto (``via: api``) or a registry (``via: registry``)."""

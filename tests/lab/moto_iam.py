@@ -280,6 +280,7 @@ def enforce() -> None:
             if "Authorization" not in self.headers:  # moto would fail with a KeyError (HTTP 500)
                 raise MissingAuthenticationToken()
             original_authorize(self, iam_request_cls, resource)
+            throttle(self)
         except _RESTError as error:
             if "X-Amz-Target" not in self.headers or isinstance(error, JsonRESTError):
                 raise
@@ -351,6 +352,22 @@ def enforce() -> None:
     access_control.IAMRequest._raise_access_denied = raise_access_denied  # type: ignore[method-assign]
 
 
+def throttle(response: Any) -> None:
+    """Refuse an authenticated, allowed call past its API's rate (tests/lab/throttle.py) with
+    AWS's answer: STS ``Throttling`` (query protocol), ECR ``ThrottleException`` (JSON), 400."""
+    from moto.core.exceptions import JsonRESTError, _RESTError
+
+    if not _THROTTLES:
+        return
+    service = str(getattr(response, "service_name", "") or "")
+    api = f"{service}:{response._get_action()}"
+    if _THROTTLES[0].admit(api, str(response.current_account), str(response.region)):
+        return
+    if service == "sts":
+        raise _RESTError("Throttling", "Rate exceeded")
+    raise JsonRESTError("ThrottleException", "Rate exceeded")
+
+
 def _registry_ids() -> None:
     """ECR calls act on the registry their ``registryId`` names (moto used the caller's account's
     backend for every call, only labelling a repository with the registryId given)."""
@@ -416,6 +433,7 @@ def _scope_resources() -> None:
 # tell a pull role from an admin. Here each token names its caller: `<account>-auth-token.<n>`.
 _ISSUED: dict[str, tuple[str, Any]] = {}  # password -> (registry account, moto's access-key object)
 _AUDIT: list[str] = []  # the audit file, set by main (--iam-audit)
+_THROTTLES: list[Any] = []  # tests/lab/throttle.Throttles of this process, set by main
 _AUDIT_LOCK = threading.Lock()
 
 
@@ -482,12 +500,13 @@ def main(argv: list[str] | None = None) -> None:
     seed()
     enforce()
     _load_sibling("moto_scan").install()  # image scans a test sets per image (moto's are fixed)
+    _THROTTLES.append(_load_sibling("throttle").Throttles())  # one, shared by the API and the fronts
     if "--mirror-port" in args:
         at = args.index("--mirror-port")
         port = int(args[at + 1])
         del args[at : at + 2]
         host = args[args.index("-H") + 1] if "-H" in args else "127.0.0.1"
-        _load_sibling("ecr_mirror").start(host, port)
+        _load_sibling("ecr_mirror").start(host, port, throttles=_THROTTLES[0])
     if "--iam-audit" in args:
         at = args.index("--iam-audit")
         _AUDIT.append(args[at + 1])
@@ -496,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
         at = args.index("--fronts")
         specs = json.loads(args[at + 1])
         del args[at : at + 2]
-        _load_sibling("ecr_front").start_all(specs, identify=registry_identity)
+        _load_sibling("ecr_front").start_all(specs, identify=registry_identity, throttle=_THROTTLES[0])
     from moto.server import main as serve
 
     serve(args)
