@@ -187,9 +187,12 @@ class Cluster:
         for sub in ("pki", "logs", "etcd", "containerd", "kubelet", "cni", "pod-logs"):
             (self.dir / sub).mkdir(parents=True)
         self.created_host_paths = [str(p) for p in HOST_PATHS if not p.exists()]
-        if not (CGROUP_ROOT / "memory" / "kubepods").exists():
-            self.created_host_paths.append("cgroup:kubepods")
+        if not (CGROUP_ROOT / "memory" / self.bridge).exists():
+            self.created_host_paths.append(f"cgroup:{self.bridge}")
         self._save()  # from here on `down` can clean up even if start fails half way
+        for controller in CGROUP_ROOT.iterdir():  # the kubelet refuses a cgroupRoot that is missing
+            if controller.is_dir() and not controller.is_symlink():
+                (controller / self.bridge).mkdir(exist_ok=True)
         bind = self.lab.bind
         for name in (
             "etcd",
@@ -435,6 +438,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             "authorization": {"mode": "Webhook"},
             # This machine kind (K8S-LAB.md): cgroup v1 without systemd, swap allowed, no iptables.
             "cgroupDriver": "cgroupfs",
+            # The pods' cgroups under a root of this cluster's own: a kubelet destroys the pod
+            # cgroups it does not know under its root, so two labs' clusters must not share one.
+            "cgroupRoot": f"/{self.bridge}",
             "failCgroupV1": False,
             "failSwapOn": False,
             "makeIPTablesUtilChains": False,
@@ -626,9 +632,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 
     def _remove_host_paths(self, errors: list[str]) -> None:
         for path in self.created_host_paths:
-            if path == "cgroup:kubepods":
+            if path.startswith("cgroup:"):
                 for controller in CGROUP_ROOT.iterdir():
-                    top = controller / "kubepods"
+                    top = controller / path.removeprefix("cgroup:")
                     if not top.is_dir():
                         continue
                     for folder in sorted(
