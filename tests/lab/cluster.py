@@ -157,6 +157,11 @@ class Cluster:
         self.ports: dict[str, int] = {}
         self.timings: dict[str, float] = {}
         self.cgroup_root = f"/{self.bridge}"  # the kubelet's cgroupRoot: its kubepods live under it
+        # Sockets need a short path (a Unix socket's is at most 104 bytes here), which the state
+        # folder under pytest's and CI's temporary folders is not: containerd's socket and state
+        # (its shims' sockets) and the kubelet's root (its pod-resources and plugin sockets, and
+        # the pods' volumes) live in a folder of this cluster's own under /run.
+        self.run_dir = Path("/run") / self.bridge
         self.ip_forward: str | None = None  # its value before the bridge plugin set it
         self.images: list[str] = []  # imported into containerd
         self._state_file = self.dir / "cluster.json"
@@ -168,7 +173,7 @@ class Cluster:
 
     @property
     def socket(self) -> Path:
-        return self.dir / "containerd" / "containerd.sock"
+        return self.run_dir / "containerd.sock"
 
     @property
     def server(self) -> str:
@@ -196,8 +201,11 @@ class Cluster:
 
     def _start(self, bin: dict[str, Path], deadline: float) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
-        for sub in ("pki", "logs", "etcd", "containerd", "kubelet", "cni", "pod-logs"):
+        _unmount_under([str(self.run_dir) + "/"], [], str(self.run_dir))  # a killed run's leftovers
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        for sub in ("pki", "logs", "etcd", "containerd", "cni", "pod-logs"):
             (self.dir / sub).mkdir(parents=True)
+        (self.run_dir / "kubelet").mkdir(parents=True)
         self._save()  # from here on `down` can clean up even if start fails half way
         self._claim_host_paths()
         self._cgroups()
@@ -359,7 +367,7 @@ class Cluster:
         config = f"""\
 version = 2
 root = "{root / "root"}"
-state = "{root / "state"}"
+state = "{self.run_dir / "containerd-state"}"
 # the opt plugin would install into /opt/containerd
 disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
   "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
@@ -468,7 +476,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         (self.dir / "kubelet.yaml").write_text(json.dumps(config, indent=2))
         self._spawn("kubelet", [
             str(bin["kubelet"]), f"--config={self.dir / 'kubelet.yaml'}",
-            f"--kubeconfig={self.dir / 'kubelet.kubeconfig'}", f"--root-dir={self.dir / 'kubelet'}",
+            f"--kubeconfig={self.dir / 'kubelet.kubeconfig'}", f"--root-dir={self.run_dir / 'kubelet'}",
             f"--hostname-override={self.node}", f"--node-ip={self.gateway}",
         ])  # fmt: skip
 
@@ -549,9 +557,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                 errors.append(f"ip_forward: {exc}")
         self.procs.clear()
         self._popen.clear()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        if self.dir.exists():
-            errors.append(f"{self.dir} still exists")
+        for folder in (self.dir, self.run_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+            if folder.exists():
+                errors.append(f"{folder} still exists")
         self.timings["stop"] = time.monotonic() - t0
         self.log(f"lab cluster: stopped in {self.timings['stop']:.1f}s (pods drained in {drained - t0:.1f}s)")
         if errors:
@@ -617,6 +626,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         """Everything mounted under the cluster's folder, deepest first (container rootfs,
         the kubelet's tmpfs volumes, the network namespaces containerd keeps)."""
         _unmount_under([str(self.dir) + "/"], errors, str(self.dir))
+        _unmount_under([str(self.run_dir) + "/"], errors, str(self.run_dir))
 
     def _cgroups(self) -> None:
         """The kubelet's cgroup root in every hierarchy (the kubelet requires it to exist)."""

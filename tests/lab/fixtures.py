@@ -6,11 +6,15 @@ Set ECR_PROMOTE_LAB_REUSE=1 to use a lab already started by
 `python -m tests.lab up` (it is then left running).
 
 `cluster`: the lab's real Kubernetes (tests/lab/cluster.py), started beside the session's lab
-for the tests marked `cluster`, and stopped (everything it made removed) at session end.
+for the tests marked `cluster`, and stopped (everything it made removed) at session end. Besides
+the example DAGs' namespace (Pod Security `restricted`), it has `BASELINE_NAMESPACE`, enforcing
+`baseline`, with the same service account and the README's Role: the kaniko pod (root, three
+capabilities) is refused under `restricted` and runs there, as the README says.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -96,6 +100,34 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
+BASELINE_NAMESPACE = "ecr-promote-baseline"
+
+
+def add_baseline_namespace(cluster: Any) -> None:
+    """A namespace enforcing Pod Security ``baseline`` (for kaniko), with the example DAGs'
+    service account and exactly the README's Role and RoleBinding for Airflow's identity."""
+    from .cluster import SERVICE_ACCOUNT, readme_rbac
+
+    items = [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": BASELINE_NAMESPACE,
+                "labels": {"pod-security.kubernetes.io/enforce": "baseline"},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": SERVICE_ACCOUNT, "namespace": BASELINE_NAMESPACE},
+        },
+        *readme_rbac(BASELINE_NAMESPACE),
+    ]
+    manifest = {"apiVersion": "v1", "kind": "List", "items": items}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
 @pytest.fixture(scope="session")
 def cluster(lab: Lab) -> Iterator[Any]:
     """The lab's real single-node Kubernetes, with the lab's awscli and copier images in containerd."""
@@ -106,6 +138,7 @@ def cluster(lab: Lab) -> Iterator[Any]:
         _unavailable("; ".join(problems))
     running = Cluster(lab).start()
     try:
+        add_baseline_namespace(running)
         running.import_images(
             lab.init_image, *(lab.copier_image_for(e) for e in ("skopeo", "crane", "regctl"))
         )

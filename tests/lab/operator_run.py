@@ -2,11 +2,17 @@
 
 The task is loaded from the example DAGs with Airflow's DagBag, rendered with a real context
 (the lab's images chosen through the operator's own ``init_image`` / ``copier_image``
-parameters), and executed by KubernetesPodOperator's own ``execute``. Only the Kubernetes API
-is stood in for: the pod KPO builds is played by podman, and its status (exit codes,
-termination messages) is what KPO reads back, and a container's log read through the API is
-podman's log of that container. Container logs are written to the task's log as KPO does when
-it follows a pod's logs.
+parameters), and executed by KubernetesPodOperator's own ``execute``.
+
+``run_task(cluster, ...)`` runs it on the lab's real Kubernetes (tests/lab/cluster.py): KPO talks
+to the API server through Airflow's ``kubernetes_default`` connection, a real kubelet runs the
+pod, and nothing is stood in for. The run's record (``TaskRun.outcomes``: exit codes, reasons,
+termination messages, start and finish times, logs, and what containerd applied of the security
+context) is read from the API server and containerd just before KPO deletes the pod.
+
+``run_task(lab, ...)`` is the older path, kept for the tests that still need it: only the
+Kubernetes API is stood in for (tests/kube_stand_in.py), the pod KPO builds is played by podman
+(tests/lab/runner.py), and its status is what KPO reads back.
 """
 
 from __future__ import annotations
@@ -21,18 +27,20 @@ from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client import models as k8s
+from kubernetes.client.exceptions import ApiException
 
 from airflow_ecr_promote.compat import TaskDeferred
 from tests.airflow_context import make_context, temporary_environ
 from tests.conftest import REPO
 from tests.kube_stand_in import kubernetes_stand_in
 
-from .runner import PodOutcome, play_pod
+from .cluster import Cluster
+from .images import REPO_PREFIX
+from .runner import ContainerOutcome, PodOutcome, play_pod
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
     from .lab import Lab
 
 
@@ -153,7 +161,7 @@ def lab_conf(lab: Lab, **conf: Any) -> dict[str, Any]:
 
 
 def run_task(
-    lab: Lab,
+    where: Lab | Cluster,
     *,
     dag_id: str = "ecr_promote_on_demand",
     task_id: str = "promote",
@@ -161,9 +169,35 @@ def run_task(
     prepare: Any = None,
     task: Any = None,
     pod_timeout: float = 300.0,
+    trigger_timeout: float = 240.0,
+    run: TaskRun | None = None,
 ) -> TaskRun:
-    """Render and execute the task; ``prepare(pod) -> pod`` may adjust the pod before it runs;
-    a pod still running after ``pod_timeout`` seconds is stopped (DeadlineExceeded)."""
+    """Render and execute the task on ``where``: the lab's real Kubernetes (a ``Cluster``), or
+    podman behind the API stand-in (a ``Lab``). ``prepare(pod) -> pod`` may adjust the pod before
+    it is created. On podman a pod still running after ``pod_timeout`` seconds is stopped
+    (DeadlineExceeded); on the cluster the test's own timeout bounds the run, a deferring
+    task's trigger must fire within ``trigger_timeout`` seconds, and ``run`` may be the TaskRun
+    to fill (a test's thread may watch its ``stamped`` log while the task runs)."""
+    if isinstance(where, Cluster):
+        return _run_on_cluster(
+            where, dag_id=dag_id, task_id=task_id, conf=conf, prepare=prepare, task=task,
+            trigger_timeout=trigger_timeout, run=run,
+        )  # fmt: skip
+    return _run_on_podman(
+        where, dag_id=dag_id, task_id=task_id, conf=conf, prepare=prepare, task=task, pod_timeout=pod_timeout
+    )
+
+
+def _run_on_podman(
+    lab: Lab,
+    *,
+    dag_id: str,
+    task_id: str,
+    conf: dict[str, Any] | None,
+    prepare: Any,
+    task: Any,
+    pod_timeout: float,
+) -> TaskRun:
     run = TaskRun()
     if task is None:
         task = example_dags().dags[dag_id].get_task(task_id)
@@ -202,22 +236,26 @@ def run_task(
     return run
 
 
-def run_task_on_cluster(
+def run_task_on_cluster(cluster: Cluster, **kwargs: Any) -> TaskRun:
+    """``run_task`` on the lab's real Kubernetes."""
+    return run_task(cluster, **kwargs)
+
+
+def _run_on_cluster(
     cluster: Cluster,
     *,
-    dag_id: str = "ecr_promote_on_demand",
-    task_id: str = "promote",
-    conf: dict[str, Any] | None = None,
-    task: Any = None,
-    trigger_timeout: float = 240.0,
-    run: TaskRun | None = None,
+    dag_id: str,
+    task_id: str,
+    conf: dict[str, Any] | None,
+    prepare: Any,
+    task: Any,
+    trigger_timeout: float,
+    run: TaskRun | None,
 ) -> TaskRun:
-    """Render and execute the task against the lab's real Kubernetes (tests/lab/cluster.py):
-    KPO's own code talks to the API server through Airflow's ``kubernetes_default`` connection,
-    which names the cluster's kubeconfig; nothing is stood in for. A deferring task's trigger
-    (KPO's own, polling the real API server) runs here until its first event, within
-    ``trigger_timeout`` seconds, and a new instance of the task resumes with it. ``run``: the
-    TaskRun to fill (a test's thread may watch its ``stamped`` log while the task runs)."""
+    """KPO's own code talks to the API server through Airflow's ``kubernetes_default``
+    connection, which names the cluster's kubeconfig; nothing is stood in for. A deferring
+    task's trigger (KPO's own, polling the real API server) runs here until its first event,
+    within ``trigger_timeout`` seconds, and a new instance of the task resumes with it."""
     run = TaskRun() if run is None else run
     if task is None:
         task = example_dags().dags[dag_id].get_task(task_id)
@@ -226,6 +264,8 @@ def run_task_on_cluster(
     task.render_template_fields(context)
     operator = context["task"]
     run.rendered = {name: getattr(operator, name, None) for name in operator.template_fields}
+    recorder = _PodRecorder(cluster, run, prepare)
+    recorder.attach(operator)
     started = time.monotonic()
     try:
         connection = {"AIRFLOW_CONN_KUBERNETES_DEFAULT": cluster.airflow_connection()}
@@ -235,7 +275,12 @@ def run_task_on_cluster(
         connection["KUBECONFIG"] = str(cluster.dir / "airflow.kubeconfig")
         with captured_task_log(run.log, run.stamped), temporary_environ(connection):
             run.result = _resume_until_done(
-                original, context, lambda: operator.execute(context), run.log, trigger_timeout
+                original,
+                context,
+                lambda: operator.execute(context),
+                run.log,
+                trigger_timeout,
+                recorder.attach,
             )
     except Exception as error:  # the caller asserts on it
         run.error = error
@@ -246,8 +291,142 @@ def run_task_on_cluster(
     return run
 
 
+class _PodRecorder:
+    """Fills a ``TaskRun`` from the real cluster, around three of the operator's own steps (the
+    instance's methods are wrapped; what they do is unchanged):
+
+    - ``build_pod_request_obj``: the pod as built (after ``prepare``) is recorded, and the lab
+      images it names are imported into containerd (a cluster pulls them; this one cannot);
+    - ``process_pod_deletion``: just before KPO deletes the pod, its status, every container's
+      log (through the API, as cluster-admin) and what containerd applied are read;
+    - ``_copier_log``: the operator read the copier's log through the API (``log_reads``).
+    """
+
+    def __init__(self, cluster: Cluster, run: TaskRun, prepare: Any) -> None:
+        from kubernetes.config import new_client_from_config
+
+        self.cluster, self.run, self.prepare = cluster, run, prepare
+        self.api = CoreV1Api(new_client_from_config(config_file=str(cluster.kubeconfig)))
+
+    def attach(self, operator: Any) -> None:
+        # KPO reads a pending pod every 5 s by default; every pod here starts pending (its init
+        # containers), so that cadence alone would add seconds to each test. A cadence, not a
+        # behaviour: the lab reads every second.
+        operator.startup_check_interval_seconds = 1
+        build, delete = operator.build_pod_request_obj, operator.process_pod_deletion
+        copier_log = getattr(operator, "_copier_log", None)
+
+        def build_pod_request_obj(context: Any = None, *args: Any, **kwargs: Any) -> k8s.V1Pod:
+            pod = build(context, *args, **kwargs)
+            if kwargs.get("dry_run"):
+                return pod
+            if self.prepare is not None:
+                pod = self.prepare(pod)
+            self.run.pods.append(pod)
+            named = [c.image for c in [*(pod.spec.init_containers or []), *pod.spec.containers]]
+            self.cluster.import_images(*(i for i in named if i and i.startswith(REPO_PREFIX + "/")))
+            return pod
+
+        def process_pod_deletion(pod: k8s.V1Pod | None, *args: Any, **kwargs: Any) -> Any:
+            if pod is not None and pod.metadata is not None and pod.metadata.name:
+                try:
+                    self.record(pod.metadata.name, pod.metadata.namespace)
+                except Exception as error:  # the task's own outcome must not be masked
+                    self.run.log.append(f"lab: could not record pod {pod.metadata.name}: {error!r}")
+            return delete(pod, *args, **kwargs)
+
+        operator.build_pod_request_obj = build_pod_request_obj
+        operator.process_pod_deletion = process_pod_deletion
+        if copier_log is not None:
+
+            def _copier_log(pod: k8s.V1Pod) -> Any:
+                self.run.log_reads.append(str(operator.base_container_name))
+                return copier_log(pod)
+
+            operator._copier_log = _copier_log
+
+    def record(self, name: str, namespace: str) -> None:
+        """The pod's status, logs and applied settings, appended to ``run.outcomes``."""
+        try:
+            pod = self.api.read_namespaced_pod(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return  # gone already (deleted by someone else)
+            raise
+        status = pod.status or k8s.V1PodStatus()
+        outcome = PodOutcome(name, str(status.phase or "Unknown"))
+        for specs, statuses, init in (
+            (pod.spec.init_containers or [], status.init_container_statuses or [], True),
+            (pod.spec.containers, status.container_statuses or [], False),
+        ):
+            by_name = {s.name: s for s in statuses}
+            for spec in specs:
+                got = self._container(pod, spec, by_name.get(spec.name), init)
+                (outcome.init_containers if init else outcome.containers).append(got)
+        self.run.outcomes.append(outcome)
+
+    def _container(
+        self, pod: k8s.V1Pod, spec: k8s.V1Container, status: k8s.V1ContainerStatus | None, init: bool
+    ) -> ContainerOutcome:
+        out = ContainerOutcome(name=spec.name, image=spec.image or "", init=init)
+        state = status.state if status is not None else None
+        if state is not None and state.terminated is not None:
+            done = state.terminated
+            out.exit_code, out.reason = int(done.exit_code), str(done.reason or "")
+            out.message = done.message or ""
+            out.started_at, out.finished_at = done.started_at, done.finished_at
+        elif state is not None and state.waiting is not None:
+            out.reason = str(state.waiting.reason or "Waiting")
+        elif state is not None and state.running is not None:
+            out.reason, out.started_at = "Running", state.running.started_at
+        if status is not None and status.container_id and (out.terminated or out.reason == "Running"):
+            out.logs = self._logs(pod, spec.name)
+            out.applied = self._applied(status.container_id.split("://", 1)[-1])
+        return out
+
+    def _logs(self, pod: k8s.V1Pod, container: str) -> str:
+        try:
+            response = self.api.read_namespaced_pod_log(
+                pod.metadata.name, pod.metadata.namespace, container=container, _preload_content=False
+            )
+        except ApiException:
+            return ""
+        return bytes(response.data).decode("utf-8", "replace")
+
+    def _applied(self, container_id: str) -> dict[str, Any]:
+        """What containerd applied (the OCI spec it gave runc): user, read-only root filesystem,
+        effective capabilities, no-new-privileges, seccomp, and which of the pod's volumes it
+        mounted read-only."""
+        done = self.cluster.ctr("containers", "info", container_id, check=False, timeout=60)
+        if done.returncode != 0:
+            return {}
+        spec = json.loads(done.stdout).get("Spec") or {}
+        process = spec.get("process") or {}
+        user = process.get("user") or {}
+        seccomp = (spec.get("linux") or {}).get("seccomp")
+        volumes = str(self.cluster.dir / "kubelet" / "pods") + "/"
+        return {
+            "user": f"{user.get('uid', '')}:{user.get('gid', '')}",
+            "read_only_root": bool((spec.get("root") or {}).get("readonly")),
+            "effective_caps": sorted((process.get("capabilities") or {}).get("effective") or []),
+            "no_new_privileges": bool(process.get("noNewPrivileges")),
+            "seccomp": "unconfined" if not seccomp else "default",
+            # the pod's volumes as mounted (not /proc, /etc/hosts, ... that every container gets)
+            "read_only_mounts": {
+                m.get("destination"): "ro" in (m.get("options") or [])
+                for m in spec.get("mounts") or []
+                if str(m.get("source", "")).startswith(volumes) and "/volumes/" in str(m.get("source"))
+            },
+        }
+
+
 def _resume_until_done(
-    original: Any, context: dict[str, Any], step: Any, log: list[str], timeout: float
+    original: Any,
+    context: dict[str, Any],
+    step: Any,
+    log: list[str],
+    timeout: float,
+    attach: Any = None,
 ) -> Any:
     """Run ``step``; while the task defers, do what the triggerer and a resumed worker do: run
     the trigger to its first event, then call the named method on a new instance of the task
@@ -265,6 +444,8 @@ def _resume_until_done(
             event = asyncio.run(asyncio.wait_for(_first_event(deferred.trigger), remaining))
             resumed = context["task"] = original.prepare_for_execution()  # a new instance resumes
             resumed.render_template_fields(context)
+            if attach is not None:
+                attach(resumed)
             method = getattr(resumed, deferred.method_name)
             call = partial(method, context, event.payload, **(deferred.kwargs or {}))
 

@@ -2,7 +2,8 @@
 kube-apiserver, a real kubelet runs it with containerd, and its pods reach the lab's registries,
 STS and ECR by their real names through the cluster's DNS (tests/lab/cluster.py).
 
-Selected with ``-m cluster``; the other lab tests still play pods with podman.
+Selected with ``-m cluster``, with the other lab test files that moved onto the cluster
+(README: The lab's Kubernetes).
 """
 
 from __future__ import annotations

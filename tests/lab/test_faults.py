@@ -25,17 +25,19 @@ from airflow_ecr_promote.operators import EcrPromoteError
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
 from . import registry
+from .cluster import Cluster
 from .lab import Lab
 from .operator_run import TaskRun, lab_conf, run_task
 from .paths import account
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cluster]
 
 PULL_ROLE = "arn:aws:iam::123456789012:role/ecr-promote-pull"
 PUSH_ROLE = "arn:aws:iam::210987654321:role/ecr-promote-push"
 
 
-def promote(lab: Lab, repo: str, tag: str, **conf: object) -> TaskRun:
+def promote(cluster: Cluster, repo: str, tag: str, **conf: object) -> TaskRun:
+    """The on-demand example DAG's task on the lab's real Kubernetes."""
     inputs: dict[str, object] = {
         "source_image": f"{SOURCE_HOST}/{repo}:{tag}",
         "dest_image": f"{DEST_HOST}/{repo}:{tag}",
@@ -44,7 +46,7 @@ def promote(lab: Lab, repo: str, tag: str, **conf: object) -> TaskRun:
         "dest_role_arn": PUSH_ROLE,
         **conf,
     }
-    return run_task(lab, conf=lab_conf(lab, **inputs))
+    return run_task(cluster, conf=lab_conf(cluster.lab, **inputs))
 
 
 def assert_complete_or_absent(lab: Lab, repo: str, tag: str, source_digest: str) -> bool:
@@ -61,7 +63,7 @@ def assert_complete_or_absent(lab: Lab, repo: str, tag: str, source_digest: str)
     return True
 
 
-def test_destination_registry_restarting_mid_copy_leaves_no_partial_image(lab: Lab) -> None:
+def test_destination_registry_restarting_mid_copy_leaves_no_partial_image(lab: Lab, cluster: Cluster) -> None:
     repo, tag = "faults/restart", "1.0"
     lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     source_digest = lab.push_image(SOURCE_ACCOUNT, repo, tag, extra_mb=150, seed=600)
@@ -82,7 +84,7 @@ def test_destination_registry_restarting_mid_copy_leaves_no_partial_image(lab: L
     chaos = threading.Thread(target=interrupt)
     chaos.start()
     try:
-        first = promote(lab, repo, tag)
+        first = promote(cluster, repo, tag)
     finally:
         chaos.join()
         lab.start_registry(DEST_ACCOUNT)
@@ -95,16 +97,16 @@ def test_destination_registry_restarting_mid_copy_leaves_no_partial_image(lab: L
     assert isinstance(first.error, EcrPromoteError)
     assert f"{DEST_HOST}/{repo}:{tag}" in str(first.error)
     assert_complete_or_absent(lab, repo, tag, source_digest)
-    second = promote(lab, repo, tag)
+    second = promote(cluster, repo, tag)
     assert second.error is None, "\n".join(second.log[-30:])
     assert assert_complete_or_absent(lab, repo, tag, source_digest)
 
 
-def test_sts_refusing_the_source_role_names_the_role(lab: Lab) -> None:
+def test_sts_refusing_the_source_role_names_the_role(lab: Lab, cluster: Cluster) -> None:
     repo, tag = "faults/sts", "1.0"
     lab.push_image(SOURCE_ACCOUNT, repo, tag, seed=601)
     refused = "arn:aws:iam::123456789012:role/not-allowed-to-pull"
-    run = promote(lab, repo, tag, source_role_arn=refused)
+    run = promote(cluster, repo, tag, source_role_arn=refused)
     assert isinstance(run.error, EcrPromoteError)
     message = str(run.error)
     assert f"cannot assume role {refused} for registry {SOURCE_HOST}" in message
@@ -129,12 +131,12 @@ def registry_password(lab: Lab, which: str, password: str) -> Iterator[None]:
         lab.start_registry(which)
 
 
-def test_registry_refusing_the_login_password_names_the_registry(lab: Lab) -> None:
+def test_registry_refusing_the_login_password_names_the_registry(lab: Lab, cluster: Cluster) -> None:
     repo, tag = "faults/password", "1.0"
     lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     lab.push_image(SOURCE_ACCOUNT, repo, tag, seed=602)
     with registry_password(lab, DEST_ACCOUNT, "rotated-password"):
-        run = promote(lab, repo, tag)
+        run = promote(cluster, repo, tag)
     assert isinstance(run.error, EcrPromoteError)
     message = str(run.error)
     assert f"cannot read destination {DEST_HOST}/{repo}:{tag}" in message

@@ -1,8 +1,8 @@
 """End-to-end promotions through the operator's own pod, in the lab.
 
-The on-demand example DAG's task is rendered with a real context and executed by KPO; podman
-runs the pod it builds (tests/lab/operator_run.py). Registries, STS/ECR (moto), the aws CLI and
-skopeo are all real.
+The on-demand example DAG's task is rendered with a real context and executed by KPO against the
+lab's real Kubernetes, which runs the pod it builds (tests/lab/operator_run.py). Registries,
+STS/ECR (moto), the aws CLI and the engines are all real.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from kubernetes.client import ApiClient
 from airflow_ecr_promote.operators import EcrPromoteError
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
+from .cluster import Cluster
 from .lab import Lab
 from .operator_run import TaskRun, lab_conf, run_task
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cluster]
 
 REPO = "team/app"
 
@@ -46,14 +47,15 @@ def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def promote(lab: Lab, source: str, dest: str, engine: str = "skopeo", **conf: object) -> TaskRun:
-    return run_task(lab, conf=lab_conf(lab, source_image=source, dest_image=dest, engine=engine, **conf))
+def promote(cluster: Cluster, source: str, dest: str, engine: str = "skopeo", **conf: object) -> TaskRun:
+    inputs = lab_conf(cluster.lab, source_image=source, dest_image=dest, engine=engine, **conf)
+    return run_task(cluster, conf=inputs)
 
 
-def test_two_platform_image_is_promoted_with_its_digest(lab: Lab, engine: str) -> None:
+def test_two_platform_image_is_promoted_with_its_digest(lab: Lab, cluster: Cluster, engine: str) -> None:
     tag = f"2.0.0-{engine}"
     digest = lab.push_image(SOURCE, REPO, tag, seed=1)
-    run = promote(lab, f"{SOURCE_HOST}/{REPO}:{tag}", f"{DEST_HOST}/{REPO}:{tag}", engine)
+    run = promote(cluster, f"{SOURCE_HOST}/{REPO}:{tag}", f"{DEST_HOST}/{REPO}:{tag}", engine)
     assert run.error is None, "\n".join(run.log[-30:])
     assert lab.digest(DEST, REPO, tag) == digest
     assert sorted(lab.platforms(DEST, REPO, tag)) == ["linux/amd64", "linux/arm64"]
@@ -66,14 +68,16 @@ def test_two_platform_image_is_promoted_with_its_digest(lab: Lab, engine: str) -
     assert "return_value" not in run.pushed  # the task runner stores the returned value
 
 
-def test_rerun_succeeds_with_the_same_digest_and_uploads_nothing(lab: Lab, engine: str) -> None:
+def test_rerun_succeeds_with_the_same_digest_and_uploads_nothing(
+    lab: Lab, cluster: Cluster, engine: str
+) -> None:
     tag = f"2.1.0-{engine}"
     digest = lab.push_image(SOURCE, REPO, tag, seed=2)
-    first = promote(lab, f"{SOURCE_HOST}/{REPO}:{tag}", f"{DEST_HOST}/{REPO}:{tag}", engine)
+    first = promote(cluster, f"{SOURCE_HOST}/{REPO}:{tag}", f"{DEST_HOST}/{REPO}:{tag}", engine)
     assert first.error is None, "\n".join(first.log[-30:])
     uploads_before = len(lab.upload_requests(DEST))
     manifests_before = _manifest_puts(lab)
-    second = promote(lab, f"{SOURCE_HOST}/{REPO}:{tag}", f"{DEST_HOST}/{REPO}:{tag}", engine)
+    second = promote(cluster, f"{SOURCE_HOST}/{REPO}:{tag}", f"{DEST_HOST}/{REPO}:{tag}", engine)
     assert second.error is None, "\n".join(second.log[-30:])
     assert second.result["status"] == "present"
     assert second.result["digest"] == digest
@@ -81,20 +85,22 @@ def test_rerun_succeeds_with_the_same_digest_and_uploads_nothing(lab: Lab, engin
     assert _manifest_puts(lab) == manifests_before, "no manifest written on a re-run"
 
 
-def test_promotion_by_source_digest_to_a_tag(lab: Lab, engine: str) -> None:
+def test_promotion_by_source_digest_to_a_tag(lab: Lab, cluster: Cluster, engine: str) -> None:
     tag = f"2.2.0-{engine}"
     digest = lab.push_image(SOURCE, REPO, tag, seed=3)
-    run = promote(lab, f"{SOURCE_HOST}/{REPO}@{digest}", f"{DEST_HOST}/{REPO}:from-digest-{engine}", engine)
+    run = promote(
+        cluster, f"{SOURCE_HOST}/{REPO}@{digest}", f"{DEST_HOST}/{REPO}:from-digest-{engine}", engine
+    )
     assert run.error is None, "\n".join(run.log[-30:])
     assert lab.digest(DEST, REPO, f"from-digest-{engine}") == digest
     assert run.result["digest_kept"] is True
 
 
-def test_destination_role_in_the_wrong_account_fails_naming_the_image(lab: Lab) -> None:
+def test_destination_role_in_the_wrong_account_fails_naming_the_image(lab: Lab, cluster: Cluster) -> None:
     lab.push_image(SOURCE, REPO, "2.4.0", seed=5)
     wrong = PULL_ROLE  # assumable, but its token is for account 123456789012, not the destination's
     run = promote(
-        lab,
+        cluster,
         f"{SOURCE_HOST}/{REPO}:2.4.0",
         f"{DEST_HOST}/{REPO}:2.4.0",
         source_role_arn=PULL_ROLE,
@@ -107,25 +113,25 @@ def test_destination_role_in_the_wrong_account_fails_naming_the_image(lab: Lab) 
     assert lab.digest(DEST, REPO, "2.4.0") is None
 
 
-def test_missing_source_tag_fails_naming_it(lab: Lab, engine: str) -> None:
+def test_missing_source_tag_fails_naming_it(lab: Lab, cluster: Cluster, engine: str) -> None:
     source = f"{SOURCE_HOST}/{REPO}:does-not-exist"
-    run = promote(lab, source, f"{DEST_HOST}/{REPO}:does-not-exist", engine)
+    run = promote(cluster, source, f"{DEST_HOST}/{REPO}:does-not-exist", engine)
     assert isinstance(run.error, EcrPromoteError)
     assert f"source {source} not found" in str(run.error)
 
 
-def test_no_password_or_session_key_reaches_logs_results_or_the_pod(lab: Lab) -> None:
+def test_no_password_or_session_key_reaches_logs_results_or_the_pod(lab: Lab, cluster: Cluster) -> None:
     lab.push_image(SOURCE, REPO, "2.5.0", seed=6)
     run = promote(
-        lab,
+        cluster,
         f"{SOURCE_HOST}/{REPO}:2.5.0",
         f"{DEST_HOST}/{REPO}:2.5.0",
         source_role_arn=PULL_ROLE,
         dest_role_arn=PUSH_ROLE,
     )
     assert run.error is None, "\n".join(run.log[-30:])
-    # podman drops the logs of init containers that succeed (a kubelet keeps them); the login
-    # script's own output is checked for secrets in tests/test_login_script.py.
+    # The kubelet keeps the logs of init containers that succeeded: the login container's log is
+    # in the outcomes too.
     assert any("ecr-promote copy:" in line for line in run.log), "the copier's log was captured"
     seen = "\n".join(
         [
@@ -140,11 +146,13 @@ def test_no_password_or_session_key_reaches_logs_results_or_the_pod(lab: Lab) ->
     assert_no_secret(lab, seen)
 
 
-def test_failure_messages_hold_no_secret(lab: Lab) -> None:
+def test_failure_messages_hold_no_secret(lab: Lab, cluster: Cluster) -> None:
     """A login that gets its passwords and then fails at the registry: every message the task
     raises or logs is free of passwords and keys."""
     lab.push_image(SOURCE, REPO, "2.7.0", seed=9)
-    run = promote(lab, f"{SOURCE_HOST}/{REPO}:2.7.0", f"{DEST_HOST}/{REPO}:2.7.0", dest_role_arn=PULL_ROLE)
+    run = promote(
+        cluster, f"{SOURCE_HOST}/{REPO}:2.7.0", f"{DEST_HOST}/{REPO}:2.7.0", dest_role_arn=PULL_ROLE
+    )
     assert isinstance(run.error, EcrPromoteError)
     assert_no_secret(lab, "\n".join([str(run.error), repr(run.error.__cause__), *run.log]))
 
@@ -198,7 +206,7 @@ def _session_secrets(lab: Lab) -> list[str]:
     return secrets
 
 
-def test_rerun_with_ecr_api_connections_starts_no_pod(lab: Lab) -> None:
+def test_rerun_with_ecr_api_connections_starts_no_pod(lab: Lab, cluster: Cluster) -> None:
     """The registries report their pushes to the lab's ECR API, as ECR is one service; with
     Airflow connections to it the worker finds the image promoted and starts no pod."""
     from airflow_ecr_promote.operators import EcrPromoteOperator
@@ -223,11 +231,11 @@ def test_rerun_with_ecr_api_connections_starts_no_pod(lab: Lab) -> None:
         )
 
     with lab_connections(lab):
-        first = run_task(lab, task=task())
+        first = run_task(cluster, task=task())
         assert first.error is None, "\n".join(first.log[-30:])
         assert len(first.pods) == 1, "nothing at the destination yet: the pod copies"
         wait_until_ecr_api_reports(DEST_CONN_ID, dest, digest)
-        second = run_task(lab, task=task())
+        second = run_task(cluster, task=task())
     assert second.error is None, "\n".join(second.log[-30:])
     assert second.pods == [], "already promoted: no pod"
     assert (second.result["status"], second.result["digest"]) == ("present", digest)

@@ -1,4 +1,5 @@
-"""The manifest printed by `airflow-ecr-promote render` promotes an image when it runs."""
+"""The manifest printed by `airflow-ecr-promote render` promotes an image when it runs: applied
+with the lab's built kubectl to the lab's real Kubernetes, whose Job controller runs it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,13 +15,25 @@ import pytest
 from airflow_ecr_promote.result import parse_summary
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
+from .cluster import NAMESPACE, SERVICE_ACCOUNT, Cluster
 from .lab import Lab
-from .runner import play_pod
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cluster]
 
 
-def test_rendered_job_pod_template_promotes_an_image(lab: Lab) -> None:
+def finished_job(cluster: Cluster, name: str, timeout: float = 240.0) -> dict[str, object]:
+    """The Job once its controller reports it succeeded or failed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = json.loads(cluster.kubectl("get", "job", name, "-n", NAMESPACE, "-o", "json").stdout)
+        status = job.get("status") or {}
+        if status.get("succeeded") or status.get("failed"):
+            return dict(job)
+        assert time.monotonic() < deadline, f"job {name} still running after {timeout}s: {status}"
+        time.sleep(1)
+
+
+def test_rendered_job_promotes_an_image(lab: Lab, cluster: Cluster) -> None:
     repo, tag = "render/app", "7.0.0"
     lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     digest = lab.push_image(SOURCE_ACCOUNT, repo, tag, seed=700)
@@ -36,6 +50,8 @@ def test_rendered_job_pod_template_promotes_an_image(lab: Lab) -> None:
             "--init-image", lab.init_image,
             "--copier-image", lab.copier_image,
             "--output", "json",
+            "--namespace", NAMESPACE,
+            "--service-account", SERVICE_ACCOUNT,
         ],
         capture_output=True,
         text=True,
@@ -47,13 +63,20 @@ def test_rendered_job_pod_template_promotes_an_image(lab: Lab) -> None:
     job = json.loads(done.stdout)
     assert job["kind"] == "Job"
     assert job["spec"]["backoffLimit"] == 0
-    template = job["spec"]["template"]
-    metadata = {**template["metadata"], "name": job["metadata"]["name"]}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
-    outcome = play_pod(lab, pod)
-    assert outcome.phase == "Succeeded", [c.message or c.logs for c in outcome.containers]
+    name = job["metadata"]["name"]
+    cluster.kubectl("apply", "-f", "-", input=done.stdout)
+    try:
+        status = finished_job(cluster, name)["status"]
+        pods = json.loads(
+            cluster.kubectl("get", "pods", "-n", NAMESPACE, "-l", f"job-name={name}", "-o", "json").stdout
+        )["items"]
+    finally:
+        cluster.kubectl("delete", "job", name, "-n", NAMESPACE, "--cascade=foreground", "--wait=true")
+    assert len(pods) == 1, "backoffLimit 0: one pod"
+    base = next(c for c in pods[0]["status"]["containerStatuses"] if c["name"] == "base")
+    message = base["state"]["terminated"].get("message", "")
+    assert status.get("succeeded") == 1, (status, message)
     assert lab.digest(DEST_ACCOUNT, repo, tag) == digest
-    message = outcome.container("base").message
     summary = parse_summary(message)
     assert summary is not None and (summary.copies, summary.failed) == (1, 0), message
     assert f"1 copied {digest} {digest}" in message.split("\n"), message
