@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -39,6 +39,8 @@ from airflow_ecr_promote.promotion import Copy, Promotion
 from airflow_ecr_promote.refs import ImageRef
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
 
 BATCH = 100  # BatchGetImage and DescribeImages take at most 100 image ids
 WORKERS = 4  # calls at once; botocore retries a throttled one with backoff
@@ -266,9 +268,9 @@ def _chunk_or_none(
         return dict.fromkeys(chunk)  # the pod creates it, or says it is missing
 
 
-def _run(calls: list[Lookup]) -> dict[ImageRef, Seen | None]:
-    """Every call's answer, merged; a few calls at once (each is a round trip of tens of ms)."""
-    found: dict[ImageRef, Seen | None] = {}
+def run_calls(calls: Sequence[Callable[[], Mapping[K, V]]]) -> dict[K, V]:
+    """Every call's answer, merged; a few calls at once (each is an ECR round trip, or a wait)."""
+    found: dict[K, V] = {}
     if len(calls) <= 1:
         for call in calls:
             found.update(call())
@@ -288,7 +290,7 @@ def look_up(
 ) -> dict[ImageRef, Seen | None]:
     """Each image as ECR shows it (with its manifest, for ``manifests``), None for one it does not
     hold (or reports a failure for). Raises ClientError / BotoCoreError for an error of a whole call."""
-    return _run(_lookups(conn_id, images, manifests, clients or Clients()))
+    return run_calls(_lookups(conn_id, images, manifests, clients or Clients()))
 
 
 def referrers(conn: Any, image: ImageRef, digest: str) -> set[str] | None:
@@ -398,7 +400,7 @@ def find_in_place(
         # both sides at once: a source is read also when its destination turns out to be missing
         asked = [c.source for c in copies if with_signatures or not c.source.digest]
         clients = Clients()
-        seen = _run(
+        seen = run_calls(
             _lookups(dest_conn_id, [c.dest for c in copies], False, clients)
             + _lookups(source_conn_id, asked, with_signatures, clients)
         )
@@ -419,7 +421,7 @@ def confirm_promoted(
     confirms nothing."""
     try:
         clients = Clients()
-        seen = _run(
+        seen = run_calls(
             _lookups(dest_conn_id, [c.dest for c in copies], False, clients)
             + _lookups(source_conn_id, [c.source for c in copies if not c.source.digest], False, clients)
         )

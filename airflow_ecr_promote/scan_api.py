@@ -14,7 +14,7 @@ severity counts (``imageScanFindingsSummary``): an image whose scan completed wi
 
 An API error for an image (access denied, throttled past botocore's retries, no such image) is
 that image's refusal, with AWS's words: the gate never lets an image through unjudged. The
-summaries, then the images' own reads, run a few at once (``WORKERS``).
+summaries, then the images' own reads, run a few at once (:func:`precheck.run_calls`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -39,6 +38,7 @@ from airflow_ecr_promote.findings import (
     judge,
     report_from_pages,
 )
+from airflow_ecr_promote.precheck import run_calls
 from airflow_ecr_promote.refs import ImageRef
 from airflow_ecr_promote.scan_gate import ScanGate
 
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 100  # DescribeImages takes at most 100 image ids
 PAGE = 1000  # DescribeImageScanFindings' largest page
-WORKERS = 4
 API_ERROR = "API_ERROR"  # the status of an image the API could not report on
 POLL = (1.0, 2.0, 4.0, 8.0, 15.0)  # seconds between reads of a running scan; then 15 s each
 
@@ -186,19 +185,6 @@ def _read_and_judge(
     return {image: judge(report, gate.max_severity, gate.ignore)}
 
 
-def _run(calls: list[Callable[[], dict[ImageRef, Any]]]) -> dict[ImageRef, Any]:
-    """Every call's answer, merged; a few calls at once (each is a round trip, or a wait)."""
-    found: dict[ImageRef, Any] = {}
-    if len(calls) <= 1:
-        for call in calls:
-            found.update(call())
-        return found
-    with ThreadPoolExecutor(max_workers=min(WORKERS, len(calls))) as pool:
-        for part in pool.map(lambda call: call(), calls):
-            found.update(part)
-    return found
-
-
 def judge_images(
     conn_id: str | None,
     images: Iterable[ImageRef],
@@ -221,7 +207,7 @@ def judge_images(
             calls.append(
                 partial(_summaries, clients[region], account, repository, members[start : start + BATCH])
             )
-    seen: dict[ImageRef, ScanReport | None] = _run(calls)
+    seen: dict[ImageRef, ScanReport | None] = run_calls(calls)
     verdicts: dict[ImageRef, Verdict] = {}
     reads: list[Callable[[], dict[ImageRef, Any]]] = []
     for image, summary in seen.items():
@@ -232,5 +218,5 @@ def judge_images(
                 continue
         start_first = summary is not None and summary.status == NO_SCAN
         reads.append(partial(_read_and_judge, clients[image.region], image, gate, deadline, start_first))
-    verdicts.update(_run(reads))
+    verdicts.update(run_calls(reads))
     return verdicts

@@ -488,30 +488,28 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
     def _setup_namespace(self) -> None:
-        """The example DAGs' namespace (Pod Security ``restricted`` enforced) and service account,
-        as a platform team would create them."""
-        manifest = {
-            "apiVersion": "v1",
-            "kind": "List",
-            "items": [
-                {
-                    "apiVersion": "v1",
-                    "kind": "Namespace",
-                    "metadata": {
-                        "name": NAMESPACE,
-                        "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
-                    },
-                },
-                {
-                    "apiVersion": "v1",
-                    "kind": "ServiceAccount",
-                    "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE},
-                },
-            ],
-        }
-        self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        """The example DAGs' namespace (Pod Security ``restricted`` enforced), its service account
+        and the README's Role for Airflow's identity, as a platform team would create them."""
+        self.add_namespace(NAMESPACE, "restricted")
+
+    def add_namespace(self, name: str, pod_security: str) -> None:
+        """A namespace enforcing the Pod Security level ``pod_security``, with the example DAGs'
+        service account and exactly the README's Role and RoleBinding for Airflow's identity."""
+        items = [
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": pod_security}},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": SERVICE_ACCOUNT, "namespace": name},
+            },
+            *readme_rbac(name),
+        ]
         self.kubectl(
-            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": readme_rbac()})
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
         )
 
     # ----------------------------------------------------------------- kubectl
@@ -612,15 +610,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 
     def _kill_shims(self) -> None:
         """Shims outlive containerd: stop those serving this cluster's socket (by PID)."""
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            if argv and argv[0].endswith("containerd-shim-runc-v2") and str(self.socket) in argv:
-                procs.stop(Proc("shim", int(entry.name), argv[:-1], ""), None, timeout=5.0)
+        for pid, argv in _processes():
+            if argv[0].endswith("containerd-shim-runc-v2") and str(self.socket) in argv:
+                procs.stop(Proc("shim", pid, argv[:-1], ""), None, timeout=5.0)
 
     def _unmount_all(self, errors: list[str]) -> None:
         """Everything mounted under the cluster's folder, deepest first (container rootfs,
@@ -666,7 +658,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         clusters created (another one still uses them while it runs)."""
         with _shared_lock():
             self._marker.unlink(missing_ok=True)
-            others = _running_clusters() + _kubelets(besides=self.dir)
+            others = _running_clusters() + _kubelets(besides=self.run_dir)
             if others:
                 self.log(f"lab cluster: shared host paths kept for the lab clusters still running ({others})")
                 return
@@ -819,10 +811,8 @@ def _created_host_paths() -> list[str]:
         return []
 
 
-def _kubelets(besides: Path) -> list[str]:
-    """Running kubelets but the one of ``besides`` (a cluster's folder): lab clusters of code
-    without markers, or a kubelet of the machine's own, use the shared host paths too."""
-    found = []
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, argv) of every process that is running and has an argv."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -830,9 +820,18 @@ def _kubelets(besides: Path) -> list[str]:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if Path(argv[0]).name == "kubelet" and f"--root-dir={besides / 'kubelet'}" not in argv:
-            found.append(f"kubelet pid {entry.name}")
-    return found
+        if argv and argv[0]:
+            yield int(entry.name), argv
+
+
+def _kubelets(besides: Path) -> list[str]:
+    """Running kubelets but the one of ``besides`` (a cluster's run folder): lab clusters of code
+    without markers, or a kubelet of the machine's own, use the shared host paths too."""
+    return [
+        f"kubelet pid {pid}"
+        for pid, argv in _processes()
+        if Path(argv[0]).name == "kubelet" and f"--root-dir={besides / 'kubelet'}" not in argv
+    ]
 
 
 def _running_clusters() -> list[str]:

@@ -14,7 +14,6 @@ capabilities) is refused under `restricted` and runs there, as the README says.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -106,26 +105,7 @@ BASELINE_NAMESPACE = "ecr-promote-baseline"
 def add_baseline_namespace(cluster: Any) -> None:
     """A namespace enforcing Pod Security ``baseline`` (for kaniko), with the example DAGs'
     service account and exactly the README's Role and RoleBinding for Airflow's identity."""
-    from .cluster import SERVICE_ACCOUNT, readme_rbac
-
-    items = [
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": BASELINE_NAMESPACE,
-                "labels": {"pod-security.kubernetes.io/enforce": "baseline"},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": SERVICE_ACCOUNT, "namespace": BASELINE_NAMESPACE},
-        },
-        *readme_rbac(BASELINE_NAMESPACE),
-    ]
-    manifest = {"apiVersion": "v1", "kind": "List", "items": items}
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    cluster.add_namespace(BASELINE_NAMESPACE, "baseline")
 
 
 @pytest.fixture(scope="session")

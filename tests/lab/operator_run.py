@@ -404,7 +404,7 @@ class _PodRecorder:
         process = spec.get("process") or {}
         user = process.get("user") or {}
         seccomp = (spec.get("linux") or {}).get("seccomp")
-        volumes = str(self.cluster.dir / "kubelet" / "pods") + "/"
+        volumes = str(self.cluster.run_dir / "kubelet" / "pods") + "/"
         return {
             "user": f"{user.get('uid', '')}:{user.get('gid', '')}",
             "read_only_root": bool((spec.get("root") or {}).get("readonly")),
