@@ -279,11 +279,13 @@ def test_copier_log_reaches_the_task_log_while_the_copier_runs(lab: Lab, cluster
     assert [text.split("[base] ", 1)[1].rstrip("\n") for _, text in copier] == wrote[: len(copier)]
     assert [at for at, _ in copier] == sorted(at for at, _ in copier)
     assert WAITING in first
-    # A copier line reached the task's log while the copier waited to retry (5 s, then 10 s; KPO
-    # logs a line once the next one begins, as a line may continue): the API's times have whole
-    # seconds, so a margin of 3 s tells streaming from reading the log at the end.
+    # A copier line reached the task's log while the copier waited to retry (KPO logs a line once
+    # the next one begins, as a line may continue): the destination came back only after that, so
+    # the copy could succeed only because the log streamed. The API's finishedAt is cut to whole
+    # seconds, so a line logged before it was logged before the copier ended (the retry that
+    # follows the restart may succeed within a second or two: no larger margin holds).
     assert "logged" in seen, "the copier's line never reached the task's log while it ran"
-    assert seen["logged"] < finished - 3, (seen, finished)
+    assert seen["logged"] < finished, (seen, finished)
     assert copier[-1][0] >= finished - 1
     print(
         "log streaming: copier started {:.1f}s, first line in the task log {:.1f}s, registry back {:.1f}s,"
