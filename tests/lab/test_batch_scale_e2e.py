@@ -19,11 +19,12 @@ from kubernetes.client import models as k8s
 from airflow_ecr_promote.operators import EcrPromoteError
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
+from .cluster import Cluster
 from .lab import Lab
 from .operator_run import TaskRun, lab_operator, run_task
 from .paths import account
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cluster]
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json"
@@ -66,8 +67,8 @@ class RegistryApi:
             self._call("PUT", f"{repo}/manifests/{tag}", body, Content_Type=media_type).close()
 
 
-def run_operator(lab: Lab, engine: str = "skopeo", **kwargs: Any) -> TaskRun:
-    return run_task(lab, task=lab_operator(lab, engine, **kwargs), pod_timeout=1200)
+def run_operator(cluster: Cluster, engine: str = "skopeo", **kwargs: Any) -> TaskRun:
+    return run_task(cluster, task=lab_operator(cluster.lab, engine, **kwargs))
 
 
 def writes(lab: Lab) -> int:
@@ -88,14 +89,16 @@ def seeded_tags(lab: Lab, repo: str, tags: list[str], images: int, seed: int) ->
 
 
 @pytest.mark.parametrize("engine", ["skopeo", "crane"])
-def test_batch_of_300_tags_reports_every_tag_and_its_rerun_writes_nothing(lab: Lab, engine: str) -> None:
+def test_batch_of_300_tags_reports_every_tag_and_its_rerun_writes_nothing(
+    lab: Lab, cluster: Cluster, engine: str
+) -> None:
     repo = f"scale/{engine}"
     lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     tags = [f"7.{i // 100}.{i % 100}" for i in range(300)]
     expected = seeded_tags(lab, repo, tags, images=3, seed=700)
     kwargs = {"source_image": f"{SOURCE_HOST}/{repo}", "dest_image": f"{DEST_HOST}/{repo}", "tags": tags}
 
-    first = run_operator(lab, engine, parallel=8, **kwargs)
+    first = run_operator(cluster, engine, parallel=8, **kwargs)
     assert first.error is None, "\n".join(first.log[-30:])
     assert len(first.pods) == 1
     entries = first.result["promotions"]
@@ -107,7 +110,7 @@ def test_batch_of_300_tags_reports_every_tag_and_its_rerun_writes_nothing(lab: L
     assert [api.digest(repo, tag) for tag in tags] == [expected[tag] for tag in tags]
 
     writes_before = writes(lab)
-    second = run_operator(lab, engine, parallel=8, **kwargs)
+    second = run_operator(cluster, engine, parallel=8, **kwargs)
     assert second.error is None, "\n".join(second.log[-30:])
     assert second.result["present"] == 300
     assert [e["status"] for e in second.result["promotions"]] == ["present"] * 300
@@ -115,7 +118,9 @@ def test_batch_of_300_tags_reports_every_tag_and_its_rerun_writes_nothing(lab: L
 
 
 @pytest.mark.parametrize("engine", ["skopeo", "crane"])
-def test_batch_where_a_third_fails_with_long_reasons_reports_each_reason(lab: Lab, engine: str) -> None:
+def test_batch_where_a_third_fails_with_long_reasons_reports_each_reason(
+    lab: Lab, cluster: Cluster, engine: str
+) -> None:
     repo = f"scale/reasons-{engine}/with-a-rather-long-repository-name-as-teams-have"
     lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     tags = [f"release-candidate-{i:03d}-" + "x" * 90 for i in range(60)]
@@ -123,7 +128,7 @@ def test_batch_where_a_third_fails_with_long_reasons_reports_each_reason(lab: La
     missing = [tag for i, tag in enumerate(tags) if i % 3 == 1]
     expected = seeded_tags(lab, repo, present, images=1, seed=800)
     run = run_operator(
-        lab, engine, source_image=f"{SOURCE_HOST}/{repo}", dest_image=f"{DEST_HOST}/{repo}", tags=tags
+        cluster, engine, source_image=f"{SOURCE_HOST}/{repo}", dest_image=f"{DEST_HOST}/{repo}", tags=tags
     )
     assert isinstance(run.error, EcrPromoteError)
     assert "20 of 60 promotions failed" in str(run.error)
@@ -140,26 +145,39 @@ def test_batch_where_a_third_fails_with_long_reasons_reports_each_reason(lab: La
 
 def with_sidecar(lab: Lab) -> k8s.V1Pod:
     """A pod template with a second container, as a service mesh injects one: it fills its own
-    termination message (4 KiB), so each container's share of the pod's 12 KiB is smaller."""
+    termination message (4 KiB), so each container's share of the pod's 12 KiB is smaller. Its
+    security context is one Pod Security ``restricted`` admits, as a mesh injector's would be."""
     fill = "head -c 4096 /dev/zero | tr '\\0' x > /dev/termination-log; echo mesh proxy ready"
     return k8s.V1Pod(
         spec=k8s.V1PodSpec(
             containers=[
                 k8s.V1Container(name="base"),
-                k8s.V1Container(name="mesh-proxy", image=lab.copier_image, command=["sh", "-c", fill]),
+                k8s.V1Container(
+                    name="mesh-proxy",
+                    image=lab.copier_image,
+                    command=["sh", "-c", fill],
+                    security_context=k8s.V1SecurityContext(
+                        allow_privilege_escalation=False,
+                        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+                        run_as_non_root=True,
+                        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+                    ),
+                ),
             ]
         )
     )
 
 
 @pytest.mark.parametrize("engine", ["skopeo", "crane"])
-def test_batch_with_an_extra_container_in_the_pod_reports_every_tag(lab: Lab, engine: str) -> None:
+def test_batch_with_an_extra_container_in_the_pod_reports_every_tag(
+    lab: Lab, cluster: Cluster, engine: str
+) -> None:
     repo = f"scale/sidecar-{engine}"
     lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     tags = [f"9.0.{i}-" + "y" * 100 for i in range(40)]
     expected = seeded_tags(lab, repo, tags, images=1, seed=900)
     run = run_operator(
-        lab,
+        cluster,
         engine,
         source_image=f"{SOURCE_HOST}/{repo}",
         dest_image=f"{DEST_HOST}/{repo}",
@@ -174,12 +192,12 @@ def test_batch_with_an_extra_container_in_the_pod_reports_every_tag(lab: Lab, en
 
 
 @pytest.mark.parametrize("engine", ["skopeo", "crane"])
-def test_source_with_tag_and_digest_is_copied_by_its_digest(lab: Lab, engine: str) -> None:
+def test_source_with_tag_and_digest_is_copied_by_its_digest(lab: Lab, cluster: Cluster, engine: str) -> None:
     repo = f"scale/pinned-{engine}"
     lab.create_repository(DEST_ACCOUNT, repo)  # the destination repository exists, as in ECR
     digest = lab.push_image(SOURCE_ACCOUNT, repo, "10.0.0", seed=1000)
     run = run_operator(
-        lab,
+        cluster,
         engine,
         source_image=f"{SOURCE_HOST}/{repo}:10.0.0@{digest}",
         dest_image=f"{DEST_HOST}/{repo}:10.0.0",

@@ -11,11 +11,12 @@ from airflow_ecr_promote.sensors import EcrImageSensor
 from tests.airflow_context import make_context
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
+from .cluster import Cluster
 from .lab import Lab
 from .operator_run import DEST_CONN_ID, SOURCE_CONN_ID, lab_connections, run_task
 from .test_promote_e2e import wait_until_ecr_api_reports
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cluster]
 
 REPO = "discover/app"
 
@@ -26,7 +27,9 @@ def destination_repository(lab: Lab) -> None:
     lab.create_repository(DEST_ACCOUNT, REPO)
 
 
-def test_discovered_tags_are_promoted_in_one_batch_and_the_sensor_sees_them(lab: Lab) -> None:
+def test_discovered_tags_are_promoted_in_one_batch_and_the_sensor_sees_them(
+    lab: Lab, cluster: Cluster
+) -> None:
     digests = {tag: lab.push_image(SOURCE_ACCOUNT, REPO, tag, seed=900 + i)
                for i, tag in enumerate(["1.2.0", "1.10.0", "1.9.1", "2.0.0-rc.1", "nightly"])}  # fmt: skip
     with lab_connections(lab):
@@ -47,7 +50,7 @@ def test_discovered_tags_are_promoted_in_one_batch_and_the_sensor_sees_them(lab:
             init_image=lab.init_image,
             copier_image=lab.copier_image,
         )
-        run = run_task(lab, task=promote)
+        run = run_task(cluster, task=promote)
         assert run.error is None, "\n".join(run.log[-30:])
 
         sensor = EcrImageSensor(task_id="wait", image=f"{DEST_HOST}/{REPO}:1.10.0", aws_conn_id=DEST_CONN_ID,

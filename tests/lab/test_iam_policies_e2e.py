@@ -28,7 +28,9 @@ from airflow_ecr_promote.operators import EcrPromoteError
 from airflow_ecr_promote.signatures import VERIFY_CONTAINER_NAME
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
+from .cluster import Cluster
 from .cosign import Tools
+from .fixtures import BASELINE_NAMESPACE
 from .lab import Lab
 from .moto_iam import (
     BASE_ACCESS_KEY_ID,
@@ -40,7 +42,7 @@ from .moto_iam import (
 )
 from .operator_run import TaskRun, lab_operator, run_task
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cluster]
 
 SOURCE_PROBE = f"arn:aws:sts::{SOURCE_ACCOUNT}:assumed-role/ecr-promote-probe/"
 DEST_PROBE = f"arn:aws:sts::{DEST_ACCOUNT}:assumed-role/ecr-promote-probe/"
@@ -61,9 +63,12 @@ def files(*names: str) -> dict[str, Any]:
     return policy(*names, repositories="team/*")
 
 
-def promote(lab: Lab, engine: str, repo: str, tag: str, **kwargs: Any) -> TaskRun:
+def promote(cluster: Cluster, engine: str, repo: str, tag: str, **kwargs: Any) -> TaskRun:
+    """On the lab's real Kubernetes; kaniko (root, three capabilities) in the ``baseline`` namespace."""
+    if engine == "kaniko":
+        kwargs.setdefault("namespace", BASELINE_NAMESPACE)
     operator = lab_operator(
-        lab,
+        cluster.lab,
         engine,
         source_image=f"{SOURCE_HOST}/{repo}:{tag}",
         dest_image=f"{DEST_HOST}/{repo}:{tag}",
@@ -71,7 +76,7 @@ def promote(lab: Lab, engine: str, repo: str, tag: str, **kwargs: Any) -> TaskRu
         dest_role_arn=PROBE_ROLE_ARNS[DEST_ACCOUNT],
         **kwargs,
     )
-    return run_task(lab, task=operator, pod_timeout=240)
+    return run_task(cluster, task=operator)
 
 
 def used(decisions: list[dict[str, Any]], identity: str) -> set[str]:
@@ -96,7 +101,9 @@ ENGINE_CASES = {
 
 
 @pytest.mark.parametrize("case", list(ENGINE_CASES))
-def test_each_engine_needs_exactly_its_documented_policies(lab: Lab, case: str, tmp_path: Path) -> None:
+def test_each_engine_needs_exactly_its_documented_policies(
+    lab: Lab, cluster: Cluster, case: str, tmp_path: Path
+) -> None:
     engine = case.split("-")[0]
     pull, push, arguments = ENGINE_CASES[case]
     repo, tag = f"team/iam-{case}", "1.0"
@@ -112,7 +119,7 @@ def test_each_engine_needs_exactly_its_documented_policies(lab: Lab, case: str, 
     lab.set_probe_policy(SOURCE_ACCOUNT, files(*pull))
     lab.set_probe_policy(DEST_ACCOUNT, files(*push))
     seen = len(lab.iam_decisions())
-    run = promote(lab, engine, repo, tag, **arguments)
+    run = promote(cluster, engine, repo, tag, **arguments)
     assert run.error is None, "\n".join(run.log[-30:])
     if "verify_signature_key" in arguments:
         gates = [c for o in run.outcomes for c in o.init_containers if c.name == VERIFY_CONTAINER_NAME]
@@ -141,6 +148,7 @@ MISSING_CASES = [
 )
 def test_a_missing_action_fails_the_promotion_naming_it(
     lab: Lab,
+    cluster: Cluster,
     engine: str,
     pull: tuple[str, ...],
     push: tuple[str, ...],
@@ -159,7 +167,7 @@ def test_a_missing_action_fails_the_promotion_naming_it(
     lab.set_probe_policy(SOURCE_ACCOUNT, pulling)
     lab.set_probe_policy(DEST_ACCOUNT, pushing)
     seen = len(lab.iam_decisions())
-    run = promote(lab, engine, repo, tag, **arguments)
+    run = promote(cluster, engine, repo, tag, **arguments)
     assert isinstance(run.error, EcrPromoteError), "\n".join(run.log[-30:])
     assert f"not authorized to perform: {action}" in str(run.error), str(run.error)
     assert {d["action"] for d in refused(lab.iam_decisions()[seen:])} == {action}
@@ -167,7 +175,9 @@ def test_a_missing_action_fails_the_promotion_naming_it(
 
 
 @pytest.mark.parametrize("with_batch_policy", [True, False], ids=["batch-push", "without-batch-push"])
-def test_a_batch_lists_its_destination_once_with_the_batch_policy(lab: Lab, with_batch_policy: bool) -> None:
+def test_a_batch_lists_its_destination_once_with_the_batch_policy(
+    lab: Lab, cluster: Cluster, with_batch_policy: bool
+) -> None:
     """skopeo, three tags into one repository: with ``batch-push`` the copier lists the
     destination's tags once (ecr:ListImages) and the role uses exactly its files' actions;
     without it the listing is refused and the batch still succeeds, reading tag by tag."""
@@ -188,7 +198,7 @@ def test_a_batch_lists_its_destination_once_with_the_batch_policy(lab: Lab, with
         source_role_arn=PROBE_ROLE_ARNS[SOURCE_ACCOUNT],
         dest_role_arn=PROBE_ROLE_ARNS[DEST_ACCOUNT],
     )
-    run = run_task(lab, task=operator, pod_timeout=240)
+    run = run_task(cluster, task=operator)
     assert run.error is None, "\n".join(run.log[-30:])
     assert [p["status"] for p in run.result["promotions"]] == ["copied"] * 3
     decisions = lab.iam_decisions()[seen:]

@@ -14,11 +14,12 @@ from airflow_ecr_promote.precheck import look_up
 from airflow_ecr_promote.refs import ImageRef, parse_image_ref
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
+from .cluster import Cluster
 from .lab import Lab
 from .operator_run import DEST_CONN_ID, SOURCE_CONN_ID, TaskRun, lab_connections, lab_operator, run_task
 from .test_batch_scale_e2e import RegistryApi
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cluster]
 
 REPO = "precheck/backfill"
 
@@ -45,7 +46,9 @@ def manifest_puts(lab: Lab) -> list[str]:
     return [r.path for r in lab.requests(DEST_ACCOUNT) if r.method == "PUT" and "/manifests/" in r.path]
 
 
-def test_a_rerun_with_10_new_tags_sends_only_those_to_the_pod_and_lists_every_tag(lab: Lab) -> None:
+def test_a_rerun_with_10_new_tags_sends_only_those_to_the_pod_and_lists_every_tag(
+    lab: Lab, cluster: Cluster
+) -> None:
     tags = [f"2026.11.{i:02d}" for i in range(40)]
     old, new = tags[:30], tags[30:]
     lab.create_repository(DEST_ACCOUNT, REPO)
@@ -71,7 +74,7 @@ def test_a_rerun_with_10_new_tags_sends_only_those_to_the_pod_and_lists_every_ta
     sources = [parse_image_ref("image", f"{SOURCE_HOST}/{REPO}:{tag}") for tag in tags]
     with lab_connections(lab):
         wait_until_ecr_api_holds(SOURCE_CONN_ID, sources[:30])
-        first = run_task(lab, task=task(old))
+        first = run_task(cluster, task=task(old))
         assert first.error is None, "\n".join(first.log[-30:])
         assert pod_tags(first) == [old], "nothing at the destination yet: the pod copies every tag"
         wait_until_ecr_api_holds(DEST_CONN_ID, dests[:30])
@@ -79,11 +82,11 @@ def test_a_rerun_with_10_new_tags_sends_only_those_to_the_pod_and_lists_every_ta
             api.tag(REPO, build, new[i :: len(builds)])
         wait_until_ecr_api_holds(SOURCE_CONN_ID, sources)
         puts_before = len(manifest_puts(lab))
-        second = run_task(lab, task=task(tags))
+        second = run_task(cluster, task=task(tags))
         assert second.error is None, "\n".join(second.log[-30:])
         written = manifest_puts(lab)[puts_before:]
         wait_until_ecr_api_holds(DEST_CONN_ID, dests)
-        third = run_task(lab, task=task(tags))
+        third = run_task(cluster, task=task(tags))
     why = "\n".join(line for line in second.log if "ECR API" in line or "images" in line)[-3000:]
     assert pod_tags(second) == [new], f"only the 10 new tags reach the pod; the task said:\n{why}"
     assert not [p for p in written if p.rsplit("/", 1)[-1] in old], "no old tag was written again"
