@@ -29,7 +29,8 @@ B = "sha256:" + "b" * 64
 # crane copy SRC DST: DST gets SRC's digest (crane keeps digests);
 # crane ls REPO: REPO's tags, or NAME_UNKNOWN; then, once, the "<file> <digest>" of
 # $CRANE_STATE/after-ls is written (someone else pushing a tag after the listing).
-# Every call is recorded in $CRANE_STATE/calls.
+# Every call is recorded in $CRANE_STATE/calls; a copy first waits $CRANE_STATE/copy-delay seconds
+# when that file exists.
 CRANE = r"""#!/bin/sh
 state="$CRANE_STATE"
 key() { printf '%s' "$1" | tr '/:@' '___'; }
@@ -54,6 +55,7 @@ case "$1" in
         if [ -f "$state/$(key "$2")" ]; then cat "$state/$(key "$2")"; exit 0; fi
         echo "GET https://$2: MANIFEST_UNKNOWN: manifest unknown" >&2; exit 1 ;;
     copy)
+        if [ -f "$state/copy-delay" ]; then sleep "$(cat "$state/copy-delay")"; fi
         if [ ! -f "$state/$(key "$2")" ]; then echo "GET https://$2: MANIFEST_UNKNOWN" >&2; exit 1; fi
         echo "$2 $3" >> "$state/copies"
         cat "$state/$(key "$2")" > "$state/$(key "$3")" ;;

@@ -82,3 +82,22 @@ def test_a_tag_written_after_the_listing_is_read_when_the_listing_is_too_old(
     assert copied == [f"{SRC}:1 {DST}:1"]
     assert (state / key(f"{DST}:2")).read_text().strip() == B, "the other writer's tag is left alone"
     assert [c for c in calls(tmp_path) if c[0] == "ls"] == [["ls", DST], ["ls", DST]]
+
+
+def test_a_listing_is_taken_again_once_it_is_older_than_its_maximum_age(
+    busybox_path: Path, tmp_path: Path
+) -> None:
+    """LISTING_MAX_AGE=1 and a first copy that takes 2 s: the second copy finds its listing a
+    generation old, lists again, sees the tag someone pushed after the first listing, reads it,
+    and on_conflict=fail refuses to overwrite it. (With the default 60 s, the same batch would
+    use the first listing: the age bounds how stale a listing gets.)"""
+    state = tmp_path / "state"
+    registry(state, **{key(f"{SRC}:1"): A, key(f"{SRC}:2"): A, key(f"{DST}:old"): B})
+    (state / "after-ls").write_text(f"{key(f'{DST}:2')} {B}\n")
+    (state / "copy-delay").write_text("2\n")
+    copies = [(f"{SRC}:{t}", f"{DST}:{t}") for t in ("1", "2")]
+    done, report, copied = run_copy(busybox_path, tmp_path, copies, extra_env={"LISTING_MAX_AGE": "1"})
+    assert done.returncode == 1
+    assert report == f"1 copied {A} {A}\n2 failed {B} {A} conflict\n"
+    assert copied == [f"{SRC}:1 {DST}:1"]
+    assert [c for c in calls(tmp_path) if c[0] == "ls"] == [["ls", DST], ["ls", DST]]

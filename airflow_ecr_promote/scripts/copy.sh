@@ -64,6 +64,9 @@ max_age="${LISTING_MAX_AGE:-60}"
 case "$max_age" in "" | *[!0-9]* | ?????*) max_age=60 ;; esac
 max_age=$((max_age + 0))
 mkdir -p "$work" || exit 1
+nl='
+'
+generation=0
 
 say() { printf 'ecr-promote copy: %s\n' "$*" >&2; }
 
@@ -152,7 +155,8 @@ tool_digest() {
             if [ "$2" = source ]; then auth="$SRC_AUTH"; else auth="$DEST_AUTH"; fi
             skopeo inspect --raw --authfile "$auth" "docker://$3" \
                 > "$work/manifest.$1" 2> "$work/inspect.$1" || return 1
-            sha256sum < "$work/manifest.$1" | sed 's/ .*//; s/^/sha256:/'
+            set -- $(sha256sum < "$work/manifest.$1")
+            printf 'sha256:%s\n' "$1"
             ;;
         crane) crane digest "$3" 2> "$work/inspect.$1" ;;
         regctl) regctl image digest "$3" 2> "$work/inspect.$1" ;;
@@ -179,8 +183,10 @@ digest_of() {
     done
 }
 
+# copy_image N SRC DST: copy SRC to DST, the copy's digest into $new_digest (a variable, not
+# stdout: no subshell per copy)
 copy_image() {
-    n=$1 src=$2 dst=$3
+    n=$1 src=$2 dst=$3 new_digest=
     case "$COPY_TOOL" in
         skopeo)
             # --debug: skopeo reports a refused manifest (TAG_INVALID) only at debug level, and
@@ -193,17 +199,19 @@ copy_image() {
             skopeo copy --debug --all --preserve-digests \
                 --src-authfile "$SRC_AUTH" --dest-authfile "$DEST_AUTH" \
                 --digestfile "$work/digest.$n" "docker://$src" "docker://$dst" \
-                > /dev/null 2> "$work/copy.$n" && cat "$work/digest.$n"
+                > /dev/null 2> "$work/copy.$n" || return 1
+            IFS= read -r new_digest < "$work/digest.$n" || [ -n "$new_digest" ]
             ;;
         crane)
-            crane copy "$src" "$dst" > /dev/null 2> "$work/copy.$n" && crane digest "$dst" 2>> "$work/copy.$n"
+            crane copy "$src" "$dst" > /dev/null 2> "$work/copy.$n" &&
+                new_digest=$(crane digest "$dst" 2>> "$work/copy.$n")
             ;;
         regctl)
             # --referrers: OCI referrers; --digest-tags: cosign's sha256-<hex>.* tags; both for the
             # index and every platform manifest. Existing manifests are not written again.
             if [ "${WITH_SIGNATURES:-0}" = 1 ]; then set -- --referrers --digest-tags; else set --; fi
             regctl image copy "$@" "$src" "$dst" > /dev/null 2> "$work/copy.$n" &&
-                regctl image digest "$dst" 2>> "$work/copy.$n"
+                new_digest=$(regctl image digest "$dst" 2>> "$work/copy.$n")
             ;;
     esac
 }
@@ -236,34 +244,47 @@ listed_tags() {
     esac
 }
 
-# dest_lacks N DST: true when DST's repository, listed once for the copies of this pod that go
+# dest_lacks N DST K: true when DST's repository, listed once for the copies of this pod that go
 # to it, has no such tag: a new tag is then copied without reading the destination first (one
-# registry call and one tool start fewer per new tag). A listing older than LISTING_MAX_AGE
-# seconds (default 60) is taken again, so a tag written meanwhile by someone else is read and
-# ON_CONFLICT applies to it. False when the repository has one copy in this pod, is not listed
-# (no such repository yet: the read says so), or DST is not a tag.
+# registry call and one tool start fewer per new tag). K numbers the repository among those with
+# more than one copy in this pod (0: it has one, and is read instead). A listing older than
+# LISTING_MAX_AGE seconds (default 60) is taken again, so a tag written meanwhile by someone else
+# is read and ON_CONFLICT applies to it: the ticker below starts a new generation of listings
+# every LISTING_MAX_AGE seconds. False when the repository is not listed (no such repository yet:
+# the read says so), or DST is not a tag. A copy that finds the listing it holds current runs no
+# program here: this is every new tag's path, and each program started costs a batch of 1,000
+# tags seconds.
 dest_lacks() {
+    [ "$3" != 0 ] || return 1
     repo=${2%:*}
     tag=${2##*:}
     case "$tag" in "" | */* | *@*) return 1 ;; esac
-    grep -qxF "$repo" "$work/multi" 2> /dev/null || return 1
-    list="$work/dest-$(printf '%s' "$repo" | sha256sum | cut -c1-32)"
-    until mkdir "$list.lock" 2> /dev/null; do sleep 0.1; done
-    now=$(date +%s)
-    if [ -f "$list.at" ] && [ $((now - $(cat "$list.at"))) -ge "$max_age" ]; then
-        rm -f "$list" "$list.at"
+    [ ! -f "$work/dest-$3.failed" ] || return 1
+    if [ "$max_age" = 0 ]; then
+        generation="n$1"  # a listing of its own for each copy
+    else
+        while [ -f "$work/age.$((generation + 1))" ]; do generation=$((generation + 1)); done
     fi
-    if [ ! -f "$list" ] && [ ! -f "$list.failed" ]; then
-        if listed_tags "$repo" "$list.new" 2> "$work/listing.$1"; then
-            mv "$list.new" "$list"
-            echo "$now" > "$list.at"
-        else
-            : > "$list.failed"
-            rm -f "$list.new"
+    # $3 and the generation are numbers, so eval sees only names, never a value
+    eval "held=\${held_$3:-}"
+    if [ "$held" != "$generation" ]; then
+        list="$work/dest-$3.$generation"
+        until mkdir "$list.lock" 2> /dev/null; do sleep 0.1; done
+        if [ ! -f "$list" ] && [ ! -f "$work/dest-$3.failed" ]; then
+            if listed_tags "$repo" "$list.new" 2> "$work/listing.$1"; then
+                mv "$list.new" "$list"
+                # the copy of tags_of's (signatures: what travelled)
+                cp "$list" "$work/dest-$(printf '%s' "$repo" | sha256sum | cut -c1-32)"
+            else
+                : > "$work/dest-$3.failed"
+                rm -f "$list.new"
+            fi
         fi
+        rm -rf "$list.lock"
+        [ -f "$list" ] || return 1
+        eval "tags_$3=\"\$nl\$(cat \"\$list\")\$nl\" held_$3=$generation"
     fi
-    rm -rf "$list.lock"
-    [ -f "$list" ] && ! grep -qxF "$tag" "$list"
+    eval "case \"\$tags_$3\" in *\"\$nl\$tag\$nl\"*) return 1 ;; esac"
 }
 
 # travelled N SRC DST DIGEST: " travelled tags=... referrers=..." for DIGEST and each of its
@@ -343,7 +364,7 @@ conflict() {
     return 1
 }
 
-# promote N SRC DST: one copy, its result line written to $work/result.N. The destination is
+# promote N SRC DST K: one copy, its result line written to $work/result.N. The destination is
 # read first (or found without the tag in its repository's listing, dest_lacks): when it has no
 # such tag, the copy itself reads the source (one registry call
 # fewer per new tag), and the source is read on its own only to explain a failed copy or to
@@ -360,7 +381,7 @@ promote() {
         fi
     done
     src_digest=
-    if dest_lacks "$n" "$dst"; then
+    if dest_lacks "$n" "$dst" "$4"; then
         dst_digest=
     else
         read_dest "$n" "$dst" || return
@@ -370,7 +391,7 @@ promote() {
         if [ "$dst_digest" = "$src_digest" ]; then
             if [ "${WITH_SIGNATURES:-0}" = 1 ]; then
                 # signatures may have been added since: copy what the destination lacks
-                if ! copy_image "$n" "$src" "$dst" > /dev/null || ! extras=$(travelled "$n" "$src" "$dst" "$dst_digest"); then
+                if ! copy_image "$n" "$src" "$dst" || ! extras=$(travelled "$n" "$src" "$dst" "$dst_digest"); then
                     failed "$n" "$dst_digest" "$src_digest" signatures "$work/copy.$n"
                     return
                 fi
@@ -387,7 +408,7 @@ promote() {
     copy_try=0
     while :; do
         say "copying $src to $dst"
-        if new_digest=$(copy_image "$n" "$src" "$dst"); then
+        if copy_image "$n" "$src" "$dst"; then
             break
         fi
         if ! retryable "$(error_class "$work/copy.$n")" || [ "$copy_try" -ge "$retries" ]; then
@@ -467,22 +488,39 @@ if [ -n "${PINNED_SOURCES:-}" ]; then
 fi
 total=$(wc -l < "$work/list")
 total=$((total + 0))
-# the destination repositories with more than one copy in this pod: listed once (dest_lacks)
-awk '{ repo = $2; sub(/:[^:\/]*$/, "", repo); n[repo]++ } END { for (r in n) if (n[r] > 1) print r }' \
-    "$work/list" > "$work/multi"
+# Each copy's line gets a first field: its destination repository's number among those with more
+# than one copy in this pod (listed once, dest_lacks), or 0. The rest of the line stays as it is
+# (a reference with spaces in it is refused whole, by promote).
+awk 'function repo_of(ref) { sub(/:[^:\/]*$/, "", ref); return ref }
+    NR == FNR { n[repo_of($2)]++; next }
+    { r = repo_of($2); if (n[r] > 1 && !(r in k)) k[r] = ++repos; print (n[r] > 1 ? k[r] : 0), $0 }' \
+    "$work/list" "$work/list" > "$work/list.numbered" && mv "$work/list.numbered" "$work/list" || exit 1
+# A new generation of destination listings every LISTING_MAX_AGE seconds (dest_lacks).
+ticker=
+if [ "$max_age" -gt 0 ] && awk '$1 != 0 { found = 1; exit } END { exit !found }' "$work/list"; then
+    (
+        g=0
+        while sleep "$max_age"; do
+            g=$((g + 1))
+            : > "$work/age.$g"
+        done
+    ) < /dev/null > /dev/null 2>&1 &
+    ticker=$!
+fi
 
-# run_copy N SRC DST: promote, then print the result line at once ("ecr-promote result <line>",
+# run_copy N SRC DST K: promote, then print the result line at once ("ecr-promote result <line>",
 # one write), so that a copier killed before its report still leaves what it did in its log.
 # A copy tried again says how many times: "retries=<k>" after its two digests.
 run_copy() {
-    promote "$1" "$2" "$3" < /dev/null
-    tried=$(cat "$work/retries.$1" 2> /dev/null | wc -l)
-    tried=$((tried + 0))
-    if [ "$tried" -gt 0 ] && [ -s "$work/result.$1" ]; then
+    promote "$1" "$2" "$3" "$4" < /dev/null
+    if [ -f "$work/retries.$1" ] && [ -s "$work/result.$1" ]; then
+        tried=$(wc -l < "$work/retries.$1")
+        tried=$((tried + 0))
         sed "1s/^\([^ ]* [^ ]* [^ ]* [^ ]*\)/\1 retries=$tried/" "$work/result.$1" > "$work/result.$1.new" &&
             mv "$work/result.$1.new" "$work/result.$1"
     fi
-    line=$(cat "$work/result.$1" 2>/dev/null)
+    line=
+    [ ! -s "$work/result.$1" ] || IFS= read -r line < "$work/result.$1"
     [ -z "$line" ] || printf 'ecr-promote result %s\n' "$line"
 }
 
@@ -491,32 +529,34 @@ run_copy() {
 # does not have yet).
 worker() {
     i=0
-    while read -r src dst; do
+    while read -r repo_no src dst; do
         i=$((i + 1))
         [ "$i" -ge 2 ] && [ $(((i - 2) % parallel)) -eq "$1" ] || continue
-        run_copy "$i" "$src" "$dst"
+        run_copy "$i" "$src" "$dst" "$repo_no"
     done < "$work/list"
 }
 if [ "$total" -ge 1 ]; then
-    read -r src dst < "$work/list"
-    run_copy 1 "$src" "$dst"
+    read -r repo_no src dst < "$work/list"
+    run_copy 1 "$src" "$dst" "$repo_no"
 fi
-k=0
+k=0 workers=
 while [ "$k" -lt "$parallel" ] && [ $((k + 2)) -le "$total" ]; do
     worker "$k" &
+    workers="$workers $!"
     k=$((k + 1))
 done
-wait
+[ -z "$workers" ] || wait $workers
+[ -z "$ticker" ] || kill "$ticker" 2> /dev/null
 
+# the report, in the list's order (one line a copy, read without starting a program per copy)
 i=1
-: > "$work/results"
 while [ "$i" -le "$total" ]; do
-    if [ ! -s "$work/result.$i" ]; then
-        echo "$i failed - - no-result" > "$work/result.$i"
-    fi
-    cat "$work/result.$i" >> "$work/results"
+    line=
+    [ ! -s "$work/result.$i" ] || IFS= read -r line < "$work/result.$i"
+    [ -n "$line" ] || line="$i failed - - no-result"
+    printf '%s\n' "$line"
     i=$((i + 1))
-done
+done > "$work/results"
 sum=$(sha256sum < "$work/results" | sed 's/ .*//')
 counts=$(awk '{ c[$2]++; if ($5 ~ /^retries=[0-9]+$/) r += substr($5, 9) } END {
     printf "copied=%d present=%d skipped=%d failed=%d retries=%d", c["copied"], c["present"], c["skipped"],
