@@ -467,7 +467,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             "clusterDNS": [self.gateway],
             "clusterDomain": "cluster.local",
             "resolvConf": str(resolv),
-            "podLogsDirectory": str(self.dir / "pod-logs"),
+            # each cluster its own: a kubelet removes the log folders of pods it does not know
+            "podLogsDir": str(self.dir / "pod-logs"),
             "serializeImagePulls": False,
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
