@@ -71,16 +71,19 @@ resolve-check: venv
 # The lab tests: those on podman, then those on the lab's real Kubernetes (marked `cluster`).
 lab-test: lab-test-podman cluster-test
 
-lab-test-podman: venv venv-airflow2 lab-deps
+lab-test-podman: venv lab-deps
 	$(PY) -m pytest -m "lab and not cluster" -q -p no:cacheprovider
-	# Whole DAG runs (mapping, assets, the deploy DAG) through Airflow 2.11's task runner too.
-	$(VENV2)/bin/python -m pytest -m lab -q -p no:cacheprovider tests/lab/test_airflow_native_e2e.py
 
 # The lab tests that run pods on the lab's real Kubernetes (tests/lab/cluster.py), on both
-# supported Airflow versions.
+# supported Airflow versions: on 2.11, KPO's sync and deferrable paths and whole DAG runs
+# (mapping, assets, the deploy DAG) through its task runner.
+# Three workers (pytest-xdist, whole files each), each with a lab and cluster of its own (from
+# ECR_PROMOTE_LAB_BIND: .1, .21, .41): a test mostly waits on pods and registries, and one after
+# the other the files took about 40 minutes.
 cluster-test: venv venv-airflow2 lab-deps
-	$(PY) -m pytest -m cluster -q -p no:cacheprovider
-	$(VENV2)/bin/python -m pytest -m cluster -q -p no:cacheprovider tests/lab/test_cluster_e2e.py
+	$(PY) -m pytest -m cluster -q -p no:cacheprovider -n 3 --dist loadfile
+	$(VENV2)/bin/python -m pytest -m cluster -q -p no:cacheprovider -n 2 --dist loadfile \
+	  tests/lab/test_cluster_e2e.py tests/lab/test_airflow_native_e2e.py
 
 # Two builds run in the background: the lab's images and Go tools (about 10 minutes on a fresh
 # machine) while the checks that need no lab run, and the lab's Kubernetes (about 15 to 30

@@ -487,7 +487,12 @@ class EcrPromoteOperator(KubernetesPodOperator):
             self.container_security_context = plan.container_security_context
         if not self.container_resources:
             self.container_resources = plan.resources
-        return super().build_pod_request_obj(context, *args, **kwargs)
+        pod = super().build_pod_request_obj(context, *args, **kwargs)
+        if pod.spec.automount_service_account_token is None:
+            # Nothing in the pod talks to the Kubernetes API: no API token in its containers (the
+            # gate and the copier included). IRSA and EKS Pod Identity project tokens of their own.
+            pod.spec.automount_service_account_token = False
+        return pod
 
     def execute(self, context: Context) -> Any:
         self._context = context

@@ -5,8 +5,10 @@ no state with each other or with other test sessions, and Airflow reads its conf
 (``[ecr_promote]`` options, connections) from that run's environment. Inside the run only the
 Kubernetes API is stood in for (tests/kube_stand_in.py): the promotion pods are answered with
 the statuses a kubelet reports after a successful copy (``pods="canned"``), or played by podman
-in the lab (``pods="lab"``); a Deployment patch is recorded. Everything above the API (the task
-runner, KPO, the operator, XCom, asset events) is Airflow's own.
+in the lab (``pods="lab"``); or nothing is stood in for (``pods="cluster"``): the lab's real
+Kubernetes, which the environment's ``kubernetes_default`` connection names, runs them. A
+Deployment patch is recorded. Everything above the API (the task runner, KPO, the operator,
+XCom, asset events) is Airflow's own.
 
 After the DAG run, DAGs scheduled on the assets it produced get their runs from the scheduler's
 own code (``SchedulerJobRunner._create_dagruns_for_dags``) and run the same way. The child
@@ -24,7 +26,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from tests.run_state import UNREACHABLE_KUBECONFIG
@@ -160,6 +165,27 @@ def _lab_runner(state: str) -> Any:
     return play
 
 
+@contextmanager
+def _counted_pods() -> Iterator[Any]:
+    """The pods the run creates, counted as KPO creates them on a real API server (the call goes
+    through unchanged)."""
+    from kubernetes.client import CoreV1Api
+
+    created: list[str] = []
+    create = CoreV1Api.create_namespaced_pod
+
+    def create_namespaced_pod(self: Any, namespace: str, body: Any, **kwargs: Any) -> Any:
+        pod = create(self, namespace, body, **kwargs)
+        created.append(f"{namespace}/{pod.metadata.name}")
+        return pod
+
+    CoreV1Api.create_namespaced_pod = create_namespaced_pod  # type: ignore[method-assign]
+    try:
+        yield SimpleNamespace(created=created)
+    finally:
+        CoreV1Api.create_namespaced_pod = create  # type: ignore[method-assign]
+
+
 def _airflow3() -> bool:
     from airflow import __version__
 
@@ -293,7 +319,10 @@ def main(spec: dict[str, Any]) -> None:
     from tests.airflow_context import DagBag
     from tests.kube_stand_in import kubernetes_stand_in
 
-    run = _lab_runner(spec["lab_state"]) if spec["pods"] == "lab" else _canned
+    if spec["pods"] == "cluster":  # the lab's real Kubernetes, named by the environment's connection
+        pods: Any = _counted_pods()
+    else:
+        pods = kubernetes_stand_in(_lab_runner(spec["lab_state"]) if spec["pods"] == "lab" else _canned)
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
@@ -309,7 +338,7 @@ def main(spec: dict[str, Any]) -> None:
     from airflow.settings import Session
 
     with (
-        kubernetes_stand_in(run) as cluster,
+        pods as cluster,
         patch.object(AppsV1Api, "patch_namespaced_deployment", patch_deployment),
     ):
         dag_run = dag.test(run_conf=spec["conf"], mark_success_pattern=spec["mark_success"])

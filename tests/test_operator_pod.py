@@ -109,6 +109,7 @@ def test_pod_shape_for_each_engine(dagbag: DagBag, engine: str) -> None:
         assert copier.security_context.capabilities.add is None
     assert pod.spec.security_context.seccomp_profile.type == "RuntimeDefault"
     assert pod.spec.service_account_name == "ecr-promote"
+    assert pod.spec.automount_service_account_token is False, "no Kubernetes API token in the pod"
     assert pod.spec.restart_policy == "Never"
 
     labels = pod.metadata.labels
@@ -183,6 +184,19 @@ def test_user_pod_settings_pass_through_and_building_twice_is_stable() -> None:
         assert env["HTTPS_PROXY"] == "http://proxy:3128"
         assert env["COPIES"] == f"{SOURCE_HOST}/team/app:1 {DEST_HOST}/team/app:1"
         assert len(pod.spec.init_containers) == 1
+
+
+def test_a_pod_spec_that_asks_for_the_api_token_keeps_it() -> None:
+    """The API token is left out only when nothing asked for it: a ``full_pod_spec`` (or a pod
+    template) that mounts it, for a sidecar that needs the API, keeps it."""
+    op = EcrPromoteOperator(
+        task_id="promote",
+        source_image=f"{SOURCE_HOST}/team/app:1",
+        dest_image=f"{DEST_HOST}/team/app:1",
+        engine="skopeo",
+        full_pod_spec=k8s.V1Pod(spec=k8s.V1PodSpec(containers=[], automount_service_account_token=True)),
+    )
+    assert op.build_pod_request_obj().spec.automount_service_account_token is True
 
 
 def test_pod_spec_serialises_without_newline_leading_strings(dagbag: DagBag) -> None:

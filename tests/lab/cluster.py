@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import procs
+from . import procs, referrers
 from .kubebuild import PAUSE_IMAGE, KubeBuild
 from .paths import ACCOUNTS, moto_hosts
 from .procs import LabError, Proc
@@ -317,7 +317,7 @@ class Cluster:
                 indent=2,
             )
         )
-        names = [*moto_hosts(), *(a.registry_host for a in ACCOUNTS.values())]
+        names = [*moto_hosts(), *(a.registry_host for a in ACCOUNTS.values()), referrers.HOST]
         self._spawn("dnsmasq", [
             "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-hosts", "--no-resolv",
             "--bind-interfaces", f"--listen-address={self.gateway}", "--port=53",
@@ -329,8 +329,13 @@ class Cluster:
         router = self.dir / "router.cfg"
         router.write_text(
             "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n"
-            f"frontend pods\n    bind {self.gateway}:443\n    default_backend lab\n"
+            f"frontend pods\n    bind {self.gateway}:443\n"
+            # the referrers registry has an address of its own (tests/lab/referrers.py); the
+            # rest of the lab is behind the lab's own router
+            "    tcp-request inspect-delay 5s\n    tcp-request content accept if { req_ssl_hello_type 1 }\n"
+            f"    use_backend referrers if {{ req_ssl_sni -i {referrers.HOST} }}\n    default_backend lab\n"
             f"backend lab\n    server router {self.lab.bind}:443\n"
+            f"backend referrers\n    server registry {referrers.own_address(self.lab.bind)}:443\n"
         )
         self._spawn("pod-router", ["haproxy", "-db", "-f", str(router)])
 
@@ -462,7 +467,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             "clusterDNS": [self.gateway],
             "clusterDomain": "cluster.local",
             "resolvConf": str(resolv),
-            "podLogsDirectory": str(self.dir / "pod-logs"),
+            # each cluster its own: a kubelet removes the log folders of pods it does not know
+            "podLogsDir": str(self.dir / "pod-logs"),
             "serializeImagePulls": False,
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,

@@ -11,6 +11,7 @@ cold build (minutes) does not count against any test's limit; so are the cluster
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -20,13 +21,29 @@ LAB_TEST_TIMEOUT = 900
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the marker and the fixture plugin once."""
+    """Register the marker and the fixture plugin once; give a pytest-xdist worker a lab of its own."""
+    worker_bind()
     config.addinivalue_line("markers", "lab: needs the local lab (root, podman, skopeo, ...)")
     config.addinivalue_line(
         "markers", "cluster: runs pods on the lab's real Kubernetes (tests/lab/cluster.py)"
     )
     if not config.pluginmanager.has_plugin("tests.lab.fixtures"):
         config.pluginmanager.import_plugin("tests.lab.fixtures")
+
+
+def worker_bind() -> None:
+    """Under pytest-xdist (``make cluster-test`` runs ``-n 3``), worker K > 0 gets the lab address
+    ``ECR_PROMOTE_LAB_BIND`` + 20 K (127.0.0.1: workers on .1, .21, .41): each worker's session has
+    its own lab and cluster (cluster N, subnet 10.244.N.0/24 and cgroup root /ecrlabN from the
+    address's last byte)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or worker == "gw0":
+        return
+    base = os.environ.get("ECR_PROMOTE_LAB_BIND", "127.0.0.1").split(".")
+    last = int(base[3]) + 20 * int(worker.removeprefix("gw"))
+    if last > 254:
+        raise pytest.UsageError(f"pytest-xdist worker {worker}: no lab address left after {'.'.join(base)}")
+    os.environ["ECR_PROMOTE_LAB_BIND"] = ".".join([*base[:3], str(last)])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

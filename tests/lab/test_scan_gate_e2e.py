@@ -1,7 +1,8 @@
 """The scan-findings gate in the lab, through the operator's own pod path: the worker reads each
 source's scan from the lab's ECR API (moto, with each image's scan set by the test through
 tests/lab/moto_scan.py), with the Airflow connection of the source's read role (the package's
-scan-gate policy, enforced by the lab's IAM), then the pod promotes only what passed."""
+scan-gate policy, enforced by the lab's IAM), then the pod, on the lab's real Kubernetes, promotes
+only what passed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from airflow_ecr_promote.operators import EcrPromoteError
 from airflow_ecr_promote.refs import parse_image_ref
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST, SOURCE_REGION
 
+from .cluster import Cluster
 from .lab import Lab
 from .moto_iam import READ_ROLE_ARNS
 from .moto_scan import post_plan
@@ -55,12 +57,13 @@ def dest_puts(lab: Lab, repo: str) -> list[str]:
     return [p for p in manifest_puts(lab) if p.startswith(f"/v2/{repo}/")]
 
 
-def test_a_clean_image_is_promoted_with_its_counts(lab: Lab) -> None:
+@pytest.mark.cluster
+def test_a_clean_image_is_promoted_with_its_counts(lab: Lab, cluster: Cluster) -> None:
     repo = "scan/clean"
     digest = pushed(lab, repo, {"1.0": {"findings": findings("MEDIUM", "LOW")}}, seed=2300)["1.0"]
     task = gated(lab, repo, source_image=f"{SOURCE_HOST}/{repo}:1.0", dest_image=f"{DEST_HOST}/{repo}:1.0")
     with lab_connections(lab):
-        run = run_task(lab, task=task)
+        run = run_task(cluster, task=task)
     assert run.error is None, "\n".join(run.log[-30:])
     assert len(run.pods) == 1
     assert (run.result["status"], run.result["digest"], run.result["digest_kept"]) == ("copied", digest, True)
@@ -70,13 +73,14 @@ def test_a_clean_image_is_promoted_with_its_counts(lab: Lab) -> None:
     assert "ecr:DescribeImageScanFindings" not in calls, "a clean summary needs no findings read"
 
 
-def test_a_critical_finding_is_refused_and_nothing_is_written(lab: Lab) -> None:
+@pytest.mark.cluster
+def test_a_critical_finding_is_refused_and_nothing_is_written(lab: Lab, cluster: Cluster) -> None:
     repo = "scan/critical"
     pushed(lab, repo, {"1.0": {"findings": findings("CRITICAL", "LOW"), "enhanced": True}}, seed=2310)
     puts_before = dest_puts(lab, repo)
     task = gated(lab, repo, source_image=f"{SOURCE_HOST}/{repo}:1.0", dest_image=f"{DEST_HOST}/{repo}:1.0")
     with lab_connections(lab):
-        run = run_task(lab, task=task)
+        run = run_task(cluster, task=task)
     assert isinstance(run.error, EcrPromoteError), "\n".join(run.log[-30:])
     text = str(run.error)
     assert "refused by the scan gate: scan ACTIVE, findings 1 CRITICAL, 1 LOW" in text
@@ -87,7 +91,8 @@ def test_a_critical_finding_is_refused_and_nothing_is_written(lab: Lab) -> None:
     assert run.pushed["return_value"]["scan"]["counts"] == {"CRITICAL": 1, "LOW": 1}
 
 
-def test_a_batch_with_skip_promotes_what_passed_and_lists_what_did_not(lab: Lab) -> None:
+@pytest.mark.cluster
+def test_a_batch_with_skip_promotes_what_passed_and_lists_what_did_not(lab: Lab, cluster: Cluster) -> None:
     """A clean tag, a CRITICAL one, one whose scan is IN_PROGRESS and then completes, and one
     never scanned (the gate starts its scan, then waits for it)."""
     repo = "scan/batch"
@@ -100,7 +105,7 @@ def test_a_batch_with_skip_promotes_what_passed_and_lists_what_did_not(lab: Lab)
     digests = pushed(lab, repo, plans, seed=2320)
     task = gated(lab, repo, tags=list(plans), on_findings="skip", scan_wait=60)
     with lab_connections(lab):
-        run = run_task(lab, task=task)
+        run = run_task(cluster, task=task)
     assert run.error is None, "\n".join(run.log[-30:])
     assert pod_tags(run) == [["1.0", "1.2", "1.3"]], "the refused tag never reaches the pod"
     entries = run.result["promotions"]

@@ -1,8 +1,9 @@
 """Signatures, attestations and SBOMs travel with a promoted image, and the signature gate holds.
 
 Everything is real: cosign and regctl built from their Go modules, keys made by
-``cosign generate-key-pair``, the lab's registries, and the operator's own pod played by podman
-(regctl copier, cosign gate). The lab's registries (distribution 2.8) have no referrers API, so
+``cosign generate-key-pair``, the lab's registries, and the operator's own pod on the lab's real
+Kubernetes (regctl copier, cosign gate; kaniko in the namespace enforcing Pod Security
+``baseline``). The lab's registries (distribution 2.8) have no referrers API, so
 cosign's tag scheme (``sha256-<hex>.sig/.att/.sbom``) is tested there; the OCI 1.1 referrers API
 is tested against tests/lab/go/referrers-registry (go-containerregistry's registry, which serves it).
 """
@@ -20,14 +21,16 @@ from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, REPOSITORY_CONTAINER_NA
 from airflow_ecr_promote.signatures import GATE_DIR, GATE_VOLUME, VERIFY_CONTAINER_NAME
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
+from .cluster import Cluster
 from .cosign import KeyPair, Tools
+from .fixtures import BASELINE_NAMESPACE
 from .lab import Lab
 from .moto_iam import PUSH_CREATE_ROLE_ARN
 from .operator_run import TaskRun, lab_operator, run_task
 from .paths import account
 from .referrers import ReferrersRegistry, referrers_registry
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cluster]
 
 SOURCE_REPO = "signed/app"
 
@@ -57,11 +60,12 @@ def other_key(tools: Tools) -> KeyPair:
     return tools.key_pair("someone-else")
 
 
-def promote(lab: Lab, source: str, dest: str, **kwargs: Any) -> TaskRun:
+def promote(cluster: Cluster, source: str, dest: str, **kwargs: Any) -> TaskRun:
     """Promote with the regctl engine (signatures on by default) through the operator's pod."""
+    lab = cluster.lab
     assert lab.images is not None
     kwargs.setdefault("cosign_image", lab.images.cosign)
-    return run_task(lab, task=lab_operator(lab, "regctl", source_image=source, dest_image=dest, **kwargs))
+    return run_task(cluster, task=lab_operator(lab, "regctl", source_image=source, dest_image=dest, **kwargs))
 
 
 def writes(lab: Lab) -> int:
@@ -70,7 +74,7 @@ def writes(lab: Lab) -> int:
 
 
 def test_cosign_signature_attestation_and_sbom_travel_and_cosign_verify_succeeds_at_destination(
-    lab: Lab, tools: Tools, key: KeyPair, other_key: KeyPair
+    lab: Lab, cluster: Cluster, tools: Tools, key: KeyPair, other_key: KeyPair
 ) -> None:
     digest = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "1.0.0", seed=910)
     source = f"{SOURCE_HOST}/{SOURCE_REPO}:1.0.0"
@@ -80,7 +84,7 @@ def test_cosign_signature_attestation_and_sbom_travel_and_cosign_verify_succeeds
     dest_repo = new_dest_repository(lab, "signed")
     dest = f"{DEST_HOST}/{dest_repo}:1.0.0"
 
-    run = promote(lab, source, dest, verify_signature_key=key.public_pem)
+    run = promote(cluster, source, dest, verify_signature_key=key.public_pem)
 
     assert run.error is None, "\n".join(run.log[-40:])
     inits = [c.name for c in run.pods[0].spec.init_containers]
@@ -108,7 +112,7 @@ def test_cosign_signature_attestation_and_sbom_travel_and_cosign_verify_succeeds
 
 
 def test_signature_gate_refuses_an_unsigned_image_of_a_batch_and_nothing_is_written(
-    lab: Lab, tools: Tools, key: KeyPair
+    lab: Lab, cluster: Cluster, tools: Tools, key: KeyPair
 ) -> None:
     lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "2.0.0", seed=911)
     lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "2.0.1-unsigned", seed=912)
@@ -117,7 +121,7 @@ def test_signature_gate_refuses_an_unsigned_image_of_a_batch_and_nothing_is_writ
     before = writes(lab)
 
     run = promote(
-        lab,
+        cluster,
         f"{SOURCE_HOST}/{SOURCE_REPO}:2.0.0",
         f"{DEST_HOST}/{dest_repo}:2.0.0",
         tags=["2.0.0", "2.0.1-unsigned"],
@@ -141,7 +145,7 @@ def test_signature_gate_refuses_an_unsigned_image_of_a_batch_and_nothing_is_writ
 
 
 def test_signature_gate_refuses_a_source_signed_with_another_key_and_nothing_is_written(
-    lab: Lab, tools: Tools, key: KeyPair, other_key: KeyPair
+    lab: Lab, cluster: Cluster, tools: Tools, key: KeyPair, other_key: KeyPair
 ) -> None:
     lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "3.0.0", seed=913)
     source = f"{SOURCE_HOST}/{SOURCE_REPO}:3.0.0"
@@ -149,7 +153,7 @@ def test_signature_gate_refuses_a_source_signed_with_another_key_and_nothing_is_
     dest_repo = new_dest_repository(lab, "gate-other-key")
     before = writes(lab)
 
-    run = promote(lab, source, f"{DEST_HOST}/{dest_repo}:3.0.0", verify_signature_key=key.public_pem)
+    run = promote(cluster, source, f"{DEST_HOST}/{dest_repo}:3.0.0", verify_signature_key=key.public_pem)
 
     assert isinstance(run.error, EcrPromoteError), run.error
     message = str(run.error)
@@ -160,17 +164,17 @@ def test_signature_gate_refuses_a_source_signed_with_another_key_and_nothing_is_
 
 
 def test_a_signature_made_after_the_promotion_travels_on_a_rerun_and_a_third_run_writes_nothing(
-    lab: Lab, tools: Tools, key: KeyPair
+    lab: Lab, cluster: Cluster, tools: Tools, key: KeyPair
 ) -> None:
     digest = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "5.0.0", seed=915)
     source = f"{SOURCE_HOST}/{SOURCE_REPO}:5.0.0"
     dest = f"{DEST_HOST}/{new_dest_repository(lab, 'rerun')}:5.0.0"
-    first = promote(lab, source, dest)
+    first = promote(cluster, source, dest)
     assert first.error is None, "\n".join(first.log[-40:])
     assert (first.result["status"], first.result["cosign_tags"]) == ("copied", [])
 
     tools.sign(source, key, SOURCE_ACCOUNT)
-    second = promote(lab, source, dest)
+    second = promote(cluster, source, dest)
 
     assert second.error is None, "\n".join(second.log[-40:])
     assert second.result["status"] == "present", "the image was there: only its signatures were copied"
@@ -178,25 +182,25 @@ def test_a_signature_made_after_the_promotion_travels_on_a_rerun_and_a_third_run
     verified = tools.verify(dest, key, DEST_ACCOUNT)
     assert verified.returncode == 0, verified.stderr
     before = writes(lab)
-    third = promote(lab, source, dest)
+    third = promote(cluster, source, dest)
     assert third.error is None, "\n".join(third.log[-40:])
     assert third.result["cosign_tags"] == second.result["cosign_tags"]
     assert writes(lab) == before, "everything was there: nothing written"
 
 
 def test_a_signature_added_later_is_refused_by_an_immutable_repository_and_the_first_still_verifies(
-    lab: Lab, tools: Tools, key: KeyPair, other_key: KeyPair
+    lab: Lab, cluster: Cluster, tools: Tools, key: KeyPair, other_key: KeyPair
 ) -> None:
     lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "5.1.0", seed=916)
     source = f"{SOURCE_HOST}/{SOURCE_REPO}:5.1.0"
     dest = f"{DEST_HOST}/{new_dest_repository(lab, 'immutable-signature', immutable=True)}:5.1.0"
     tools.sign(source, key, SOURCE_ACCOUNT)
-    first = promote(lab, source, dest)
+    first = promote(cluster, source, dest)
     assert first.error is None, "\n".join(first.log[-40:])
     assert first.result["cosign_tags"], "the signature travelled with the image"
 
     tools.sign(source, other_key, SOURCE_ACCOUNT)  # cosign rewrites the .sig tag with both signatures
-    second = promote(lab, source, dest)
+    second = promote(cluster, source, dest)
 
     assert isinstance(second.error, EcrPromoteError), "\n".join(second.log[-40:])
     message = str(second.error)
@@ -238,6 +242,14 @@ def _move_tag_after_the_gate(lab: Lab, repository: str, tag: str, to: str) -> An
                 k8s.V1VolumeMount(name=GATE_VOLUME, mount_path=GATE_DIR, read_only=True),
                 k8s.V1VolumeMount(name=SCRATCH_VOLUME, mount_path="/tmp"),
             ],
+            # what Pod Security restricted admits, as the product's own containers have
+            security_context=k8s.V1SecurityContext(
+                run_as_non_root=True,
+                run_as_user=65532,
+                allow_privilege_escalation=False,
+                capabilities=k8s.V1Capabilities(drop=["ALL"]),
+                seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+            ),
         )
         names = [c.name for c in pod.spec.init_containers]
         pod.spec.init_containers.insert(names.index(VERIFY_CONTAINER_NAME) + 1, mover)
@@ -247,7 +259,7 @@ def _move_tag_after_the_gate(lab: Lab, repository: str, tag: str, to: str) -> An
 
 
 def test_the_copier_promotes_the_digest_the_gate_verified_though_the_tag_moves_after_the_gate(
-    lab: Lab, tools: Tools, key: KeyPair
+    lab: Lab, cluster: Cluster, tools: Tools, key: KeyPair
 ) -> None:
     signed = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "6.0.0", seed=917)
     unsigned = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "6.0.0-unsigned", seed=918)
@@ -262,7 +274,7 @@ def test_the_copier_promotes_the_digest_the_gate_verified_though_the_tag_moves_a
     )  # fmt: skip
     mover = _move_tag_after_the_gate(lab, f"{SOURCE_HOST}/{SOURCE_REPO}", "6.0.0", "6.0.0-unsigned")
 
-    run = run_task(lab, task=task, prepare=mover)
+    run = run_task(cluster, task=task, prepare=mover)
 
     assert run.error is None, "\n".join(run.log[-40:])
     assert run.outcomes[0].container("someone-moves-the-tag").exit_code == 0
@@ -278,7 +290,7 @@ def test_the_copier_promotes_the_digest_the_gate_verified_though_the_tag_moves_a
 
 
 def test_kaniko_builds_from_the_digest_the_gate_verified_though_the_tag_moves_after_the_gate(
-    lab: Lab, tools: Tools, key: KeyPair
+    lab: Lab, cluster: Cluster, tools: Tools, key: KeyPair
 ) -> None:
     import json
 
@@ -290,11 +302,11 @@ def test_kaniko_builds_from_the_digest_the_gate_verified_though_the_tag_moves_af
     assert lab.images is not None
     task = lab_operator(
         lab, "kaniko", source_image=source, dest_image=f"{DEST_HOST}/{dest_repo}:6.1.0",
-        verify_signature_key=key.public_pem, cosign_image=lab.images.cosign,
+        verify_signature_key=key.public_pem, cosign_image=lab.images.cosign, namespace=BASELINE_NAMESPACE,
     )  # fmt: skip
     mover = _move_tag_after_the_gate(lab, f"{SOURCE_HOST}/{SOURCE_REPO}", "6.1.0", "6.1.0-unsigned")
 
-    run = run_task(lab, task=task, prepare=mover)
+    run = run_task(cluster, task=task, prepare=mover)
 
     assert run.error is None, "\n".join(run.log[-40:])
     assert run.result["source_image"] == source
@@ -309,7 +321,7 @@ def test_kaniko_builds_from_the_digest_the_gate_verified_though_the_tag_moves_af
 
 
 def test_a_refused_promotion_creates_no_repository_and_an_accepted_one_creates_it_after_the_gate(
-    lab: Lab, tools: Tools, key: KeyPair
+    lab: Lab, cluster: Cluster, tools: Tools, key: KeyPair
 ) -> None:
     from botocore.exceptions import ClientError
 
@@ -330,7 +342,7 @@ def test_a_refused_promotion_creates_no_repository_and_an_accepted_one_creates_i
 
     before = writes(lab)
     refused = promote(
-        lab,
+        cluster,
         f"{SOURCE_HOST}/{SOURCE_REPO}:7.0.0-unsigned",
         f"{DEST_HOST}/{dest_repo}:7.0.0",
         verify_signature_key=key.public_pem,
@@ -345,7 +357,7 @@ def test_a_refused_promotion_creates_no_repository_and_an_accepted_one_creates_i
     assert not refused.outcomes[0].container(REPOSITORY_CONTAINER_NAME).terminated, "never started"
 
     accepted = promote(
-        lab,
+        cluster,
         f"{SOURCE_HOST}/{SOURCE_REPO}:7.0.0",
         f"{DEST_HOST}/{dest_repo}:7.0.0",
         verify_signature_key=key.public_pem,
@@ -366,7 +378,7 @@ def referrers_lab(lab: Lab) -> Iterator[ReferrersRegistry]:
 
 
 def test_oci_referrers_travel_through_the_referrers_api(
-    lab: Lab, tools: Tools, key: KeyPair, referrers_lab: ReferrersRegistry
+    lab: Lab, cluster: Cluster, tools: Tools, key: KeyPair, referrers_lab: ReferrersRegistry
 ) -> None:
     host = referrers_lab.host
     digest = lab.push_image(SOURCE_ACCOUNT, SOURCE_REPO, "4.0.0", seed=914)
@@ -382,7 +394,7 @@ def test_oci_referrers_travel_through_the_referrers_api(
     dest = f"{host}/{new_dest_repository(lab, 'referrers', in_ecr=False)}:4.0.0"
 
     # one registry host for both sides: one login, with the pod's own identity
-    run = promote(lab, source, dest, source_role_arn=None, dest_role_arn=None)
+    run = promote(cluster, source, dest, source_role_arn=None, dest_role_arn=None)
 
     assert run.error is None, "\n".join(run.log[-40:])
     assert run.result["digest"] == digest
@@ -397,7 +409,7 @@ def test_oci_referrers_travel_through_the_referrers_api(
 
 
 def test_an_oci11_referrer_signature_passes_the_gate(
-    lab: Lab, tools: Tools, key: KeyPair, referrers_lab: ReferrersRegistry
+    lab: Lab, cluster: Cluster, tools: Tools, key: KeyPair, referrers_lab: ReferrersRegistry
 ) -> None:
     """What repository.py recommends for immutable repositories: cosign sign
     --registry-referrers-mode=oci-1-1, a signature stored as an OCI 1.1 referrer (no .sig tag)."""
@@ -410,7 +422,7 @@ def test_an_oci11_referrer_signature_passes_the_gate(
     dest = f"{host}/{new_dest_repository(lab, 'referrer-gate', in_ecr=False)}:8.0.0"
 
     run = promote(
-        lab, source, dest, source_role_arn=None, dest_role_arn=None, verify_signature_key=key.public_pem
+        cluster, source, dest, source_role_arn=None, dest_role_arn=None, verify_signature_key=key.public_pem
     )
 
     assert run.error is None, "\n".join(run.log[-40:])

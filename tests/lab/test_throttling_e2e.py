@@ -2,7 +2,8 @@
 
 The lab throttles like AWS (tests/lab/throttle.py): the registry fronts answer 429
 ``TOOMANYREQUESTS`` past a PutImage / CompleteLayerUpload rate, moto answers ``ThrottleException``
-(ECR) and ``Throttling`` (STS) past theirs. Through the operator's real pod:
+(ECR) and ``Throttling`` (STS) past theirs. Through the operator's real pod, on the lab's real
+Kubernetes:
 
 - a batch against a low PutImage rate completes, and its return value counts the retries;
 - STS and ECR API throttling of the init container is ridden out (the CLI's standard retries, and
@@ -26,11 +27,12 @@ import pytest
 from airflow_ecr_promote.operators import EcrPromoteError
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_ACCOUNT, SOURCE_HOST
 
+from .cluster import Cluster
 from .lab import Lab
 from .operator_run import TaskRun, lab_operator, run_task
 from .test_batch_scale_e2e import RegistryApi, seeded_tags
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.cluster]
 
 
 @pytest.fixture
@@ -43,9 +45,9 @@ def throttled_lab(lab: Lab) -> Iterator[Lab]:
         lab.reset_throttles()
 
 
-def run(lab: Lab, engine: str, **kwargs: object) -> TaskRun:
+def run(cluster: Cluster, engine: str, **kwargs: object) -> TaskRun:
     started = time.monotonic()
-    done = run_task(lab, task=lab_operator(lab, engine, **kwargs), pod_timeout=1200)
+    done = run_task(cluster, task=lab_operator(cluster.lab, engine, **kwargs))
     done.seconds = time.monotonic() - started
     return done
 
@@ -70,7 +72,7 @@ def assert_whole_or_absent(lab: Lab, repo: str, tag: str, digest: str) -> bool:
 
 @pytest.mark.parametrize("engine", ["skopeo", "crane"])
 def test_a_batch_against_a_low_put_image_rate_completes_and_counts_its_retries(
-    throttled_lab: Lab, engine: str
+    throttled_lab: Lab, cluster: Cluster, engine: str
 ) -> None:
     lab = throttled_lab
     repo = f"throttle/batch-{engine}"
@@ -80,7 +82,7 @@ def test_a_batch_against_a_low_put_image_rate_completes_and_counts_its_retries(
     # 4 manifest writes a second (ECR's default is 10) against 4 copies at once, which ask for about
     # twice that: many attempts meet a 429, and the batch still completes
     lab.set_throttle("ecr:PutImage", rate=4, burst=4, which=DEST_ACCOUNT)
-    done = run(lab, engine, parallel=4, **batch(repo, tags))
+    done = run(cluster, engine, parallel=4, **batch(repo, tags))
     counts = lab.throttled()
     entries = done.result["promotions"] if done.result else []
     print(
@@ -99,7 +101,9 @@ def test_a_batch_against_a_low_put_image_rate_completes_and_counts_its_retries(
     assert [api.digest(repo, tag) for tag in tags] == [expected[tag] for tag in tags]
 
 
-def test_sts_and_ecr_api_throttling_of_the_logins_is_ridden_out_and_counted(throttled_lab: Lab) -> None:
+def test_sts_and_ecr_api_throttling_of_the_logins_is_ridden_out_and_counted(
+    throttled_lab: Lab, cluster: Cluster
+) -> None:
     lab = throttled_lab
     repo, tag = "throttle/login", "1.0"
     lab.create_repository(DEST_ACCOUNT, repo)
@@ -108,7 +112,7 @@ def test_sts_and_ecr_api_throttling_of_the_logins_is_ridden_out_and_counted(thro
     lab.set_throttle("sts:AssumeRole", rate=0.5, burst=1, start=0)
     lab.set_throttle("ecr:GetAuthorizationToken", rate=0.5, burst=1, start=0)
     done = run(
-        lab, "skopeo", source_image=f"{SOURCE_HOST}/{repo}:{tag}", dest_image=f"{DEST_HOST}/{repo}:{tag}"
+        cluster, "skopeo", source_image=f"{SOURCE_HOST}/{repo}:{tag}", dest_image=f"{DEST_HOST}/{repo}:{tag}"
     )
     counts = lab.throttled()
     print(
@@ -123,14 +127,16 @@ def test_sts_and_ecr_api_throttling_of_the_logins_is_ridden_out_and_counted(thro
     assert done.result["login_retries"] >= 1
 
 
-def test_a_login_throttle_that_never_lifts_fails_naming_the_api_and_the_fixes(throttled_lab: Lab) -> None:
+def test_a_login_throttle_that_never_lifts_fails_naming_the_api_and_the_fixes(
+    throttled_lab: Lab, cluster: Cluster
+) -> None:
     lab = throttled_lab
     repo, tag = "throttle/never-login", "1.0"
     lab.create_repository(DEST_ACCOUNT, repo)
     lab.push_image(SOURCE_ACCOUNT, repo, tag, seed=2400)
     lab.set_throttle("ecr:GetAuthorizationToken", rate=0, burst=0)
     done = run(
-        lab, "skopeo", source_image=f"{SOURCE_HOST}/{repo}:{tag}", dest_image=f"{DEST_HOST}/{repo}:{tag}"
+        cluster, "skopeo", source_image=f"{SOURCE_HOST}/{repo}:{tag}", dest_image=f"{DEST_HOST}/{repo}:{tag}"
     )
     print(f"login throttle that never lifts: failed after {done.seconds:.1f} s")
     assert isinstance(done.error, EcrPromoteError)
@@ -142,14 +148,16 @@ def test_a_login_throttle_that_never_lifts_fails_naming_the_api_and_the_fixes(th
     assert lab.digest(DEST_ACCOUNT, repo, tag) is None
 
 
-def test_a_registry_throttle_that_never_lifts_fails_naming_the_api_and_the_fixes(throttled_lab: Lab) -> None:
+def test_a_registry_throttle_that_never_lifts_fails_naming_the_api_and_the_fixes(
+    throttled_lab: Lab, cluster: Cluster
+) -> None:
     lab = throttled_lab
     repo, tag = "throttle/never-put", "1.0"
     lab.create_repository(DEST_ACCOUNT, repo)
     lab.push_image(SOURCE_ACCOUNT, repo, tag, seed=2500)
     lab.set_throttle("ecr:PutImage", rate=0, burst=0, which=DEST_ACCOUNT)
     done = run(
-        lab, "skopeo", source_image=f"{SOURCE_HOST}/{repo}:{tag}", dest_image=f"{DEST_HOST}/{repo}:{tag}"
+        cluster, "skopeo", source_image=f"{SOURCE_HOST}/{repo}:{tag}", dest_image=f"{DEST_HOST}/{repo}:{tag}"
     )
     print(f"PutImage throttle that never lifts: failed after {done.seconds:.1f} s")
     assert isinstance(done.error, EcrPromoteError)
@@ -161,7 +169,7 @@ def test_a_registry_throttle_that_never_lifts_fails_naming_the_api_and_the_fixes
     assert lab.digest(DEST_ACCOUNT, repo, tag) is None, "nothing under the tag"
 
 
-def test_a_registry_restarted_mid_batch_leaves_every_tag_whole_or_named(lab: Lab) -> None:
+def test_a_registry_restarted_mid_batch_leaves_every_tag_whole_or_named(lab: Lab, cluster: Cluster) -> None:
     repo = "faults/mid-batch"
     lab.create_repository(DEST_ACCOUNT, repo)
     tags = [f"8.{i // 100}.{i % 100}" for i in range(300)]
@@ -185,7 +193,7 @@ def test_a_registry_restarted_mid_batch_leaves_every_tag_whole_or_named(lab: Lab
     chaos = threading.Thread(target=interrupt)
     chaos.start()
     try:
-        done = run(lab, "skopeo", parallel=8, **batch(repo, tags))
+        done = run(cluster, "skopeo", parallel=8, **batch(repo, tags))
     finally:
         chaos.join()
         lab.start_registry(DEST_ACCOUNT)
