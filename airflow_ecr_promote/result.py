@@ -31,6 +31,9 @@ from airflow_ecr_promote.signatures import (
 )
 from airflow_ecr_promote.throttling import login_throttled
 
+# how scripts/login.sh begins refusing a source that is not a container image (CHECK_SOURCES)
+LOGIN_REFUSED_ARTIFACT = "ecr-promote login: engine="
+
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}", re.ASCII)
 _RETRIES = re.compile(r"retries=(\d{1,6})", re.ASCII)
 STATUSES = ("copied", "present", "skipped", "failed")
@@ -345,6 +348,8 @@ def read_pod(
     login = _terminated(status.init_container_statuses, INIT_CONTAINER_NAME)
     if login is not None and login.exit_code != 0:
         reason = (login.message or f"exit code {login.exit_code}").strip()
+        if LOGIN_REFUSED_ARTIFACT in reason:  # scripts/login.sh's CHECK_SOURCES: not an image
+            return PodOutcome(None, f"Promotion {images} refused before anything was written: {reason}")
         advice = login_throttled(reason)
         if advice is not None:
             reason = f"{reason}. {advice}"

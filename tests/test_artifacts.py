@@ -18,7 +18,7 @@ from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.artifacts import Kind, artifact_engines, check_sources_env, classify, refusal
 from airflow_ecr_promote.engines import ENGINES
-from airflow_ecr_promote.operators import EcrPromoteOperator
+from airflow_ecr_promote.operators import EcrPromoteError, EcrPromoteOperator
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME, plan_pod
 from airflow_ecr_promote.promotion import parse_promotion
 from airflow_ecr_promote.refs import PromotionInputError, parse_image_ref
@@ -231,6 +231,30 @@ def test_kaniko_promotes_an_image_and_the_other_engines_any_artifact(ecr: Any) -
         with kubernetes_stand_in(pod_runs) as cluster:
             op.execute(make_context(op))
         assert len(cluster.created) == 1, engine
+
+
+def test_a_pod_whose_login_refused_an_artifact_fails_the_task_saying_nothing_was_written() -> None:
+    op = EcrPromoteOperator(
+        task_id="promote",
+        namespace="ns",
+        engine="kaniko",
+        source_image=f"{SOURCE_HOST}/team/chart:0.1.0",
+        dest_image=f"{DEST_HOST}/team/chart:0.1.0",
+    )
+    said = (
+        "ecr-promote login: engine='kaniko' cannot promote team/chart:0.1.0 in registry 123456789012 "
+        f"(us-west-2): it is a Helm chart (config media type {HELM_CONFIG}). ... Fix: engine='crane'"
+    )
+
+    def login_refuses(pod: k8s.V1Pod) -> k8s.V1Pod:
+        return finished(pod, [terminated(INIT_CONTAINER_NAME, 1, said)], [])
+
+    with kubernetes_stand_in(login_refuses), pytest.raises(EcrPromoteError) as failed:
+        op.execute(make_context(op))
+    assert str(failed.value) == (
+        f"Promotion {SOURCE_HOST}/team/chart:0.1.0 -> {DEST_HOST}/team/chart:0.1.0 refused before "
+        f"anything was written: {said}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
