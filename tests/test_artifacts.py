@@ -314,3 +314,18 @@ def test_the_kaniko_pods_login_fails_closed_on_a_missing_source(tmp_path: Path, 
         in (tmp_path / "termination-log").read_text()
     )
     assert sorted(p.name for p in (tmp_path / "auth").iterdir()) == []
+
+
+def test_the_chart_example_promotes_the_version_it_is_given_with_an_engine_that_carries_charts() -> None:
+    from tests.airflow_context import DagBag
+    from tests.conftest import REPO
+
+    dag = DagBag(dag_folder=str(REPO / "dags" / "examples")).dags["ecr_promote_chart"]
+    assert set(dag.params.get_param("engine").schema["enum"]) == set(artifact_engines(ENGINES.values()))
+    task = dag.get_task("promote_chart").prepare_for_execution()
+    context = make_context(task, conf={"chart_version": "2.3.4"})
+    task.render_template_fields(context)
+    operator = context["task"]
+    assert operator.source_image == "123456789012.dkr.ecr.us-west-2.amazonaws.com/charts/app:2.3.4"
+    assert operator.dest_image == "210987654321.dkr.ecr.us-east-1.amazonaws.com/charts/app:2.3.4"
+    assert operator.build_pod_request_obj().spec.containers[0].env  # a pod the operator can build

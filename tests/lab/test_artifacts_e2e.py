@@ -66,11 +66,25 @@ def artifacts(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
 
 
 def promote(lab: Lab, cluster: Cluster, engine: str, source: Pushed, dest_repository: str) -> TaskRun:
+    """The on-demand example DAG's task."""
     lab.create_repository(DEST_ACCOUNT, dest_repository)
     dest = f"{DEST_HOST}/{dest_repository}:{source.tag}"
     return run_task_on_cluster(
         cluster, conf=lab_conf(lab, source_image=source.ref, dest_image=dest, engine=engine)
     )
+
+
+def promote_chart(lab: Lab, cluster: Cluster, engine: str, chart: Pushed, dest_repository: str) -> TaskRun:
+    """The chart example DAG's task (dags/examples/ecr_promote_chart.py)."""
+    lab.create_repository(DEST_ACCOUNT, dest_repository)
+    conf = lab_conf(
+        lab,
+        chart_version=chart.tag,
+        source_chart=f"{chart.host}/{chart.repository}",
+        dest_chart=f"{DEST_HOST}/{dest_repository}",
+        engine=engine,
+    )
+    return run_task_on_cluster(cluster, dag_id="ecr_promote_chart", task_id="promote_chart", conf=conf)
 
 
 def assert_promoted_as_itself(lab: Lab, run: TaskRun, source: Pushed, dest_repository: str) -> None:
@@ -91,7 +105,7 @@ def test_a_helm_chart_keeps_its_digest_and_helm_pulls_it_from_the_destination(
     lab: Lab, cluster: Cluster, helm: Helm, chart: Pushed, engine: str
 ) -> None:
     dest_repository = f"promoted-{engine}/{CHART}"
-    run = promote(lab, cluster, engine, chart, dest_repository)
+    run = promote_chart(lab, cluster, engine, chart, dest_repository)
     assert_promoted_as_itself(lab, run, chart, dest_repository)
     helm.login(DEST_ACCOUNT)
     shown = helm.show_chart(DEST_ACCOUNT, dest_repository, VERSION)
