@@ -246,9 +246,10 @@ manifest_kind() {
     esac
 }
 
-# check_sources: each line of CHECK_SOURCES (n, the number of logins, is kept for what follows), the source's manifest read through the ECR API as its
-# login's identity; a source that is not a container image fails the pod (fail closed: one that
-# cannot be read fails it too).
+# check_sources: for each line of CHECK_SOURCES, the source's manifest read through the ECR API as
+# its login's identity; a source that is not a container image fails the pod (fail closed: one
+# that cannot be read fails it too). Its variables are its own: n, the number of logins, is used
+# after it.
 check_sources() {
     while read -r source_n registry region repository image_id; do
         [ -n "$source_n" ] || continue

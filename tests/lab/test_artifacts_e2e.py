@@ -17,6 +17,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.operators import EcrPromoteError
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
@@ -182,3 +183,44 @@ def test_kaniko_without_an_aws_connection_is_refused_by_its_pod_before_anything_
     assert copier.exit_code is None and copier.started_at is None, "kaniko never started"
     assert lab.digest(DEST_ACCOUNT, dest_repository, VERSION) is None
     assert len(lab.upload_requests(DEST_ACCOUNT)) == uploads_before, "not one blob was uploaded"
+
+
+def test_kaniko_let_through_does_not_deliver_the_chart(lab: Lab, cluster: Cluster, chart: Pushed) -> None:
+    """Why kaniko is refused: its pod with the login container's check taken out (``prepare``
+    drops CHECK_SOURCES), so kaniko itself meets the chart. Whatever kaniko does, the destination
+    must not hold the chart as itself; what it did is recorded in the test's output."""
+    dest_repository = "unchecked-kaniko/demo"
+    lab.create_repository(DEST_ACCOUNT, dest_repository)
+
+    def unchecked(pod: k8s.V1Pod) -> k8s.V1Pod:
+        login = next(c for c in pod.spec.init_containers if c.name == INIT_CONTAINER_NAME)
+        login.env = [e for e in login.env if e.name not in ("CHECK_SOURCES", "ENGINE", "ARTIFACT_FIX")]
+        return pod
+
+    operator = lab_operator(
+        lab,
+        "kaniko",
+        source_image=chart.ref,
+        dest_image=f"{DEST_HOST}/{dest_repository}:{VERSION}",
+        namespace=BASELINE_NAMESPACE,
+        service_account_name=SERVICE_ACCOUNT,
+    )
+    run = run_task_on_cluster(cluster, task=operator, prepare=unchecked)
+    pushed = lab.inspect_raw(DEST_ACCOUNT, dest_repository, VERSION)
+    copier = run.outcomes[-1].container("base") if run.outcomes else None
+    print(
+        "kaniko on a chart:",
+        json.dumps(
+            {
+                "error": str(run.error)[-600:] if run.error else None,
+                "copier_exit": copier.exit_code if copier else None,
+                "copier_log_tail": (copier.logs if copier else "")[-1500:],
+                "pushed_manifest": json.loads(pushed) if pushed else None,
+            },
+            indent=1,
+        ),
+    )
+    if pushed is None:
+        assert run.error is not None
+    else:  # something arrived, but not the chart as itself
+        assert lab.digest(DEST_ACCOUNT, dest_repository, VERSION) != chart.digest
