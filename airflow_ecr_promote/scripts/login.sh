@@ -246,6 +246,22 @@ manifest_kind() {
     esac
 }
 
+# login_role N: the role of the N-th login of LOGINS ("-": the pod's own identity), numbered as
+# the logins are (sh and coreutils only: the aws CLI image may have no awk)
+login_role() {
+    k=0
+    while read -r host region role sides; do
+        [ -n "$host" ] || continue
+        k=$((k + 1))
+        if [ "$k" = "$1" ]; then
+            printf '%s\n' "$role"
+            return
+        fi
+    done <<LINES
+$LOGINS
+LINES
+}
+
 # check_sources: for each line of CHECK_SOURCES, the source's manifest read through the ECR API as
 # its login's identity; a source that is not a container image fails the pod (fail closed: one
 # that cannot be read fails it too). Its variables are its own: n, the number of logins, is used
@@ -264,7 +280,7 @@ check_sources() {
             *) fail "refusing source image id '$image_id'" ;;
         esac
         shown="$shown in registry $registry ($region)"
-        role=$(printf '%s\n' "$LOGINS" | awk -v n="$source_n" 'NF { i++ } i == n && NF { print $3; exit }')
+        role=$(login_role "$source_n")
         [ -n "$role" ] || fail "CHECK_SOURCES names login $source_n, which LOGINS does not have"
         if ! aws_as "$source_n" "$role" ecr batch-get-image --region "$region" --registry-id "$registry" \
             --repository-name "$repository" --image-ids "$image_id" \
