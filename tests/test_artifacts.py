@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -329,3 +331,22 @@ def test_the_chart_example_promotes_the_version_it_is_given_with_an_engine_that_
     assert operator.source_image == "123456789012.dkr.ecr.us-west-2.amazonaws.com/charts/app:2.3.4"
     assert operator.dest_image == "210987654321.dkr.ecr.us-east-1.amazonaws.com/charts/app:2.3.4"
     assert operator.build_pod_request_obj().spec.containers[0].env  # a pod the operator can build
+
+
+@pytest.mark.moto
+def test_hostile_check_lines_are_refused_not_run(tmp_path: Path, moto_server: str) -> None:
+    canary = tmp_path / "canary"
+    env = init_env("kaniko")
+    for line in (
+        f"1 123456789012 us-west-2 team/app imageTag=$(touch {canary})",
+        f"1 123456789012 us-west-2 team/app;touch${{IFS}}{canary} imageTag=1.0",
+        "1; 123456789012 us-west-2 team/app imageTag=1.0",
+        "7 123456789012 us-west-2 team/app imageTag=1.0",
+    ):
+        done = run_login(tmp_path, moto_server, {**env, "CHECK_SOURCES": line})
+        assert done.returncode == 1, line
+        message = (tmp_path / "termination-log").read_text()
+        assert "refusing" in message or "LOGINS does not have" in message, message
+        assert not canary.exists()
+        assert os.listdir(tmp_path / "auth") == [], line
+        shutil.rmtree(tmp_path / "auth")
