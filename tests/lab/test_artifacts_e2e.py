@@ -205,8 +205,10 @@ def test_kaniko_let_through_does_not_deliver_the_chart(lab: Lab, cluster: Cluste
         namespace=BASELINE_NAMESPACE,
         service_account_name=SERVICE_ACCOUNT,
     )
+    uploads_before = len(lab.upload_requests(DEST_ACCOUNT))
     run = run_task_on_cluster(cluster, task=operator, prepare=unchecked)
     pushed = lab.inspect_raw(DEST_ACCOUNT, dest_repository, VERSION)
+    uploads = lab.upload_requests(DEST_ACCOUNT)[uploads_before:]
     copier = run.outcomes[-1].container("base") if run.outcomes else None
     print(
         "kaniko on a chart:",
@@ -215,6 +217,8 @@ def test_kaniko_let_through_does_not_deliver_the_chart(lab: Lab, cluster: Cluste
                 "error": str(run.error)[-600:] if run.error else None,
                 "copier_exit": copier.exit_code if copier else None,
                 "copier_log_tail": (copier.logs if copier else "")[-1500:],
+                "task_log_tail": [line[-300:] for line in run.log][-25:],
+                "dest_upload_requests": uploads,
                 "pushed_manifest": json.loads(pushed) if pushed else None,
             },
             indent=1,
