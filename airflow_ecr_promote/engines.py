@@ -6,6 +6,9 @@ Facts behind the capabilities (see README "Engines"):
 - ``skopeo copy --all --preserve-digests`` and ``crane copy`` keep the digest and every platform.
 - skopeo takes separate source and destination auth files; kaniko and crane read one Docker
   ``config.json``, so they hold one credential per registry host.
+- skopeo, crane and regctl copy a manifest and its blobs as they are, so they carry any OCI
+  artifact (Helm charts, WASM modules, SBOMs) with its digest; kaniko does not (it would build an
+  image from it), and is refused for one (airflow_ecr_promote/artifacts.py).
 - ``regctl image copy --referrers --digest-tags`` keeps the digest and every platform, and also
   copies the image's OCI referrers and cosign's ``sha256-<digest>.sig/.att/.sbom`` tags: the only
   engine that carries signatures, attestations and SBOMs (see airflow_ecr_promote/signatures.py).
@@ -77,6 +80,9 @@ class Engine:
     platform_flag: str | None = None
     # Copies cosign's digest tags and OCI referrers along with the image (with_signatures).
     copies_signatures: bool = False
+    # Copies any OCI artifact (a Helm chart, a WASM module, an SBOM) as it is, with its digest;
+    # an engine that rebuilds images cannot (airflow_ecr_promote/artifacts.py).
+    carries_artifacts: bool = True
 
 
 def _copies_env(promotion: Promotion) -> dict[str, str]:
@@ -146,6 +152,7 @@ ENGINES: dict[str, Engine] = {
             on_conflict_choices=("overwrite",),
             default_on_conflict="overwrite",
             platform_flag="--custom-platform",
+            carries_artifacts=False,
         ),
         Engine(
             name="skopeo",

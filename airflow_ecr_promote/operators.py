@@ -17,10 +17,11 @@ from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from airflow_ecr_promote import assets, defaults
+from airflow_ecr_promote.artifacts import artifact_engines, refused
 from airflow_ecr_promote.compat import AirflowException, AssetAlias, cleanup_kwargs
 from airflow_ecr_promote.discovery import EcrListTagsOperator
 from airflow_ecr_promote.eks import EksTarget, eks_kubeconfig, parse_eks_target
-from airflow_ecr_promote.engines import Engine
+from airflow_ecr_promote.engines import ENGINES, Engine
 from airflow_ecr_promote.findings import describe_refusal
 from airflow_ecr_promote.links import EcrImageLink, link_target
 from airflow_ecr_promote.pod import (
@@ -35,6 +36,7 @@ from airflow_ecr_promote.precheck import (
     confirm_promoted,
     find_in_place,
     index_ranges,
+    look_up_kinds,
     parse_index_ranges,
     split,
 )
@@ -138,8 +140,12 @@ class EcrPromoteOperator(KubernetesPodOperator):
     :param dest_account: optional; must agree with the account in ``dest_image``
     :param source_region: optional; must agree with the region in ``source_image``
     :param dest_region: optional; must agree with the region in ``dest_image``
-    :param engine: ``"kaniko"`` (the original design), ``"skopeo"`` or ``"crane"`` (digest kept);
-        None: ``[ecr_promote] default_engine``, else kaniko
+    :param engine: ``"kaniko"`` (the original design), ``"skopeo"``, ``"crane"`` or ``"regctl"``
+        (digest kept); None: ``[ecr_promote] default_engine``, else kaniko. skopeo, crane and regctl
+        also promote Helm charts and other OCI artifacts; kaniko is refused for a source that is
+        not a container image, before any pod when the worker has an AWS connection
+        (``source_aws_conn_id`` or ``dest_aws_conn_id``: ``ecr:BatchGetImage``), else by the pod's
+        login container before anything is written
     :param copier_image: overrides ``[ecr_promote] <engine>_image`` and the engine's pinned image
     :param init_image: overrides ``[ecr_promote] init_image`` and the pinned AWS CLI image
     :param on_conflict: when the destination tag holds another digest: ``"fail"`` (default for
@@ -498,6 +504,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._context = context
         self._plan()
         eks = self._eks_target()
+        self._check_artifacts()
         self._gate = self._scan_gate()
         self._judge_scans()
         if not (self._nothing_to_promote(context) or self._all_in_place()):
@@ -509,6 +516,21 @@ class EcrPromoteOperator(KubernetesPodOperator):
                     with eks_kubeconfig(eks, self.namespace) as self.config_file:
                         super().execute(context)
         return self._finish(context)
+
+    def _check_artifacts(self) -> None:
+        """An engine that cannot carry OCI artifacts (kaniko), with an AWS connection on the worker:
+        each source's manifest through the ECR API, before any pod; a Helm chart or another
+        artifact is refused, naming the engines that carry it. Sources the API did not show are
+        checked by the pod's login container, before it writes anything."""
+        engine, promotion = self._engine, self._promotion
+        conn_id = self.source_aws_conn_id or self.dest_aws_conn_id
+        if engine is None or engine.carries_artifacts or promotion is None or conn_id is None:
+            return
+        kinds = look_up_kinds(conn_id, [c.source for c in promotion.copies]) or {}
+        error = refused(engine.name, kinds, artifact_engines(ENGINES.values()))
+        if error is not None:
+            raise error
+        self.log.info("Every source is a container image (ECR API): engine %s can promote it.", engine.name)
 
     def _judge_scans(self) -> None:
         """The scan-findings gate, before any pod: each source's findings through the ECR API; the

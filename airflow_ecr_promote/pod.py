@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from kubernetes.client import models as k8s
 
+from airflow_ecr_promote.artifacts import artifact_engines, check_sources_env, fix_advice
 from airflow_ecr_promote.engines import (
     AUTH_DIR,
+    ENGINES,
     NON_ROOT_UID,
     SCRATCH_DIR,
     Engine,
@@ -170,6 +172,12 @@ def plan_pod(
         "AWS_PAGER": "",
         **AWS_RETRY_ENV,
     }
+    if not engine.carries_artifacts:
+        # the login container reads each source's manifest (ecr:BatchGetImage, which pulling needs
+        # anyway) and refuses one that is not a container image before anything is written
+        init_env["CHECK_SOURCES"] = check_sources_env(promotion)
+        init_env["ENGINE"] = engine.name
+        init_env["ARTIFACT_FIX"] = fix_advice(artifact_engines(ENGINES.values()))
     init_mounts = [
         k8s.V1VolumeMount(name=AUTH_VOLUME, mount_path=AUTH_DIR),
         k8s.V1VolumeMount(name=SCRATCH_VOLUME, mount_path=SCRATCH_DIR),

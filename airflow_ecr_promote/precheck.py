@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_ecr_promote.artifacts import Kind, classify
 from airflow_ecr_promote.discovery import ecr_hook, error_code
 from airflow_ecr_promote.promotion import Copy, Promotion
 from airflow_ecr_promote.refs import ImageRef
@@ -291,6 +292,18 @@ def look_up(
     """Each image as ECR shows it (with its manifest, for ``manifests``), None for one it does not
     hold (or reports a failure for). Raises ClientError / BotoCoreError for an error of a whole call."""
     return run_calls(_lookups(conn_id, images, manifests, clients or Clients()))
+
+
+def look_up_kinds(conn_id: str | None, sources: Iterable[ImageRef]) -> dict[ImageRef, Kind] | None:
+    """Each source's kind (image, Helm chart, other OCI artifact) from its manifest, through
+    ``BatchGetImage``; a source ECR sent no manifest for is left out (the pod checks it). None
+    when the API could not be asked."""
+    try:
+        seen = look_up(conn_id, sources, manifests=True)
+    except (ClientError, BotoCoreError) as error:
+        log.warning("Could not read the sources' manifests through the ECR API (%s); the pod checks.", error)
+        return None
+    return {image: classify(s.manifest) for image, s in seen.items() if s is not None and s.manifest}
 
 
 def referrers(conn: Any, image: ImageRef, digest: str) -> set[str] | None:

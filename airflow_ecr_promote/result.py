@@ -31,6 +31,9 @@ from airflow_ecr_promote.signatures import (
 )
 from airflow_ecr_promote.throttling import login_throttled
 
+# how scripts/login.sh begins refusing a source that is not a container image (CHECK_SOURCES)
+LOGIN_REFUSED_ARTIFACT = "ecr-promote login: engine="
+
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}", re.ASCII)
 _RETRIES = re.compile(r"retries=(\d{1,6})", re.ASCII)
 STATUSES = ("copied", "present", "skipped", "failed")
@@ -313,11 +316,25 @@ def _script_entries(
 
 def _kaniko_failure(message: str, read_log: LogReader | None) -> str:
     """Why kaniko failed: its termination message, and ECR's refusal from its log (kaniko writes its
-    digest file before it pushes, so a refused push leaves only the digest in the message)."""
-    refusal = ecr_refusal(message) or (ecr_refusal(read_log()[0] or "") if read_log is not None else None)
+    digest file before it pushes, so a failed push leaves only the digest in the message), else
+    kaniko's own last error line (e.g. ``error pushing image: ... MANIFEST_BLOB_UNKNOWN ...``)."""
+    refusal = ecr_refusal(message)
+    if refusal is None and read_log is not None:
+        log = read_log()[0] or ""
+        refusal = ecr_refusal(log) or _last_error(log)
     if refusal is None or refusal in message:
         return message[-1500:]
     return f"{message[-1000:]}: {refusal}".lstrip(": ")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _last_error(log: str) -> str | None:
+    """kaniko's last error line (``error ...`` as it exits, or a line logged at level ERRO/FATA)."""
+    lines = [_ANSI.sub("", line).strip() for line in log.splitlines()]
+    errors = [line for line in lines if line.lower().startswith(("error", "erro", "fata"))]
+    return errors[-1][:600] if errors else None
 
 
 def read_pod(
@@ -345,6 +362,8 @@ def read_pod(
     login = _terminated(status.init_container_statuses, INIT_CONTAINER_NAME)
     if login is not None and login.exit_code != 0:
         reason = (login.message or f"exit code {login.exit_code}").strip()
+        if LOGIN_REFUSED_ARTIFACT in reason:  # scripts/login.sh's CHECK_SOURCES: not an image
+            return PodOutcome(None, f"Promotion {images} refused before anything was written: {reason}")
         advice = login_throttled(reason)
         if advice is not None:
             reason = f"{reason}. {advice}"

@@ -194,7 +194,11 @@ LOGIN_LINE = re.compile(
     r"(?:-|arn:aws(?:-cn|-us-gov)?:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+) (?:source|dest|source,dest)"
 )
 COPY_LINE = re.compile(rf"{_REF} {_REF}")
-MULTI_LINE_ENV = {"LOGINS": LOGIN_LINE, "COPIES": COPY_LINE}
+CHECK_LINE = re.compile(
+    r"[0-9]+ [0-9]{12} [a-z]{2}(?:-[a-z]+){1,2}-[0-9]{1,2} [a-z0-9._/-]+ "
+    r"image(?:Tag=[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|Digest=sha256:[a-f0-9]{64})"
+)
+MULTI_LINE_ENV = {"LOGINS": LOGIN_LINE, "COPIES": COPY_LINE, "CHECK_SOURCES": CHECK_LINE}
 
 
 def _leaves(node: object, path: tuple[object, ...] = ()) -> Iterator[tuple[tuple[object, ...], str]]:

@@ -19,6 +19,7 @@ from airflow_ecr_promote.engines import ENGINES, script
 from airflow_ecr_promote.pod import plan_pod
 from airflow_ecr_promote.promotion import parse_promotion
 from tests.conftest import DEST_HOST, SOURCE_HOST, aws_cli, require
+from tests.test_discovery import ecr_client, put
 
 pytestmark = pytest.mark.moto
 
@@ -64,13 +65,25 @@ def run_login(tmp_path: Path, moto_server: str, env: dict[str, str]) -> subproce
     )
 
 
+@pytest.fixture
+def source_image(moto_server: str) -> None:
+    """``team/app:1.0`` in moto: the kaniko pod's login reads its source's manifest first
+    (CHECK_SOURCES; tests/test_artifacts.py)."""
+    client = ecr_client(moto_server)
+    try:
+        client.create_repository(repositoryName="team/app")
+        put(client, "team/app", "1.0")
+    except client.exceptions.RepositoryAlreadyExistsException:
+        pass
+
+
 def decode(path: Path) -> dict[str, str]:
     auths = json.loads(path.read_text())["auths"]
     return {host: base64.b64decode(entry["auth"]).decode() for host, entry in auths.items()}
 
 
 def test_kaniko_login_writes_config_with_both_accounts_and_dockerfile(
-    tmp_path: Path, moto_server: str
+    tmp_path: Path, moto_server: str, source_image: None
 ) -> None:
     done = run_login(tmp_path, moto_server, init_env("kaniko"))
     assert done.returncode == 0, done.stderr
@@ -130,7 +143,9 @@ def test_pod_identity_is_used_when_no_role_is_given(tmp_path: Path, moto_server:
     assert "the pod's own identity" in done.stderr
 
 
-def test_login_logs_name_the_roles_and_never_the_password(tmp_path: Path, moto_server: str) -> None:
+def test_login_logs_name_the_roles_and_never_the_password(
+    tmp_path: Path, moto_server: str, source_image: None
+) -> None:
     done = run_login(tmp_path, moto_server, init_env("kaniko"))
     assert done.returncode == 0, done.stderr
     assert SOURCE_ROLE in done.stderr and DEST_ROLE in done.stderr

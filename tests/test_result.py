@@ -85,6 +85,22 @@ def test_kaniko_by_tag_does_not_claim_to_know_the_source_digest_but_knows_it_cha
     assert (result["digest"], result["source_digest"], result["digest_kept"]) == (OTHER, None, False)
 
 
+def test_a_kaniko_push_that_fails_says_kanikos_error_not_only_the_digest_it_wrote() -> None:
+    """kaniko writes its digest file (the termination message) before it pushes: a push that fails
+    otherwise than by an ECR refusal (seen in the lab with a Helm chart: MANIFEST_BLOB_UNKNOWN)
+    must say kaniko's own last error, read from its log."""
+    op = operator(engine="kaniko")
+    said = (
+        "error pushing image: failed to push to destination " + DEST + ": PUT https://" + DEST
+        + ": MANIFEST_BLOB_UNKNOWN: blob unknown to registry; sha256:" + "d" * 64
+    )  # fmt: skip
+    log = f"\x1b[36mINFO\x1b[0m[0000] Pushing image to {DEST}\n\x1b[33mWARN\x1b[0m[0000] Retrying\n{said}\n"
+    with kubernetes_stand_in(ends_with(0, None, terminated("base", 1, OTHER)), lambda _container: log):
+        with pytest.raises(EcrPromoteError) as caught:
+            op.execute(make_context(op))
+    assert str(caught.value).endswith(f"{OTHER}: {said}")
+
+
 def test_login_failure_names_the_cause_and_the_images() -> None:
     op = operator(engine="skopeo", source_role_arn=PULL)
     reason = f"ecr-promote login: cannot assume role {PULL} for registry {SOURCE_HOST}: AccessDenied"

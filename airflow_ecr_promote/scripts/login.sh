@@ -13,6 +13,13 @@
 #                      nothing else (the gate must not see the destination's credentials)
 #   AWS_RETRY_MODE, AWS_MAX_ATTEMPTS   the AWS CLI's retries of each call (default standard and
 #                      10: exponential backoff with jitter on throttling and 5xx answers)
+#   CHECK_SOURCES      engines that cannot carry OCI artifacts (kaniko): one line per source,
+#                      "<login n> <registry id> <region> <repository> <imageTag=..|imageDigest=..>";
+#                      after the logins, each source's manifest is read through the ECR API
+#                      (ecr:BatchGetImage) as login n's identity, and a source that is not a
+#                      container image (a Helm chart, another OCI artifact, or unreadable) fails
+#                      the pod before any auth file exists: nothing is written anywhere
+#   ENGINE, ARTIFACT_FIX   the engine's name and the fix the refusal names (with CHECK_SOURCES)
 #   LOGIN_RETRIES      how many more times a login is tried when AWS throttled it and the CLI did
 #                      not retry (ECR's ThrottleException is not among the CLI's throttling codes;
 #                      default 6), waiting 1, 2, 4 ... s, a random half of each
@@ -31,7 +38,7 @@ case "$login_retries" in "" | *[!0-9]* | ???*) login_retries=6 ;; esac
 fail() {
     printf 'ecr-promote login: %s\n' "$*" >&2
     printf 'ecr-promote login: %s\n' "$*" > "$term" 2>/dev/null || true
-    rm -f "$out"/.pw-* "$out"/.err-* "$out"/.retries-* "$out"/.aws-config
+    rm -f "$out"/.pw-* "$out"/.err-* "$out"/.host-* "$out"/.retries-* "$out"/.aws-config "$out"/.manifest
     rm -rf "$out"/.home-*
     exit 1
 }
@@ -109,25 +116,35 @@ pause() {
     sleep "$(printf '%d.%03d' $((wait_ms / 1000)) $((wait_ms % 1000)))" 2> /dev/null || sleep $((wait_ms / 1000 + 1))
 }
 
+# aws_as N ROLE ARGS...: the aws CLI as login N's identity: its role's profile, in a config of our
+# own (the pod's AWS_PROFILE plays no part) and a HOME of its own on the in-memory volume (the CLI
+# caches the role's credentials in ~/.aws/cli/cache, and logins running at once race to create
+# it); ROLE "-": the pod's own identity
+aws_as() {
+    as_n=$1 as_role=$2
+    shift 2
+    if [ "$as_role" != "-" ]; then
+        env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE AWS_CONFIG_FILE="$out/.aws-config" \
+            HOME="$out/.home-$as_n" aws --profile "ecr-promote-$as_n" "$@"
+    else
+        aws "$@"
+    fi
+}
+
 # login N HOST REGION ROLE: writes the ECR password to $out/.pw-N, or a reason to $out/.err-N.
 login() {
     n=$1 host=$2 region=$3 role=$4
     if [ "$role" != "-" ]; then
-        # the role's profile, in a config of our own: the pod's AWS_PROFILE plays no part. A HOME
-        # of its own on the in-memory volume: the CLI caches the role's credentials in
-        # ~/.aws/cli/cache, and logins running at once race to create it ("File exists").
         if ! mkdir -p "$out/.home-$n" 2> "$out/.err-$n"; then
             printf 'cannot create %s for role %s: %s\n' "$out/.home-$n" "$role" "$(last_error "$out/.err-$n")" \
                 > "$out/.err-$n"
             return 1
         fi
-        set -- env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE AWS_CONFIG_FILE="$out/.aws-config" \
-            HOME="$out/.home-$n" aws --profile "ecr-promote-$n"
         who="role $role"
     else
-        set -- aws
         who="the pod's own identity"
     fi
+    set -- aws_as "$n" "$role"
     try=0
     while :; do
         if "$@" ecr get-login-password --region "$region" > "$out/.pw-$n" 2> "$out/.err-$n"; then
@@ -201,6 +218,102 @@ for pid in $pids; do
     fi
 done
 [ -z "$errors" ] || fail "${errors%; }"
+
+# manifest_kind FILE: what the manifest in FILE holds: "image", "index", "helm-chart <type>",
+# "artifact <type>" or "unknown", decided as airflow_ecr_promote/artifacts.py classify() does
+# (keep them in step), without a JSON parser (the aws CLI image has none): whitespace removed, the
+# keys found by their quoted names (a quote inside a JSON string is escaped, so a value cannot
+# fake one). An artifactType anywhere, or no image config found, is not an image: fail closed.
+manifest_kind() {
+    compact=$(tr -d ' \t\r\n' < "$1")
+    helm=application/vnd.cncf.helm.config.v1+json
+    type=$(printf '%s' "$compact" | sed -n 's/.*"artifactType":"\([^"]*\)".*/\1/p' | LC_ALL=C tr -cd 'A-Za-z0-9.+/_-')
+    if [ -n "$type" ]; then
+        if [ "$type" = "$helm" ]; then echo "helm-chart $type"; else echo "artifact $type"; fi
+        return
+    fi
+    case "$compact" in
+        *'"schemaVersion":1'[,}]*) echo image && return ;;
+        *'"manifests":['*) echo index && return ;;
+    esac
+    type=$(printf '%s' "$compact" | sed -n 's/.*"config":{\([^}]*\)}.*/\1/p' |
+        sed -n 's/.*"mediaType":"\([^"]*\)".*/\1/p' | LC_ALL=C tr -cd 'A-Za-z0-9.+/_-')
+    case "$type" in
+        application/vnd.oci.image.config.v1+json | application/vnd.docker.container.image.v1+json) echo image ;;
+        "") echo unknown ;;
+        "$helm") echo "helm-chart $type" ;;
+        *) echo "artifact $type" ;;
+    esac
+}
+
+# login_role N: the role of the N-th login of LOGINS ("-": the pod's own identity), numbered as
+# the logins are (sh and coreutils only: the aws CLI image may have no awk)
+login_role() {
+    k=0
+    while read -r host region role sides; do
+        [ -n "$host" ] || continue
+        k=$((k + 1))
+        if [ "$k" = "$1" ]; then
+            printf '%s\n' "$role"
+            return
+        fi
+    done <<LINES
+$LOGINS
+LINES
+}
+
+# check_sources: for each line of CHECK_SOURCES, the source's manifest read through the ECR API as
+# its login's identity; a source that is not a container image fails the pod (fail closed: one
+# that cannot be read fails it too). Its variables are its own: n, the number of logins, is used
+# after it.
+check_sources() {
+    while read -r source_n registry region repository image_id; do
+        [ -n "$source_n" ] || continue
+        case "$source_n" in *[!0-9]* | ????*) fail "refusing CHECK_SOURCES login number '$source_n'" ;; esac
+        check "source registry" "$registry"
+        check "source region" "$region"
+        check "source repository" "$repository"
+        check "source image id" "$image_id"
+        case "$image_id" in
+            imageTag=*) shown="$repository:${image_id#imageTag=}" ;;
+            imageDigest=*) shown="$repository@${image_id#imageDigest=}" ;;
+            *) fail "refusing source image id '$image_id'" ;;
+        esac
+        shown="$shown in registry $registry ($region)"
+        role=$(login_role "$source_n")
+        [ -n "$role" ] || fail "CHECK_SOURCES names login $source_n, which LOGINS does not have"
+        if ! aws_as "$source_n" "$role" ecr batch-get-image --region "$region" --registry-id "$registry" \
+            --repository-name "$repository" --image-ids "$image_id" \
+            --accepted-media-types application/vnd.oci.image.index.v1+json \
+            application/vnd.oci.image.manifest.v1+json \
+            application/vnd.docker.distribution.manifest.list.v2+json \
+            application/vnd.docker.distribution.manifest.v2+json \
+            --query 'images[0].imageManifest' --output text > "$out/.manifest" 2> "$out/.err-check"; then
+            fail "cannot read the manifest of $shown (ecr:BatchGetImage) to check that engine $ENGINE can promote it: $(last_error "$out/.err-check")"
+        fi
+        if [ "$(tr -d ' \n' < "$out/.manifest")" = None ]; then
+            fail "the source $shown was not found (ecr:BatchGetImage answered no image)"
+        fi
+        kind=$(manifest_kind "$out/.manifest")
+        type=${kind#* }
+        case "$kind" in
+            image | index) continue ;;
+            helm-chart*) what="a Helm chart (config media type $type)" ;;
+            artifact*) what="an OCI artifact of type $type, not a container image" ;;
+            *) what="a manifest whose kind cannot be told (no image config in it)" ;;
+        esac
+        fail "engine='$ENGINE' cannot promote $shown: it is $what. $ENGINE rebuilds what it copies as a container image (a new config, one platform), so it would not arrive as itself; nothing was written. $ARTIFACT_FIX"
+    done <<CHECKS
+$CHECK_SOURCES
+CHECKS
+    rm -f "$out/.manifest" "$out/.err-check"
+}
+
+if [ -n "${CHECK_SOURCES:-}" ]; then
+    check ENGINE "${ENGINE:-}"
+    check_sources
+    printf 'ecr-promote login: every source is a container image: engine %s can promote it\n' "$ENGINE" >&2
+fi
 
 # entry N: one "host": {"auth": base64("AWS:<password>")} member of an auths object.
 entry() {

@@ -2,10 +2,11 @@
 
 `up` leaves the lab running (PIDs recorded in the state folder) and prints the
 values a shell needs; `down` stops exactly the recorded PIDs; `images` builds what the lab's
-pods run (Go tools included) into the cache and starts nothing, so `make test` can build them
-while the checks that need no lab run (with ECR_PROMOTE_LAB_CLUSTER=1, the cluster's programs
-too). `up --cluster` also starts the lab's real Kubernetes (tests/lab/cluster.py) with the lab's
-images in it; `cluster-build` builds its programs (tests/lab/kubebuild.py) and starts nothing;
+pods run (Go tools included, and the helm the chart tests run) into the cache and starts
+nothing, so `make test` can build them while the checks that need no lab run (with
+ECR_PROMOTE_LAB_CLUSTER=1, the cluster's programs too). `up --cluster` also starts the lab's
+real Kubernetes (tests/lab/cluster.py) with the lab's images in it; `cluster-build` builds its
+programs (tests/lab/kubebuild.py) and starts nothing;
 `status` and `down` include the cluster when one is recorded beside the lab.
 """
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             images = ensure_images(cache, ensure_ca(cache)[0])
             gotools.build(gotools.REFERRERS_REGISTRY, cache)
+            gotools.build(gotools.HELM, cache)  # the chart tests' helm (tests/lab/charts.py)
             if os.environ.get("ECR_PROMOTE_LAB_CLUSTER") == "1":  # `make test` sets it
                 KubeBuild(cache).all()
             print(f"lab images ready in {time.monotonic() - t0:.0f}s: {images}")

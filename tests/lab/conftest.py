@@ -5,7 +5,8 @@ loading it again under the same name would create a second session lab.
 
 A lab test may run several pods, so it gets `LAB_TEST_TIMEOUT` instead of the project's default
 (pyproject.toml). The lab's images and Go tools are built before the first lab test runs, so a
-cold build (minutes) does not count against any test's limit; so are the cluster's programs
+cold build (minutes) does not count against any test's limit; so are helm, when a test marked `helm` is
+selected, and the cluster's programs
 (tests/lab/kubebuild.py, about 15 minutes cold) when a test marked `cluster` is selected.
 """
 
@@ -68,6 +69,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     started = time.monotonic()
     ensure_images(cache, ensure_ca(cache)[0], lambda line: print(line, file=sys.stderr))
     gotools.build(gotools.REFERRERS_REGISTRY, cache, lambda line: print(line, file=sys.stderr))
+    if any(item.get_closest_marker("helm") for item in session.items):
+        gotools.build(gotools.HELM, cache, lambda line: print(line, file=sys.stderr))
     if any(item.get_closest_marker("cluster") for item in session.items):
         from .fixtures import missing_cluster_prerequisites
         from .kubebuild import KubeBuild

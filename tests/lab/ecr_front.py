@@ -13,7 +13,9 @@ moto's ECR backend directly. For each authenticated request on ``/v2/<repository
   ECR's answer, 400 ``TAG_INVALID`` "The image tag '<tag>' already exists in the '<repo>'
   repository and cannot be overwritten because the repository is immutable." (the same digest
   again is accepted, as ECR does);
-- everything else goes to the registry unchanged, streamed both ways (uploads are not buffered).
+- everything else goes to the registry unchanged, streamed both ways (uploads are not buffered);
+  a manifest PUT's bytes (at most ECR's 4 MiB) are kept by digest (``manifests``), for the lab's
+  ECR API (ecr_mirror.py) to answer ``BatchGetImage`` with the manifest that was pushed.
 
 Before the repository rules, ECR's IAM: the registry password names who got it (moto_iam.py
 binds each ``GetAuthorizationToken`` answer to its caller), and each request needs the action ECR
@@ -65,6 +67,7 @@ MANIFEST_ACCEPT = ", ".join(
     )
 )
 CHUNK = 256 * 1024
+MANIFEST_MAX = 4 * 1024 * 1024  # ECR's limit on a manifest's size
 # repository name -> its imageTagMutability ("MUTABLE", "IMMUTABLE", ...), None when it does not exist
 RepositoryLookup = Callable[[str], str | None]
 
@@ -206,6 +209,12 @@ class _Handler(BaseHTTPRequestHandler):
                 if existing is not None and existing != "sha256:" + hashlib.sha256(body).hexdigest():
                     self._refuse(*tag_invalid(repository, ref))
                     return
+            if self.command == "PUT" and ref and front.manifests is not None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if body is None and 0 < length <= MANIFEST_MAX:
+                    body = self._read_body()
+                if body is not None:
+                    front.manifests["sha256:" + hashlib.sha256(body).hexdigest()] = body
         self._forward(body, authorization)
 
     def _throttled(self, path: str, authorization: str | None) -> bool:
@@ -387,6 +396,7 @@ class _FrontServer(ThreadingHTTPServer):
     lookup: RepositoryLookup
     client_context: ssl.SSLContext
     throttle: Throttle | None
+    manifests: dict[str, bytes] | None
 
 
 def serve(
@@ -404,8 +414,10 @@ def serve(
     region: str = "us-east-1",
     identify: Identify | None = None,
     throttle: Throttle | None = None,
+    manifests: dict[str, bytes] | None = None,
 ) -> ThreadingHTTPServer:
-    """Serve one account's front on ``bind:port`` in a daemon thread, in front of ``bind:upstream_port``."""
+    """Serve one account's front on ``bind:port`` in a daemon thread, in front of ``bind:upstream_port``;
+    ``manifests`` (digest -> bytes) gets every manifest pushed through it."""
     server = _FrontServer((bind, port), _Handler)
     server.account, server.registry_host = account, registry_host
     server.region, server.identify = region, identify
@@ -413,6 +425,7 @@ def serve(
     server.authorization = _basic(password)
     server.lookup = lookup
     server.throttle = throttle
+    server.manifests = manifests
     server.client_context = ssl.create_default_context(cafile=ca)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
@@ -438,13 +451,18 @@ def moto_lookup(account: str, region: str) -> RepositoryLookup:
 
 
 def start_all(
-    specs: list[dict[str, Any]], identify: Identify | None = None, throttle: Throttle | None = None
+    specs: list[dict[str, Any]],
+    identify: Identify | None = None,
+    throttle: Throttle | None = None,
+    manifests: dict[str, bytes] | None = None,
 ) -> list[ThreadingHTTPServer]:
     """Start one front per spec (``serve``'s keyword arguments), reading moto; ``identify``
     checks registry passwords against IAM (None: the lab's password only, no IAM); ``throttle``
-    meters PutImage and CompleteLayerUpload (None: no throttling)."""
+    meters PutImage and CompleteLayerUpload (None: no throttling); ``manifests`` gets the pushed
+    manifests (for ecr_mirror.py)."""
     servers = []
     for spec in specs:
         lookup = moto_lookup(spec["account"], spec["region"])
-        servers.append(serve(**spec, lookup=lookup, identify=identify, throttle=throttle))
+        front = serve(**spec, lookup=lookup, identify=identify, throttle=throttle, manifests=manifests)
+        servers.append(front)
     return servers

@@ -4,8 +4,10 @@ In AWS, ECR's API and its registry are one service: ``DescribeImages`` reports t
 what was pushed. In the lab they are two programs, so each registry sends its push events
 (distribution's ``notifications``) to this listener, which runs inside the moto process and
 records every tagged manifest push in moto's ECR backend of that account and region, with the
-registry's digest. Then the worker-side digest comparison (``dest_aws_conn_id``), the sensor
-and tag discovery see what the pods pushed.
+registry's digest and, when the registry's ECR front saw the manifest go by (it keeps each
+manifest PUT's bytes, ``manifests``), the manifest itself, as ECR's ``BatchGetImage`` returns it.
+Then the worker-side digest comparison (``dest_aws_conn_id``), the sensor, tag discovery and the
+check of what a source is (an image, a Helm chart, another OCI artifact) see what was pushed.
 
 The same listener is the lab's control path for throttling (tests/lab/throttle.py), which lives
 in this process: ``POST /throttle`` with ``{"api": ..., "rate": ..., "burst": ..., "account": ...}``
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -28,8 +31,11 @@ MANIFEST_TYPES = (
 )
 
 
-def record_push(account: str, region: str, event: dict[str, Any]) -> bool:
-    """Record one registry event in moto's ECR backend; True when it was a tagged manifest push."""
+def record_push(
+    account: str, region: str, event: dict[str, Any], manifests: Mapping[str, bytes] | None = None
+) -> bool:
+    """Record one registry event in moto's ECR backend; True when it was a tagged manifest push.
+    ``manifests``: the manifests' bytes by digest, as the ECR fronts saw them pushed."""
     from moto.ecr.exceptions import ImageAlreadyExistsException
     from moto.ecr.models import ecr_backends
 
@@ -42,20 +48,35 @@ def record_push(account: str, region: str, event: dict[str, Any]) -> bool:
     if repository not in backend.repositories:
         return False
     # moto keeps the manifest as given; the digest is the registry's (sha256 of the bytes pushed).
-    # (moto tells images apart by their manifest text, so the digest goes into it too)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": media_type,
-            "manifests": [],
-            "annotations": {"lab.digest": target["digest"]},
-        }
-    )
+    manifest = _pushed(manifests or {}, str(target["digest"]))
+    if manifest is None:  # not seen by a front: a stand-in (moto tells images apart by their
+        # manifest text, so the digest goes into it)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": media_type,
+                "manifests": [],
+                "annotations": {"lab.digest": target["digest"]},
+            }
+        )
     try:
         backend.put_image(repository, manifest, target["tag"], media_type, target["digest"])
     except ImageAlreadyExistsException:  # the same digest pushed again under the same tag
         return False
     return True
+
+
+def _pushed(manifests: Mapping[str, bytes], digest: str) -> str | None:
+    """The manifest pushed under ``digest``, when a front saw it and it is JSON text."""
+    raw = manifests.get(digest)
+    if raw is None:
+        return None
+    try:
+        text = raw.decode()
+        json.loads(text)
+    except ValueError:
+        return None
+    return text
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -105,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
         _, account, region = parts
         try:
             for event in json.loads(body).get("events", []):
-                record_push(account, region, event)
+                record_push(account, region, event, self.server.manifests)
         except Exception as error:  # answer the registry; it retries on errors
             self.send_response(500)
             self.end_headers()
@@ -120,12 +141,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _MirrorServer(ThreadingHTTPServer):
     throttles: Any = None  # tests/lab/throttle.Throttles, when the lab throttles
+    manifests: Mapping[str, bytes] | None = None  # digest -> bytes, filled by the ECR fronts
 
 
-def start(host: str, port: int, throttles: Any = None) -> ThreadingHTTPServer:
+def start(
+    host: str, port: int, throttles: Any = None, manifests: Mapping[str, bytes] | None = None
+) -> ThreadingHTTPServer:
     """Serve ``POST /events/<account>/<region>`` (and the ``/throttle`` control path) in a daemon
-    thread of this (moto's) process."""
+    thread of this (moto's) process; ``manifests`` is where the fronts keep what was pushed."""
     server = _MirrorServer((host, port), _Handler)
     server.throttles = throttles
+    server.manifests = manifests
     threading.Thread(target=server.serve_forever, name="ecr-mirror", daemon=True).start()
     return server

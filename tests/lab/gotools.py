@@ -1,7 +1,8 @@
-"""Build the Go tools the lab runs (kaniko, crane, regctl, cosign) from their Go modules.
+"""Build the Go tools the lab runs (kaniko, crane, regctl, cosign, helm) from their Go modules.
 
 The versions are those of the operator's pinned default images (``ENGINES[...].default_image``,
-and the signature gate's cosign image), so the lab runs exactly what a cluster pulls by default.
+and the signature gate's cosign image), so the lab runs exactly what a cluster pulls by default;
+helm, which only the lab runs (to push and pull charts as a user would), is pinned here.
 The lab's own Go programs (the referrers registry, under tests/lab/go/) build from their folder.
 Builds are static (CGO off) and the Go module and build caches live under the lab's cache folder:
 a second run finds the binary and builds nothing.
@@ -47,11 +48,14 @@ class GoTool:
     image: str = ""  # the pinned image whose tag is the version, when no engine has it
     local: bool = False  # the module is the folder tests/lab/go/<name>
     tag_suffix: str = ""  # of the image tag, after the version (regctl's "-alpine")
+    pinned: str = ""  # the version, for a tool no pinned image names
 
     @property
     def version(self) -> str:
         if self.local:
             return "lab"
+        if self.pinned:
+            return self.pinned
         tag = (self.image or ENGINES[self.engine].default_image).rsplit(":", 1)[1]
         return tag.removesuffix(self.tag_suffix) if self.tag_suffix else tag
 
@@ -90,13 +94,22 @@ COSIGN = GoTool(
     ldflags="-X sigs.k8s.io/release-utils/version.gitVersion={version}",
     tag_suffix="-dev",  # the -dev image: the same release on a base with busybox
 )
+# The newest helm v3 the module proxy serves and approves (v3.22.0 is served, not approved). The
+# lab pushes charts with it and pulls them back from the destination (tests/lab/charts.py).
+HELM = GoTool(
+    name="helm",
+    module="helm.sh/helm/v3",
+    package="cmd/helm",
+    pinned="v3.21.4",
+    ldflags="-X helm.sh/helm/v3/internal/version.version={version}",
+)
 REFERRERS_REGISTRY = GoTool(
     name="referrers-registry",
     module=str(LOCAL_MODULES / "referrers-registry"),
     package=".",
     local=True,
 )
-TOOLS = {tool.name: tool for tool in (KANIKO, CRANE, REGCTL, COSIGN, REFERRERS_REGISTRY)}
+TOOLS = {tool.name: tool for tool in (KANIKO, CRANE, REGCTL, COSIGN, HELM, REFERRERS_REGISTRY)}
 
 
 def go_binary() -> str | None:

@@ -501,12 +501,13 @@ def main(argv: list[str] | None = None) -> None:
     enforce()
     _load_sibling("moto_scan").install()  # image scans a test sets per image (moto's are fixed)
     _THROTTLES.append(_load_sibling("throttle").Throttles())  # one, shared by the API and the fronts
+    manifests: dict[str, bytes] = {}  # what the fronts saw pushed, for the mirror to record
     if "--mirror-port" in args:
         at = args.index("--mirror-port")
         port = int(args[at + 1])
         del args[at : at + 2]
         host = args[args.index("-H") + 1] if "-H" in args else "127.0.0.1"
-        _load_sibling("ecr_mirror").start(host, port, throttles=_THROTTLES[0])
+        _load_sibling("ecr_mirror").start(host, port, throttles=_THROTTLES[0], manifests=manifests)
     if "--iam-audit" in args:
         at = args.index("--iam-audit")
         _AUDIT.append(args[at + 1])
@@ -515,7 +516,8 @@ def main(argv: list[str] | None = None) -> None:
         at = args.index("--fronts")
         specs = json.loads(args[at + 1])
         del args[at : at + 2]
-        _load_sibling("ecr_front").start_all(specs, identify=registry_identity, throttle=_THROTTLES[0])
+        fronts = _load_sibling("ecr_front")
+        fronts.start_all(specs, identify=registry_identity, throttle=_THROTTLES[0], manifests=manifests)
     from moto.server import main as serve
 
     serve(args)

@@ -1,4 +1,4 @@
-"""Write a deterministic two-platform OCI image layout (stdlib only).
+"""Write a deterministic two-platform OCI image layout, or a non-image OCI artifact (stdlib only).
 
 The same (seed, extra_mb) always gives the same bytes and therefore the same
 index digest, so tests can compare digests across registries. Layers are gzip
@@ -121,6 +121,58 @@ def write_layout(
     top = {**index.descriptor(), "annotations": {"org.opencontainers.image.ref.name": ref}}
     (path / "index.json").write_bytes(_canonical({"schemaVersion": 2, "manifests": [top]}))
     return index.digest
+
+
+# Non-image OCI artifacts ECR stores next to images (issue 23): a WASM module (its own config
+# type) and an SBOM-only artifact (an OCI 1.1 artifactType over the empty config).
+WASM_CONFIG = "application/vnd.wasm.config.v0+json"
+WASM_LAYER = "application/wasm"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+SPDX = "application/spdx+json"
+# the smallest valid module: magic and version, no sections
+WASM_MODULE = b"\x00asm\x01\x00\x00\x00"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A non-image artifact: its config's media type and bytes, its layers, its artifactType."""
+
+    config_type: str
+    config: bytes
+    layers: tuple[tuple[str, bytes], ...]
+    artifact_type: str | None = None
+
+
+ARTIFACTS = {
+    "wasm": Artifact(
+        WASM_CONFIG,
+        _canonical({"architecture": "wasm", "os": "wasip1", "layerDigests": [
+            "sha256:" + hashlib.sha256(WASM_MODULE).hexdigest()]}),
+        ((WASM_LAYER, WASM_MODULE),),
+    ),
+    "sbom": Artifact(
+        EMPTY_CONFIG,
+        b"{}",
+        ((SPDX, _canonical({"spdxVersion": "SPDX-2.3", "name": "lab-sbom", "packages": []})),),
+        SPDX,
+    ),
+}  # fmt: skip
+
+
+def write_artifact_layout(path: Path, artifact: Artifact, *, ref: str = "latest") -> str:
+    """Write ``artifact`` as an OCI layout at ``path`` (reference ``ref``); return its manifest digest."""
+    w = _Writer(path)
+    config = w.blob(artifact.config, artifact.config_type)
+    layers = [w.blob(data, media_type) for media_type, data in artifact.layers]
+    body: dict[str, object] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
+    if artifact.artifact_type:
+        body["artifactType"] = artifact.artifact_type
+    body.update({"config": config.descriptor(), "layers": [layer.descriptor() for layer in layers]})
+    manifest = w.blob(_canonical(body), OCI_MANIFEST)
+    (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    top = {**manifest.descriptor(), "annotations": {"org.opencontainers.image.ref.name": ref}}
+    (path / "index.json").write_bytes(_canonical({"schemaVersion": 2, "manifests": [top]}))
+    return manifest.digest
 
 
 def main() -> None:
