@@ -281,7 +281,7 @@ def test_a_throttle_skopeo_reports_only_at_debug_level_is_classed_throttled(
     assert "level=debug" not in message, "the fact quotes the tool's words, without its debug lines"
 
 
-def test_a_long_failure_keeps_the_tools_last_words_where_the_cause_is(stand_ins: Path, tmp_path: Path) -> None:
+def test_a_long_failure_keeps_the_tools_last_words_with_the_cause(stand_ins: Path, tmp_path: Path) -> None:
     """skopeo's fatal line names every step before the cause ("copying image 1/2 from manifest
     list: writing manifest: ...: <cause>"); the first 300 characters of it left the cause out."""
     state = tmp_path / "state"
