@@ -648,6 +648,25 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._in_place = dict(in_place)
         return False
 
+    def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Context) -> k8s.V1Pod:
+        """KPO's, and then: a pod that an earlier try started and KPO reattached to
+        (``reattach_on_restart``, after a worker was killed) carries what that try decided, not
+        what this try found in place or refused before it (the retry's ECR API check sees the copies
+        the pod itself made meanwhile). Its report numbers the copies it carries, so cleanup reads
+        it against the pod's own annotations, as a resumed deferred task does."""
+        pod = super().get_or_create_pod(pod_request_obj, context)
+        if pod is not pod_request_obj:
+            name = pod.metadata.name if pod.metadata else None
+            if self._in_place or self._refused:
+                self.log.info(
+                    "Reattached to pod %s, started by an earlier try: its copies are those it "
+                    "carries, not the %d this try found in place or refused before it.",
+                    name,
+                    len(self._in_place) + len(self._refused),
+                )
+            self._in_place, self._refused = {}, {}
+        return pod
+
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         self._context = context
         if self._promotion is None:
