@@ -378,24 +378,24 @@ def _consumer_runs(bag: Any, producer: str, session: Any) -> list[dict[str, Any]
 
 
 def _retry_killed(dag: Any, session: Any) -> Any:
-    """The run of ``dag`` whose worker was killed: its task instances left running, queued or
-    deferred get what the scheduler gives a task instance that stopped heart-beating (a retry
-    while tries remain, else failed; SchedulerJobRunner._purge_task_instances_without_heartbeats),
-    then the run goes on as the scheduler would run it, each retry with ``try_number`` + 1."""
-    from datetime import UTC, datetime
-
+    """The run of ``dag`` whose worker was killed: each task instance it left running, queued or
+    deferred fails as the scheduler fails one that stopped heart-beating (``handle_failure``, as
+    the callback of SchedulerJobRunner._purge_task_instances_without_heartbeats runs it: a retry
+    while tries remain, the try recorded in the history), then the run goes on as the scheduler
+    would run it, each retry with ``try_number`` + 1."""
+    from airflow.models.dagbag import DBDagBag
     from airflow.models.dagrun import DagRun
     from airflow.utils.state import TaskInstanceState
 
     dag_run = session.query(DagRun).filter(DagRun.dag_id == dag.dag_id).one()
+    serialized = DBDagBag().get_dag_for_run(dag_run, session=session)
     left = (TaskInstanceState.RUNNING, TaskInstanceState.QUEUED, TaskInstanceState.DEFERRED)
     for ti in dag_run.get_task_instances(session=session):
         if ti.state in left:
-            retry = ti.max_tries > 0 and ti.is_eligible_to_retry()
-            ti.state = TaskInstanceState.UP_FOR_RETRY if retry else TaskInstanceState.FAILED
-            ti.end_date = datetime.now(UTC)
-            ti.next_method, ti.next_kwargs = None, None  # a retry starts at execute, not a resume
-            print(f"[retry] {ti.task_id}[{ti.map_index}] try {ti.try_number}: {ti.state}", flush=True)
+            was = ti.try_number
+            ti.task = serialized.get_task(ti.task_id)
+            ti.handle_failure("its worker stopped heart-beating (killed)", test_mode=False, session=session)
+            print(f"[retry] {ti.task_id}[{ti.map_index}] try {was}: {ti.state}", flush=True)
     session.commit()
     _run_existing(dag, dag_run, session)
     return dag_run
