@@ -304,6 +304,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._context: Context | None = None
         self._in_kpo = False
         self._pod_gone = False  # the API server no longer had the pod when cleanup read it
+        self._plan_labels: set[str] = set()  # the label keys the pod plan set (what the pod carries)
         outlets = list(self.outlets or [])
         own = next((o for o in outlets if isinstance(o, AssetAlias) and assets.is_own_alias(o.name)), None)
         if own is None:  # a mapped task gets its alias from partial()
@@ -474,6 +475,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
             c for c in self.init_containers or [] if getattr(c, "name", None) not in own_inits
         ] + plan.init_containers
         self.labels = {**(self.labels or {}), **plan.labels}
+        self._plan_labels = set(plan.labels)
         self.annotations = {**(self.annotations or {}), **plan.annotations}
         self.annotations.pop(IN_PLACE_ANNOTATION, None)
         if self._in_place:  # for a resumed (deferred) task, a new instance: what the pod carries
@@ -647,6 +649,20 @@ class EcrPromoteOperator(KubernetesPodOperator):
             )
         self._in_place = dict(in_place)
         return False
+
+    def _build_find_pod_label_selector(
+        self, context: Context | None = None, *, exclude_checked: bool = True
+    ) -> str:
+        """KPO's selector for this task instance's pod, without the plan's labels: those name what
+        a pod carries (its first copy's repository and tag, the accounts), and a retry may carry
+        less than the try whose pod it must find (copies found in place meanwhile), so with them
+        KPO's label search missed that pod and started a second one beside it."""
+        labels = self.labels
+        self.labels = {k: v for k, v in (labels or {}).items() if k not in self._plan_labels}
+        try:
+            return str(super()._build_find_pod_label_selector(context, exclude_checked=exclude_checked))
+        finally:
+            self.labels = labels
 
     def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Context) -> k8s.V1Pod:
         """KPO's, and then: a pod that an earlier try started and KPO reattached to

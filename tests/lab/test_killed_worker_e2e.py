@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -286,8 +287,11 @@ def test_a_retry_that_finds_a_copy_in_place_reads_the_reattached_pods_report_who
     """With the worker's ECR check (``dest_aws_conn_id``): the first try's pod has written the first
     tag when the worker is killed. The retry's check finds that tag in place and builds a pod for
     the other two, but KPO reattaches to the first try's pod, which carries all three: its report
-    must be read against the three it carries. (It was read against the retry's two: the pod's
-    first line, the first tag's, became the second tag's entry, with the first tag's digest.)"""
+    must be read against the three it carries. Found by KPO's label search (the pod identity
+    Airflow 3.3 stores is removed, as Airflow before 3.3 has none). Two fixes: that search left out
+    the plan's labels, which name the first copy a pod carries (different for the retry: KPO found
+    no pod and started a second one beside the first); and the report was read against the
+    retry's two copies (the pod's first line, the first tag's, became the second tag's entry)."""
     lab = throttled_lab
     name, repo = "killed-in-place", "killed/in-place"
     lab.create_repository(DEST_ACCOUNT, repo)
@@ -312,6 +316,10 @@ def test_a_retry_that_finds_a_copy_in_place_reads_the_reattached_pods_report_who
         with lab_connections(lab):
             dest = f"{DEST_HOST}/{repo}:{tags[0]}"
             wait_until_ecr_api_reports(DEST_CONN_ID, dest, expected[tags[0]])
+        # KPO finds the pod by its labels, as before Airflow 3.3 (no task state store) or when the
+        # store does not hold it: the pod identity Airflow 3.3 stored for the first try is removed
+        with sqlite3.connect(first.home / "airflow.db") as connection:
+            connection.execute("DELETE FROM task_state_store WHERE task_id = 'promote'")
         retry = retry_reattached(lab, first, env)
         wait_until("the task's pods are gone", lambda: not pods.list(), 120)
 
@@ -319,6 +327,7 @@ def test_a_retry_that_finds_a_copy_in_place_reads_the_reattached_pods_report_who
     output = retry["log"]
     assert "1 of 3 images are already at their destination" in output, output[-6000:]
     assert f"Reusing existing pod '{killed_pod}'" in output
+    assert "via identity persisted in task state store" not in output, "found by its labels"
     assert f"Reattached to pod {killed_pod}, started by an earlier try" in output
     assert pods.names == [killed_pod]
     # the pod copied all three (the first before the kill); none is reported as the retry saw it
