@@ -54,6 +54,9 @@ def test_one_batch_at_parallel_16_each_tag_promoted_once(lab: Lab, cluster: Clus
     report(load)
     assert problems(lab, repo, load) == []
     assert load.most_pods == 1
-    # skopeo writes 3 manifests a tag, 48 at once against 10 a second: the quota was met
-    assert load.throttled["refused"].get("ecr:PutImage", 0) > 0
-    assert load.retries > 0, "the 429s were ridden out by retries the return value counts"
+    # skopeo fails a copy at a 429 and copy.sh tries it again: each 429 the registry answered is a
+    # retry the return value counts (how many there are depends on the machine's speed: 4 of
+    # 614 PutImage calls on a loaded 2-core machine, where 16 skopeo processes rarely reach the
+    # quota's 10 a second)
+    refused = load.throttled["refused"].get("ecr:PutImage", 0)
+    assert load.retries >= refused, (load.retries, refused)
