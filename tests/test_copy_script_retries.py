@@ -297,3 +297,21 @@ def test_a_long_failure_keeps_the_tools_last_words_with_the_cause(stand_ins: Pat
     assert words.startswith("...") and len(words) == 300, words
     assert words.endswith('the registry closed the stream for this reason"'), words
     assert copied == []
+
+
+# skopeo when the registry (or a proxy before it) closes the connection before answering: Go's
+# net/http says only "EOF"; seen in the lab with 16 promotion pods at once (bench/load.py)
+CLOSED = (
+    'time="t" level=fatal msg="copying image 2/2 from manifest list: writing blob: Head '
+    f'\\"https://{DEST_HOST}/v2/team/app/blobs/sha256:{"1" * 64}\\": EOF"'
+)
+
+
+def test_a_connection_closed_before_the_answer_is_tried_again(stand_ins: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    registry(state, **{key(SOURCE): A})
+    script(state, "copy", DEST, CLOSED)
+    done, message, copied = promote(stand_ins, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert message == f"1 copied {A} {A} retries=1\n"
+    assert copied == [f"{SOURCE} {DEST}"]

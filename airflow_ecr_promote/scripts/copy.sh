@@ -113,8 +113,10 @@ error_class() {
         { grep -qiE 'must be converted' "$1.plain" && grep -qiE 'TOOMANYREQUESTS|too many requests' "$1"; }; then
         # skopeo reports a throttled manifest upload at debug level only, then fails converting
         echo throttled
-    elif grep -qiE 'status( code)?:? *5[0-9][0-9]|registry 5[0-9][0-9]|5[0-9][0-9] \(?(Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)|connection reset|broken pipe|i/o timeout|unexpected EOF|TLS handshake timeout|connection refused' "$1.plain" ||
+    elif grep -qiE 'status( code)?:? *5[0-9][0-9]|registry 5[0-9][0-9]|5[0-9][0-9] \(?(Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)|connection reset|broken pipe|i/o timeout|unexpected EOF|: EOF("|$|[[:space:]])|TLS handshake timeout|connection refused' "$1.plain" ||
         grep -qiE 'MANIFEST_BLOB_UNKNOWN|manifest blob unknown|must be converted' "$1"; then
+        # (": EOF": Go's net/http when the server closes the connection before answering, e.g.
+        # skopeo's 'writing blob: Head "https://...": EOF', seen with 16 pods copying at once)
         # the manifest-list race: copies of one digest under several tags, running at once, race
         # on the destination's shared manifests (distribution refuses a manifest list whose
         # platform manifests are still being written, and skopeo then fails to convert it)
