@@ -7,8 +7,8 @@ second with 200 of burst):
 - a mapped promotion task (one tag per map index), 16 at once: each index rendered for itself and
   run by KPO's own ``execute``, with a pod of its own, on the real API server and kubelet; the
   limit is that of an Airflow pool of 16 slots, kept by 16 threads of the test's process (a real
-  pool needs a scheduler and an executor, which need a metadata database other than SQLite for
-  more than one task at once: not something this suite can start reliably on a 2-core machine);
+  pool needs the scheduler and an executor running as services beside the test, with a metadata
+  database that takes many writers at once, which this suite does not start);
 - one batch task, ``parallel=16``, in one pod.
 
 Every tag promoted exactly once (one accepted manifest PUT under each tag in the destination
