@@ -114,7 +114,7 @@ lab-up: venv lab-deps
 lab-down:
 	$(PY) -m tests.lab down
 
-BENCHES := copy_script batch_vs_pods engines batch_scale signatures ecr_front single_promotion scan_gate
+BENCHES := copy_script batch_vs_pods engines batch_scale signatures ecr_front single_promotion scan_gate load
 
 # Every bench runs, even after one misses its target; the exit status says which missed.
 bench: venv lab-deps

@@ -310,6 +310,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._context: Context | None = None
         self._in_kpo = False
         self._pod_gone = False  # the API server no longer had the pod when cleanup read it
+        self._plan_labels: set[str] = set()  # the label keys the pod plan set (what the pod carries)
         outlets = list(self.outlets or [])
         own = next((o for o in outlets if isinstance(o, AssetAlias) and assets.is_own_alias(o.name)), None)
         if own is None:  # a mapped task gets its alias from partial()
@@ -480,6 +481,7 @@ class EcrPromoteOperator(KubernetesPodOperator):
             c for c in self.init_containers or [] if getattr(c, "name", None) not in own_inits
         ] + plan.init_containers
         self.labels = {**(self.labels or {}), **plan.labels}
+        self._plan_labels = set(plan.labels)
         self.annotations = {**(self.annotations or {}), **plan.annotations}
         self.annotations.pop(IN_PLACE_ANNOTATION, None)
         if self._in_place:  # for a resumed (deferred) task, a new instance: what the pod carries
@@ -674,6 +676,39 @@ class EcrPromoteOperator(KubernetesPodOperator):
             )
         self._in_place = dict(in_place)
         return False
+
+    def _build_find_pod_label_selector(
+        self, context: Context | None = None, *, exclude_checked: bool = True
+    ) -> str:
+        """KPO's selector for this task instance's pod, without the plan's labels: those name what
+        a pod carries (its first copy's repository and tag, the accounts), and a retry may carry
+        less than the try whose pod it must find (copies found in place meanwhile), so with them
+        KPO's label search missed that pod and started a second one beside it."""
+        labels = self.labels
+        self.labels = {k: v for k, v in (labels or {}).items() if k not in self._plan_labels}
+        try:
+            return str(super()._build_find_pod_label_selector(context, exclude_checked=exclude_checked))
+        finally:
+            self.labels = labels
+
+    def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Context) -> k8s.V1Pod:
+        """KPO's, and then: a pod that an earlier try started and KPO reattached to
+        (``reattach_on_restart``, after a worker was killed) carries what that try decided, not
+        what this try found in place or refused before it (the retry's ECR API check sees the copies
+        the pod itself made meanwhile). Its report numbers the copies it carries, so cleanup reads
+        it against the pod's own annotations, as a resumed deferred task does."""
+        pod = super().get_or_create_pod(pod_request_obj, context)
+        if pod is not pod_request_obj:
+            name = pod.metadata.name if pod.metadata else None
+            if self._in_place or self._refused:
+                self.log.info(
+                    "Reattached to pod %s, started by an earlier try: its copies are those it "
+                    "carries, not the %d this try found in place or refused before it.",
+                    name,
+                    len(self._in_place) + len(self._refused),
+                )
+            self._in_place, self._refused = {}, {}
+        return pod
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         self._context = context

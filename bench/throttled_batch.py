@@ -4,7 +4,8 @@ The lab's destination registry throttles like ECR with its default quotas (tests
 ``ECR_REGISTRY_QUOTAS``: PutImage and CompleteLayerUpload 10 a second per account and region;
 GetAuthorizationToken 20 a second, 200 burst, is the lab's default anyway). For each `parallel`
 value, a fresh destination repository receives the same N tags (over a few two-platform images,
-made with the registry API), through the operator's pod. Printed per run: wall time, tags a
+made with the registry API), through the operator's pod on the lab's real Kubernetes (KPO's own
+``execute``, tests/lab/cluster.py). Printed per run: wall time, tags a
 second, manifest writes a second the registry let through, the 429s it answered, the retries the
 return value counts, and failed tags: which `parallel` stays within the quota, and what the
 retries cost above it. Times on these shared machines are noisy: read the ratios.
@@ -23,9 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.conftest import DEST_ACCOUNT, DEST_HOST, SOURCE_HOST
-from tests.lab.fixtures import missing_prerequisites
+from tests.lab.fixtures import missing_cluster_prerequisites, missing_prerequisites
 from tests.lab.lab import Lab
-from tests.lab.operator_run import lab_operator, run_task
+from tests.lab.load import lab_cluster
+from tests.lab.operator_run import lab_operator, run_task_on_cluster
 from tests.lab.test_batch_scale_e2e import seeded_tags
 from tests.lab.throttle import ECR_REGISTRY_QUOTAS
 
@@ -41,13 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="skopeo", choices=("skopeo", "crane", "regctl"))
     parser.add_argument("--parallel", type=int, nargs="+", default=[2, 4, 8, 16])
     args = parser.parse_args(argv)
-    problems = missing_prerequisites()
+    problems = missing_prerequisites() + missing_cluster_prerequisites()
     if problems:
         print(f"bench: the lab cannot run here: {'; '.join(problems)}", file=sys.stderr)
         return 1
     tags = [f"3.{i // 100}.{i % 100}" for i in range(args.tags)]
     rows = []
-    with tempfile.TemporaryDirectory(prefix="ecr-promote-bench-") as state, Lab(state) as lab:
+    with (
+        tempfile.TemporaryDirectory(prefix="ecr-promote-bench-") as state,
+        Lab(state) as lab,
+        lab_cluster(lab) as cluster,
+    ):
         seeded_tags(lab, SOURCE_REPO, tags, images=args.images, seed=3100)
         for parallel in args.parallel:
             dest_repo = f"bench/throttled-p{parallel}"
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 parallel=parallel,
             )
             started = time.monotonic()
-            done = run_task(lab, task=task, pod_timeout=1800)
+            done = run_task_on_cluster(cluster, task=task)
             seconds = time.monotonic() - started
             counts = lab.throttled()
             result = done.result or done.pushed.get("return_value") or {}

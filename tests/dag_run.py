@@ -2,13 +2,18 @@
 
 A run gets a fresh ``AIRFLOW_HOME`` holding a copy of a migrated SQLite metadata DB, so runs share
 no state with each other or with other test sessions, and Airflow reads its configuration
-(``[ecr_promote]`` options, connections) from that run's environment. Inside the run only the
-Kubernetes API is stood in for (tests/kube_stand_in.py): the promotion pods are answered with
-the statuses a kubelet reports after a successful copy (``pods="canned"``), or played by podman
-in the lab (``pods="lab"``); or nothing is stood in for (``pods="cluster"``): the lab's real
-Kubernetes, which the environment's ``kubernetes_default`` connection names, runs them. A
-Deployment patch is recorded. Everything above the API (the task runner, KPO, the operator,
-XCom, asset events) is Airflow's own.
+(``[ecr_promote]`` options, connections) from that run's environment. The promotion pods are
+answered with the statuses a kubelet reports after a successful copy (``pods="canned"``) or played
+by podman in the lab (``pods="lab"``), both behind a stand-in for the Kubernetes API
+(tests/kube_stand_in.py), where a Deployment patch is recorded; or they run on the lab's real
+Kubernetes (``pods="cluster"``: nothing stood in for, the run's environment names the cluster in
+``kubernetes_default``). Everything above the API (the task runner, KPO, the operator, XCom,
+asset events) is Airflow's own.
+
+A worker killed mid-task: :func:`start_dag_run` gives the running child (its log written as it
+runs), which the test kills; :func:`retry_killed_run` then does in the same ``AIRFLOW_HOME`` what
+the scheduler does for a task whose process stopped heart-beating (a retry while tries remain) and
+runs that retry through the task runner, ``try_number`` incremented as the scheduler does.
 
 After the DAG run, DAGs scheduled on the assets it produced get their runs from the scheduler's
 own code (``SchedulerJobRunner._create_dagruns_for_dags``) and run the same way. The child
@@ -19,15 +24,18 @@ Parent side: :func:`migrated_db` once per session, then :func:`run_dags`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -90,12 +98,7 @@ def run_dags(
     timeout: float = 600,
 ) -> dict[str, Any]:
     """Run ``dag_id`` (from copies of ``dag_files``) with ``dag.test()`` in a child process."""
-    home = workdir / f"home-{dag_id}-{time.monotonic_ns()}"
-    dags_folder = home / "dags"
-    dags_folder.mkdir(parents=True)
-    for file in dag_files:
-        shutil.copy(file, dags_folder / file.name)
-    shutil.copy(db, home / "airflow.db")
+    home = _new_home(db, workdir, dag_id, dag_files)
     spec = {
         "dag_id": dag_id,
         "conf": conf,
@@ -104,24 +107,111 @@ def run_dags(
         "mark_success": mark_success,
         "run_consumers": run_consumers,
     }
-    child_env = {**base_env(home, dags_folder), **(env or {})}
     done = subprocess.run(
         [python, "-m", "tests.dag_run", json.dumps(spec)],
-        env=child_env,
+        env=_child_env(home, env),
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
-    lines = [line for line in done.stdout.splitlines() if line.startswith(MARK)]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(
-            f"dag run failed (exit {done.returncode}):\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
-        )
+    return _result(home / "run.log", done.returncode, done.stdout, done.stderr)
+
+
+def _new_home(db: Path, workdir: Path, dag_id: str, dag_files: list[Path]) -> Path:
+    home = workdir / f"home-{dag_id}-{time.monotonic_ns()}"
+    dags_folder = home / "dags"
+    dags_folder.mkdir(parents=True)
+    for file in dag_files:
+        shutil.copy(file, dags_folder / file.name)
+    shutil.copy(db, home / "airflow.db")
+    return home
+
+
+def _child_env(home: Path, env: dict[str, str] | None) -> dict[str, str]:
+    return {**base_env(home, home / "dags"), **(env or {})}
+
+
+def _result(log: Path, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """The child's report (its last ``MARK`` line), with its whole output as ``log``."""
+    lines = [line for line in stdout.splitlines() if line.startswith(MARK)]
+    if returncode != 0 or not lines:
+        raise RuntimeError(f"dag run failed (exit {returncode}):\n{stdout[-6000:]}\n{stderr[-6000:]}")
     result: dict[str, Any] = json.loads(lines[-1][len(MARK) :])
-    result["log"] = done.stdout + done.stderr
-    (home / "run.log").write_text(result["log"])
+    result["log"] = stdout + stderr
+    log.write_text(result["log"])
     return result
+
+
+@dataclass
+class DagRunProcess:
+    """A DAG run's child process, started by :func:`start_dag_run`; its output goes to ``log`` as
+    it runs (a file, so that nothing blocks on a pipe the test does not read)."""
+
+    process: subprocess.Popen[bytes]
+    home: Path
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL, as a node lost or an OOM kill ends a worker: no handler, no cleanup runs. The
+        child leads its own process group (anything it started goes with it)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=60)
+
+
+def start_dag_run(
+    python: str,
+    db: Path,
+    workdir: Path,
+    *,
+    dag_files: list[Path],
+    dag_id: str,
+    conf: dict[str, Any] | None = None,
+    pods: str = "cluster",
+    env: dict[str, str] | None = None,
+) -> DagRunProcess:
+    """Start ``dag_id``'s run (``dag.test()``) in a child process and return at once."""
+    home = _new_home(db, workdir, dag_id, dag_files)
+    spec = {"dag_id": dag_id, "conf": conf, "pods": pods, "lab_state": None, "mark_success": None,
+            "run_consumers": False}  # fmt: skip
+    log = home / "first-try.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [python, "-m", "tests.dag_run", json.dumps(spec)],
+            env=_child_env(home, env),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return DagRunProcess(process, home, log)
+
+
+def retry_killed_run(
+    python: str, home: Path, *, dag_id: str, pods: str = "cluster", env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> dict[str, Any]:  # fmt: skip
+    """After the run in ``home`` was killed: the scheduler's answer to its task instances left
+    running (a retry while tries remain, else failed), then the run's remaining tries, through
+    the task runner in a new child process. Returns the child's report; its output is written to
+    ``home/retry.log`` as it runs."""
+    spec = {"dag_id": dag_id, "pods": pods, "retry_killed": True}
+    log = home / "retry.log"
+    with log.open("wb") as out:
+        done = subprocess.run(
+            [python, "-m", "tests.dag_run", json.dumps(spec)],
+            env=_child_env(home, env),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
+    output = log.read_text(errors="replace")
+    return _result(home / "retry-report.log", done.returncode, output, "")
 
 
 # ------------------------------------------------------------------------------------ child side
@@ -311,6 +401,30 @@ def _consumer_runs(bag: Any, producer: str, session: Any) -> list[dict[str, Any]
     return reports
 
 
+def _retry_killed(dag: Any, session: Any) -> Any:
+    """The run of ``dag`` whose worker was killed: each task instance it left running, queued or
+    deferred fails as the scheduler fails one that stopped heart-beating (``handle_failure``, as
+    the callback of SchedulerJobRunner._purge_task_instances_without_heartbeats runs it: a retry
+    while tries remain, the try recorded in the history), then the run goes on as the scheduler
+    would run it, each retry with ``try_number`` + 1."""
+    from airflow.models.dagbag import DBDagBag
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.state import TaskInstanceState
+
+    dag_run = session.query(DagRun).filter(DagRun.dag_id == dag.dag_id).one()
+    serialized = DBDagBag().get_dag_for_run(dag_run, session=session)
+    left = (TaskInstanceState.RUNNING, TaskInstanceState.QUEUED, TaskInstanceState.DEFERRED)
+    for ti in dag_run.get_task_instances(session=session):
+        if ti.state in left:
+            was = ti.try_number
+            ti.task = serialized.get_task(ti.task_id)
+            ti.handle_failure("its worker stopped heart-beating (killed)", test_mode=False, session=session)
+            print(f"[retry] {ti.task_id}[{ti.map_index}] try {was}: {ti.state}", flush=True)
+    session.commit()
+    _run_existing(dag, dag_run, session)
+    return dag_run
+
+
 def main(spec: dict[str, Any]) -> None:
     from unittest.mock import patch
 
@@ -341,11 +455,14 @@ def main(spec: dict[str, Any]) -> None:
         pods as cluster,
         patch.object(AppsV1Api, "patch_namespaced_deployment", patch_deployment),
     ):
-        dag_run = dag.test(run_conf=spec["conf"], mark_success_pattern=spec["mark_success"])
         session = Session()
+        if spec.get("retry_killed"):
+            dag_run = _retry_killed(dag, session)
+        else:
+            dag_run = dag.test(run_conf=spec.get("conf"), mark_success_pattern=spec.get("mark_success"))
         result = _collect(dag.dag_id, dag_run.run_id, session)
         result["state"] = str(dag_run.state)
-        result["consumers"] = _consumer_runs(bag, dag.dag_id, session) if spec["run_consumers"] else []
+        result["consumers"] = _consumer_runs(bag, dag.dag_id, session) if spec.get("run_consumers") else []
     result["pods"] = len(cluster.created)
     result["deployments"] = deployments
     print(MARK + json.dumps(result, default=str), flush=True)

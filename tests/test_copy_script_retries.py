@@ -279,3 +279,39 @@ def test_a_throttle_skopeo_reports_only_at_debug_level_is_classed_throttled(
     assert done.returncode == 1
     assert message.startswith(f"1 failed - {A} retries=1 copy throttled "), message
     assert "level=debug" not in message, "the fact quotes the tool's words, without its debug lines"
+
+
+def test_a_long_failure_keeps_the_tools_last_words_with_the_cause(stand_ins: Path, tmp_path: Path) -> None:
+    """skopeo's fatal line names every step before the cause ("copying image 1/2 from manifest
+    list: writing manifest: ...: <cause>"); the first 300 characters of it left the cause out."""
+    state = tmp_path / "state"
+    registry(state, **{key(SOURCE): A})
+    context = "copying image 1/2 from manifest list: " + "writing manifest step: " * 20
+    error = f'time="t" level=fatal msg="{context}the registry closed the stream for this reason"'
+    script(state, "copy", DEST, error)
+    done, message, copied = promote(stand_ins, tmp_path)
+    assert done.returncode == 1
+    prefix = f"1 failed - {A} copy other "
+    assert message.startswith(prefix), message
+    words = message[len(prefix) :].rstrip("\n")
+    assert words.startswith("...") and len(words) == 300, words
+    assert words.endswith('the registry closed the stream for this reason"'), words
+    assert copied == []
+
+
+# skopeo when the registry (or a proxy before it) closes the connection before answering: Go's
+# net/http says only "EOF"; seen in the lab with 16 promotion pods at once (bench/load.py)
+CLOSED = (
+    'time="t" level=fatal msg="copying image 2/2 from manifest list: writing blob: Head '
+    f'\\"https://{DEST_HOST}/v2/team/app/blobs/sha256:{"1" * 64}\\": EOF"'
+)
+
+
+def test_a_connection_closed_before_the_answer_is_tried_again(stand_ins: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    registry(state, **{key(SOURCE): A})
+    script(state, "copy", DEST, CLOSED)
+    done, message, copied = promote(stand_ins, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert message == f"1 copied {A} {A} retries=1\n"
+    assert copied == [f"{SOURCE} {DEST}"]

@@ -7,16 +7,20 @@ the operator's own: the return value, mapping over it, asset events, the console
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow import __version__ as airflow_version
 
 from airflow_ecr_promote.links import EcrImageLink
-from tests.dag_run import REPO, canned_digest, migrated_db, run_dags
+from tests.dag_run import REPO, canned_digest, migrated_db, retry_killed_run, run_dags, start_dag_run
 
 HERE = Path(__file__).resolve().parent
+AIRFLOW_3 = int(airflow_version.split(".")[0]) >= 3
 STAGING = "123456789012.dkr.ecr.us-west-2.amazonaws.com/team/app"
 PRODUCTION = "210987654321.dkr.ecr.us-east-1.amazonaws.com/team/app"
 ASSET = f"ecr://{PRODUCTION}"
@@ -142,3 +146,29 @@ def test_the_deploy_dag_runs_on_the_events_and_deploys_the_newest_digest(mapping
     assert (patched["name"], patched["namespace"]) == ("app", "production")
     container = patched["body"]["spec"]["template"]["spec"]["containers"][0]
     assert container == {"name": "app", "image": newest["extra"]["image"]}
+
+
+@pytest.mark.skipif(not AIRFLOW_3, reason="the killed-worker retry is run on Airflow 3 (tests/lab)")
+def test_a_run_whose_worker_was_killed_is_retried_as_the_scheduler_retries_it(
+    db: Path, tmp_path: Path
+) -> None:
+    """The retry of tests/lab/test_killed_worker_e2e.py, without the lab: a run's task left
+    ``running`` (as a killed worker leaves it) fails as the scheduler fails a task without
+    heartbeat, and its retry runs as try 2."""
+    promotion = {"source_image": f"{STAGING}:2.0", "dest_image": f"{PRODUCTION}:2.0", "engine": "skopeo"}
+    env = {"ECR_LAB_PROMOTION": json.dumps(promotion)}
+    dag_file = HERE / "dag_files" / "ecr_lab_killed_worker.py"
+    first = start_dag_run(sys.executable, db, tmp_path, dag_files=[dag_file], dag_id="ecr_lab_killed_worker",
+                          pods="canned", env=env)  # fmt: skip
+    assert first.process.wait(timeout=300) == 0, first.output()[-4000:]
+    with sqlite3.connect(first.home / "airflow.db") as connection:  # what a killed worker leaves
+        connection.execute(
+            "UPDATE task_instance SET state = 'running' WHERE dag_id = 'ecr_lab_killed_worker'"
+        )
+    retry = retry_killed_run(
+        sys.executable, first.home, dag_id="ecr_lab_killed_worker", pods="canned", env=env
+    )
+    assert retry["state"].endswith("success"), retry["log"][-4000:]
+    assert "[retry] promote[-1] try 1: up_for_retry" in retry["log"]
+    assert retry["tries"] == {"promote[-1]": 2}
+    assert retry["xcoms"]["promote[-1].return_value"]["status"] == "copied"

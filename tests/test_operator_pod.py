@@ -246,3 +246,26 @@ def test_partial_expand_over_dest_images() -> None:
         _, pod = render_pod(mapped, map_index=index)
         copies.append(env_of(containers(pod)["base"])["COPIES"].split()[1])
     assert copies == [f"{DEST_HOST}/team/app:3.0", europe]
+
+
+def test_the_reattach_search_finds_the_task_instances_pod_whatever_it_carries() -> None:
+    """KPO finds an earlier try's pod (``reattach_on_restart``) by labels: those of the task
+    instance and the user's, not the plan's, which name the first copy the pod carries and so
+    differ when a retry carries fewer copies (some found in place meanwhile)."""
+    from tests.airflow_context import make_context
+
+    tags = ["1.0", "1.1"]
+    operator = EcrPromoteOperator(
+        task_id="promote", source_image=f"{SOURCE_HOST}/team/app", dest_image=f"{DEST_HOST}/team/app",
+        tags=tags, engine="skopeo", labels={"team": "release"},
+    )  # fmt: skip
+    context = make_context(operator, map_index=3)
+    pod = operator.build_pod_request_obj(context)
+    assert pod.metadata.labels[f"{LABEL_PREFIX}/tag"] == "1.0"
+    selector = operator._build_find_pod_label_selector(context)
+    terms = set(selector.split(","))
+    assert {"team=release", "task_id=promote", "map_index=3", "already_checked!=True"} <= terms
+    assert not any(
+        term.startswith(f"{LABEL_PREFIX}/") or term.startswith("app.kubernetes.io/") for term in terms
+    )
+    assert operator.labels[f"{LABEL_PREFIX}/tag"] == "1.0", "the pod's own labels are kept"

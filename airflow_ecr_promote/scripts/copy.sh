@@ -78,8 +78,25 @@ check_ref() {
 
 # One line of printable ASCII (a registry's error or a refused value may hold CR, NEL or other
 # separators, which must not end or forge a result line).
+flatten() {
+    tr '\n\r\t' '   ' | LC_ALL=C tr -cd ' -~' | sed 's/  */ /g; s/^ //; s/ $//'
+}
+
+# flatten, its first 300 characters kept
 oneline() {
-    tr '\n\r\t' '   ' | LC_ALL=C tr -cd ' -~' | sed 's/  */ /g; s/^ //; s/ $//' | cut -c1-300
+    flatten | cut -c1-300
+}
+
+# flatten, its last 300 characters kept: a tool's last words end with the cause (skopeo's
+# "copying image 1/2 from manifest list: writing manifest: ...: <cause>"), which the first 300 cut
+# off when the context before it is long
+last_words() {
+    words=$(flatten)
+    if [ ${#words} -gt 300 ]; then
+        printf '...%s\n' "$(printf '%s' "$words" | tail -c 297)"
+    else
+        printf '%s\n' "$words"
+    fi
 }
 
 # error_class FILE: what kind of failure a tool's output reports, from the registry's error code
@@ -99,8 +116,10 @@ error_class() {
         { grep -qiE 'must be converted' "$1.plain" && grep -qiE 'TOOMANYREQUESTS|too many requests' "$1"; }; then
         # skopeo reports a throttled manifest upload at debug level only, then fails converting
         echo throttled
-    elif grep -qiE 'status( code)?:? *5[0-9][0-9]|registry 5[0-9][0-9]|5[0-9][0-9] \(?(Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)|connection reset|broken pipe|i/o timeout|unexpected EOF|TLS handshake timeout|connection refused' "$1.plain" ||
+    elif grep -qiE 'status( code)?:? *5[0-9][0-9]|registry 5[0-9][0-9]|5[0-9][0-9] \(?(Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)|connection reset|broken pipe|i/o timeout|unexpected EOF|: EOF("|$|[[:space:]])|TLS handshake timeout|connection refused' "$1.plain" ||
         grep -qiE 'MANIFEST_BLOB_UNKNOWN|manifest blob unknown|must be converted' "$1"; then
+        # (": EOF": Go's net/http when the server closes the connection before answering, e.g.
+        # skopeo's 'writing blob: Head "https://...": EOF', seen with 16 pods copying at once)
         # the manifest-list race: copies of one digest under several tags, running at once, race
         # on the destination's shared manifests (distribution refuses a manifest list whose
         # platform manifests are still being written, and skopeo then fails to convert it)
@@ -115,7 +134,8 @@ error_class() {
 # message_of CLASS FILE: the tool's own words, one line: from the registry's error code on for a
 # refusal that carries one (for an IAM refusal, ECR's "User: <arn> is not authorized to perform:
 # <action> on resource: <ARN> ...", which crane and regctl print after lines that would fill the
-# 300 characters kept), else the tool's last words (skopeo's debug lines left out)
+# 300 characters kept), else the tool's last words, their last 300 characters (skopeo's debug
+# lines left out)
 message_of() {
     case "$1" in
         tag_invalid) words=$(grep -oiE '(TAG_INVALID|tag invalid).*' "$2" | head -n 1 | sed 's/" *$//' | oneline) ;;
@@ -124,7 +144,7 @@ message_of() {
             head -n 1 | sed 's/[\\]*".*//' | oneline) ;;
         *) words= ;;
     esac
-    [ -n "$words" ] || words=$(grep -v 'level=debug' "$2" | oneline)
+    [ -n "$words" ] || words=$(grep -v 'level=debug' "$2" | last_words)
     printf '%s\n' "$words"
 }
 

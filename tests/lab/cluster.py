@@ -415,6 +415,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 
     def import_images(self, *refs: str) -> None:
         """Copy lab images from podman's storage into containerd (``podman save`` | ``ctr import``)."""
+        if all(ref in self.images or not ref for ref in refs):
+            return  # nothing new to record (the load tests' threads each ask for the same images)
         for ref in refs:
             if ref in self.images or not ref:
                 continue
@@ -732,6 +734,17 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         }
 
     # ------------------------------------------------------------- for tests
+    def pod_memory_peak(self, pod: Any) -> int | None:
+        """A running or finished pod's peak memory in bytes, all its containers together, from the
+        cgroup the kubelet made for it under this cluster's cgroupRoot (None when it is gone)."""
+        uid, qos = pod.metadata.uid, str((pod.status and pod.status.qos_class) or "").lower()
+        kubepods = CGROUP_ROOT / "memory" / self.cgroup_root.lstrip("/") / "kubepods"
+        folder = kubepods / f"pod{uid}" if qos == "guaranteed" else kubepods / qos / f"pod{uid}"
+        try:
+            return int((folder / "memory.max_usage_in_bytes").read_text())
+        except (OSError, ValueError):
+            return None
+
     def airflow_connection(self, namespace: str = NAMESPACE) -> str:
         """An Airflow Kubernetes connection (as ``AIRFLOW_CONN_...`` JSON) whose kubeconfig is
         Airflow's identity: group ``ecr-promoters``, bound to exactly the README's Role."""

@@ -65,6 +65,8 @@ class PodOutcome:
     init_containers: list[ContainerOutcome] = field(default_factory=list)
     containers: list[ContainerOutcome] = field(default_factory=list)
     play_output: str = ""
+    # the pod's peak memory in bytes, from its cgroup (on the lab's cluster; None elsewhere)
+    memory_peak: int | None = None
 
     def container(self, name: str) -> ContainerOutcome:
         """The outcome of the (init) container called `name`."""
