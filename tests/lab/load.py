@@ -209,6 +209,9 @@ def mapped_promotions(
             copier_image=lab.copier_image_for(engine),
             source_role_arn=PULL_ROLE,
             dest_role_arn=PUSH_ROLE,
+            # 16 pods starting at once on one 2-core node shared with other labs stayed Pending
+            # past KPO's default 120 s; what is measured here is the promotions, not pod start
+            startup_timeout_seconds=600,
         ).expand_kwargs(
             [
                 {"source_image": f"{SOURCE_HOST}/{repo}:{t}", "dest_image": f"{DEST_HOST}/{repo}:{t}"}
