@@ -58,10 +58,10 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 unit: venv
-	$(PY) -m pytest -m "not lab" -q -p no:cacheprovider
+	$(PY) -m pytest -m "not lab" -q -p no:cacheprovider --durations=15
 
 unit-airflow2: venv-airflow2
-	$(VENV2)/bin/python -m pytest -m "not lab" -q -p no:cacheprovider
+	$(VENV2)/bin/python -m pytest -m "not lab" -q -p no:cacheprovider --durations=15
 
 # pip resolves the package (dry run, whole dependency tree) under each supported Airflow release's
 # constraint pins, recorded in requirements/constraints-pins.toml.
@@ -72,7 +72,7 @@ resolve-check: venv
 lab-test: lab-test-podman cluster-test
 
 lab-test-podman: venv lab-deps
-	$(PY) -m pytest -m "lab and not cluster" -q -p no:cacheprovider
+	$(PY) -m pytest -m "lab and not cluster" -q -p no:cacheprovider --durations=15
 
 # The lab tests that run pods on the lab's real Kubernetes (tests/lab/cluster.py), on both
 # supported Airflow versions: on 2.11, KPO's sync and deferrable paths and whole DAG runs
@@ -81,22 +81,26 @@ lab-test-podman: venv lab-deps
 # ECR_PROMOTE_LAB_BIND: .1, .21, .41): a test mostly waits on pods and registries. One after the
 # other, 97 of these tests took 18 minutes; on three workers 137 took 24 (README: make test).
 cluster-test: venv venv-airflow2 lab-deps
-	$(PY) -m pytest -m cluster -q -p no:cacheprovider -n 3 --dist loadfile
+	$(PY) -m pytest -m cluster -q -p no:cacheprovider -n 3 --dist loadfile --durations=40
 	$(VENV2)/bin/python -m pytest -m cluster -q -p no:cacheprovider -n 2 --dist loadfile \
 	  tests/lab/test_cluster_e2e.py tests/lab/test_airflow_native_e2e.py
 
-# Two builds run in the background: the lab's images and Go tools (about 10 minutes on a fresh
-# machine) while the checks that need no lab run, and the lab's Kubernetes (about 15 to 30
-# minutes) while those checks run. Then the podman lab tests (a lab of their own, on 127.0.0.2)
-# and the cluster tests (once the cluster is built) run side by side: much of both is waiting
-# (registry round trips, retries' backoff, pods starting), which the other fills.
-test: venv venv-airflow2 lab-deps
-	@$(PY) -m tests.lab images > .lab-images.log 2>&1 & images=$$!; \
-	$(PY) -m tests.lab cluster-build > .lab-cluster-build.log 2>&1 & kube=$$!; \
+# Two builds run in the background. The lab's Kubernetes (tests/lab/kubebuild.py: 15 to 30
+# minutes on a fresh machine, the longest step) starts first, on the machine's python3, while pip
+# fills the virtualenvs; the lab's images and Go tools (about 10 minutes) start once they exist,
+# while the checks that need no lab run. Then the podman lab tests (a lab of their own, on
+# 127.0.0.2) and the cluster tests (once the cluster is built) run side by side: much of both is
+# waiting (registry round trips, retries' backoff, pods starting), which the other fills.
+# Each build runs in a session of its own, so a failed step stops it with its compilers.
+test: lab-deps
+	@setsid -w $(PYTHON) -m tests.lab.kubebuild > .lab-cluster-build.log 2>&1 & kube=$$!; \
+	stop_kube() { kill -- -$$kube 2>/dev/null; wait $$kube; }; \
+	$(MAKE) --no-print-directory venv venv-airflow2 || { stop_kube; exit 1; }; \
+	setsid -w $(PY) -m tests.lab images > .lab-images.log 2>&1 & images=$$!; \
 	$(MAKE) --no-print-directory lint typecheck unit unit-airflow2 resolve-check; checks=$$?; \
 	wait $$images; built=$$?; cat .lab-images.log; \
 	[ $$built -eq 0 ] || echo "building the lab images failed (exit $$built)"; \
-	if [ $$checks -ne 0 ] || [ $$built -ne 0 ]; then kill $$kube 2>/dev/null; wait $$kube; exit 1; fi; \
+	if [ $$checks -ne 0 ] || [ $$built -ne 0 ]; then stop_kube; exit 1; fi; \
 	ECR_PROMOTE_LAB_BIND=127.0.0.2 $(MAKE) --no-print-directory lab-test-podman > .lab-podman.log 2>&1 & podman=$$!; \
 	wait $$kube; kbuilt=$$?; cat .lab-cluster-build.log; \
 	if [ $$kbuilt -eq 0 ]; then $(MAKE) --no-print-directory cluster-test; cluster=$$?; \

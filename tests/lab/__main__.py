@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             images = ensure_images(cache, ensure_ca(cache)[0])
             gotools.build(gotools.REFERRERS_REGISTRY, cache)
             gotools.build(gotools.HELM, cache)  # the chart tests' helm (tests/lab/charts.py)
-            if os.environ.get("ECR_PROMOTE_LAB_CLUSTER") == "1":  # `make test` sets it
+            if os.environ.get("ECR_PROMOTE_LAB_CLUSTER") == "1":
                 KubeBuild(cache).all()
             print(f"lab images ready in {time.monotonic() - t0:.0f}s: {images}")
             return 0

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .gotools import go_binary
+from .goenv import go_binary
 from .images import BUSYBOX_STATIC
 from .lab import Lab
 from .paths import AWS_CLI, state_dir_default

@@ -19,8 +19,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -30,8 +28,9 @@ from pathlib import Path
 from airflow_ecr_promote.engines import ENGINES
 from airflow_ecr_promote.signatures import COSIGN_IMAGE
 
+from .goenv import go_binary, go_env
+
 LOCAL_MODULES = Path(__file__).parent / "go"
-GO_CANDIDATES = ("/usr/local/go/bin/go", "go")
 BUILD_TIMEOUT = 1800  # seconds for one download or build: cosign, the largest, takes ~4 min cold
 
 
@@ -110,31 +109,6 @@ REFERRERS_REGISTRY = GoTool(
     local=True,
 )
 TOOLS = {tool.name: tool for tool in (KANIKO, CRANE, REGCTL, COSIGN, HELM, REFERRERS_REGISTRY)}
-
-
-def go_binary() -> str | None:
-    """The Go toolchain (1.22+ is needed by both modules): /usr/local/go first, then PATH."""
-    for candidate in GO_CANDIDATES:
-        found = shutil.which(candidate)
-        if found:
-            return found
-    return None
-
-
-def go_env(cache_dir: Path) -> dict[str, str]:
-    root = cache_dir / "go"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
-    env.update(
-        {
-            "GOMODCACHE": str(root / "mod"),
-            "GOCACHE": str(root / "cache"),
-            "GOPATH": str(root / "path"),
-            "CGO_ENABLED": "0",
-            "GOFLAGS": "-trimpath",
-            "GOTOOLCHAIN": "local",
-        }
-    )
-    return env
 
 
 def build(tool: GoTool, cache_dir: Path, log: Callable[[str], None] = print) -> Path:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .gotools import go_binary, go_env
+from .goenv import go_binary, go_env
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 KUBERNETES_VERSION = "v1.37.2"
