@@ -509,15 +509,51 @@ class EcrPromoteOperator(KubernetesPodOperator):
         self._check_artifacts()
         self._gate = self._scan_gate()
         self._judge_scans()
-        if not (self._nothing_to_promote(context) or self._all_in_place()):
-            with self._kpo_without_xcom():
-                if eks is None:
+        no_pod = self._nothing_to_promote(context) or self._all_in_place()
+        if no_pod and not self._may_have_earlier_pod(context):
+            return self._finish(context)
+        with self._kubernetes(eks):
+            if no_pod:
+                self._settle_earlier_pod(context)
+            else:
+                with self._kpo_without_xcom():
                     super().execute(context)
-                else:
-                    self.in_cluster = False
-                    with eks_kubeconfig(eks, self.namespace) as self.config_file:
-                        super().execute(context)
         return self._finish(context)
+
+    @contextlib.contextmanager
+    def _kubernetes(self, eks: EksTarget | None) -> Iterator[None]:
+        """The cluster KPO's client talks to: the connection's, or the EKS cluster named."""
+        if eks is None:
+            yield
+            return
+        self.in_cluster = False
+        with eks_kubeconfig(eks, self.namespace) as self.config_file:
+            yield
+
+    def _may_have_earlier_pod(self, context: Context) -> bool:
+        """A retry that may reattach (``reattach_on_restart``): an earlier try's pod may be left."""
+        ti = context.get("ti")
+        return bool(self.reattach_on_restart) and int(getattr(ti, "try_number", 1) or 1) > 1
+
+    def _settle_earlier_pod(self, context: Context) -> None:
+        """A retry that starts no pod (every copy found in place): the pod of an earlier try whose
+        worker was killed, found as KPO's reattach finds it, ends as this task's pod would, by
+        ``on_finish_action``, labelled checked first so that no later try reattaches to it."""
+        try:
+            pod = self.find_pod(self.namespace, context=context)
+        except Exception as error:  # the promotion is complete; the pod only costs its room
+            self.log.warning("Could not look for an earlier try's pod: %s", error)
+            return
+        if pod is None:
+            return
+        phase = pod.status.phase if pod.status else None
+        self.log.info(
+            "Pod %s, started by an earlier try, is %s; every copy is in place without it.",
+            pod.metadata.name,
+            phase,
+        )
+        self.patch_already_checked(pod, reraise=False)
+        self.process_pod_deletion(pod, reraise=False)
 
     def _check_artifacts(self) -> None:
         """An engine that cannot carry OCI artifacts (kaniko), with an AWS connection on the worker:
@@ -792,6 +828,8 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 read_log=lambda: self._copier_log(final),
                 confirm=self._confirm_through_ecr() if self.dest_aws_conn_id is not None else None,
                 gone=self._pod_gone,
+                startup_timeout=getattr(self, "startup_timeout_seconds", None),
+                schedule_timeout=getattr(self, "schedule_timeout_seconds", None),  # not in cncf-kubernetes 10.1.0
             )
             if (self._in_place or self._refused or self._verdicts) and outcome.result is not None:
                 decided = {**in_place_entries(self._promotion, self._in_place), **self._refused}

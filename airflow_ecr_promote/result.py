@@ -137,6 +137,55 @@ def _waiting_reasons(pod: k8s.V1Pod) -> list[str]:
     return reasons
 
 
+def _container_states(pod: k8s.V1Pod) -> list[str]:
+    states = []
+    status = pod.status
+    for kind, items in (
+        ("init container", status.init_container_statuses),
+        ("container", status.container_statuses),
+    ):
+        for item in items or []:
+            state = item.state
+            if state is not None and state.waiting is not None:
+                states.append(f"{kind} {item.name!r} {state.waiting.reason or 'waiting'}")
+            elif state is not None and state.running is not None:
+                states.append(f"{kind} {item.name!r} running")
+    return states
+
+
+def not_started(
+    pod: k8s.V1Pod, startup_timeout: int | None = None, schedule_timeout: int | None = None
+) -> str:
+    """Why a pod never ran its copier, from its status: what it still waits for, and what to change
+    when it stayed ``Pending`` past KubernetesPodOperator's timeouts."""
+    waiting = _waiting_reasons(pod)
+    if waiting:
+        return "; ".join(waiting)
+    status = pod.status
+    if status.phase != "Pending":
+        return f"pod phase {status.phase}"
+    fewer = "or start fewer promotions at once (the task's pool, max_active_tis_per_dag, parallel=)"
+    scheduled = next((c for c in status.conditions or [] if c.type == "PodScheduled"), None)
+    if scheduled is None or scheduled.status != "True":
+        within = f" within schedule_timeout_seconds ({schedule_timeout} s)" if schedule_timeout else ""
+        said = (
+            f" ({scheduled.reason}: {(scheduled.message or '').strip()})"
+            if scheduled and scheduled.reason
+            else ""
+        )
+        return (
+            f"the pod stayed Pending: no node took it{within}{said}. Ask for less "
+            f"(container_resources), make room on the cluster, {fewer}"
+        )
+    within = f" within startup_timeout_seconds ({startup_timeout} s)" if startup_timeout else ""
+    states = ", ".join(_container_states(pod)) or "no container created yet"
+    node = f" on node {pod.spec.node_name}" if pod.spec and pod.spec.node_name else ""
+    return (
+        f"the pod stayed Pending: scheduled{node}, it did not start its containers{within} "
+        f"({states}). A busy node creates containers slowly: raise startup_timeout_seconds, {fewer}"
+    )
+
+
 def _digest(text: str) -> str | None:
     return text if _DIGEST.fullmatch(text) else None
 
@@ -345,13 +394,16 @@ def read_pod(
     read_log: LogReader | None = None,
     confirm: Confirm | None = None,
     gone: bool = False,
+    startup_timeout: int | None = None,
+    schedule_timeout: int | None = None,
 ) -> PodOutcome:
     """What the finished pod says: the return value when it has one, and a failure if any.
 
     ``read_log`` returns the copier container's log (or why it cannot); it is called only when
     the termination message does not hold the whole report. ``confirm`` (the ECR API, when the
     operator has AWS connections) completes what neither holds. ``gone``: the API server no
-    longer has the pod (``pod`` is the last copy read), so it was deleted while it ran.
+    longer has the pod (``pod`` is the last copy read), so it was deleted while it ran. The
+    timeouts (KubernetesPodOperator's) are named when the pod never started.
     """
     status = pod.status
     if status is None:
@@ -384,8 +436,8 @@ def read_pod(
     if done is None:
         if deleted:
             return PodOutcome(None, f"Promotion {images} failed: {deleted}; its copier had not ended")
-        waiting = "; ".join(_waiting_reasons(pod)) or f"pod phase {status.phase}"
-        return PodOutcome(None, f"Promotion {images} did not run its copier: {waiting}")
+        why = not_started(pod, startup_timeout, schedule_timeout)
+        return PodOutcome(None, f"Promotion {images} did not run its copier: {why}")
     message = (done.message or "").strip()
     ended = describe_termination(copier, done, memory_limit(pod, copier))
     if engine == "kaniko":

@@ -13,6 +13,7 @@ from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.operators import EcrPromoteError, EcrPromoteOperator
 from airflow_ecr_promote.pod import INIT_CONTAINER_NAME
+from airflow_ecr_promote.result import read_pod
 from tests.airflow_context import make_context
 from tests.conftest import DEST_HOST, SOURCE_HOST
 from tests.kube_stand_in import finished, kubernetes_stand_in, terminated
@@ -376,3 +377,51 @@ def test_a_login_still_throttled_names_the_api_and_what_to_change() -> None:
     assert "ECR throttled GetAuthorizationToken (ThrottleException)" in text
     assert "smaller Airflow pool" in text and "parallel=" in text
     assert "'Rate of GetAuthorizationToken requests' quota" in text
+
+
+def pending_pod(conditions: list[k8s.V1PodCondition], inits: list[k8s.V1ContainerStatus]) -> k8s.V1Pod:
+    return k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="p", namespace="ns"),
+        spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base")], node_name="node-1" if inits else None),
+        status=k8s.V1PodStatus(phase="Pending", conditions=conditions, init_container_statuses=inits),
+    )
+
+
+def test_a_pod_no_node_took_names_the_schedulers_reason_and_what_to_change() -> None:
+    unschedulable = k8s.V1PodCondition(
+        type="PodScheduled",
+        status="False",
+        reason="Unschedulable",
+        message="0/1 nodes are available: 1 Insufficient cpu. ",
+    )
+    pod = pending_pod([unschedulable], [])
+    outcome = read_pod(pod, _promotion(), "skopeo", "base", startup_timeout=120, schedule_timeout=60)
+    assert outcome.result is None
+    assert outcome.failure == (
+        f"Promotion {SOURCE} -> {DEST} did not run its copier: the pod stayed Pending: no node took it "
+        "within schedule_timeout_seconds (60 s) (Unschedulable: 0/1 nodes are available: 1 Insufficient "
+        "cpu.). Ask for less (container_resources), make room on the cluster, or start fewer promotions "
+        "at once (the task's pool, max_active_tis_per_dag, parallel=)"
+    )
+
+
+def test_a_scheduled_pod_that_did_not_start_in_time_names_its_containers_and_the_timeout() -> None:
+    scheduled = k8s.V1PodCondition(type="PodScheduled", status="True")
+    creating = k8s.V1ContainerStatus(
+        name=INIT_CONTAINER_NAME,
+        image="",
+        image_id="",
+        ready=False,
+        restart_count=0,
+        state=k8s.V1ContainerState(waiting=k8s.V1ContainerStateWaiting(reason="ContainerCreating")),
+    )
+    outcome = read_pod(
+        pending_pod([scheduled], [creating]), _promotion(), "skopeo", "base", startup_timeout=120
+    )
+    assert outcome.failure == (
+        f"Promotion {SOURCE} -> {DEST} did not run its copier: the pod stayed Pending: scheduled on node "
+        f"node-1, it did not start its containers within startup_timeout_seconds (120 s) (init container "
+        f"'{INIT_CONTAINER_NAME}' ContainerCreating). A busy node creates containers slowly: raise "
+        "startup_timeout_seconds, or start fewer promotions at once (the task's pool, "
+        "max_active_tis_per_dag, parallel=)"
+    )

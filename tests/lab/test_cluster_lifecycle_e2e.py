@@ -17,9 +17,11 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from inspect import signature
 from typing import Any
 
 import pytest
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from kubernetes.client import models as k8s
 
 from airflow_ecr_promote.operators import EcrPromoteError
@@ -233,6 +235,33 @@ def test_copier_killed_at_its_memory_limit_fails_saying_out_of_memory(lab: Lab, 
     assert "container_resources" in message, message
     print(f"OOMKilled: {message!r}")
     timed(run, "OOMKilled")
+
+
+def test_pod_no_node_can_take_fails_with_the_schedulers_reason(lab: Lab, cluster: Cluster) -> None:
+    """A copier asking for more CPU than the node has: the real scheduler leaves the pod Pending
+    (``Unschedulable``), KPO gives up at its timeout, and the task's failure says why, from the
+    pod's ``PodScheduled`` condition, and which parameters to change (it said only "pod phase
+    Pending" before, as 16 of the load test's 20 pods showed on a machine at load 37)."""
+    name, tag = "lifecycle-unschedulable", "4.4.0-unschedulable"
+    lab.push_image(SOURCE_ACCOUNT, REPO, tag, seed=46)
+    resources = k8s.V1ResourceRequirements(requests={"cpu": "64", "memory": "32Mi"})
+    timeouts = {"startup_timeout_seconds": 10, "startup_check_interval_seconds": 1}
+    has_schedule_timeout = "schedule_timeout_seconds" in signature(KubernetesPodOperator).parameters
+    if has_schedule_timeout:  # not in cncf-kubernetes 10.1.0 (Airflow 2.11's lower pin)
+        timeouts["schedule_timeout_seconds"] = 10
+    task = operator(lab, name, tag, container_resources=resources, **timeouts)
+    run = run_task_on_cluster(cluster, task=task)
+    assert isinstance(run.error, EcrPromoteError), run.log[-30:]
+    message = str(run.error)
+    assert "did not run its copier: the pod stayed Pending: no node took it" in message, message
+    if has_schedule_timeout:
+        assert "schedule_timeout_seconds (10 s)" in message, message
+    assert "Unschedulable: 0/1 nodes are available: 1 Insufficient cpu" in message, message
+    assert "container_resources" in message, message
+    assert lab.digest(DEST_ACCOUNT, REPO, tag) is None
+    wait_until("the pod is gone", lambda: not pods(cluster, name))
+    print(f"Unschedulable: {message!r}")
+    timed(run, "Unschedulable")
 
 
 # ------------------------------------------------------------------ log streaming

@@ -333,3 +333,45 @@ def test_a_retry_that_finds_a_copy_in_place_reads_the_reattached_pods_report_who
     # the pod copied all three (the first before the kill); none is reported as the retry saw it
     assert [e["status"] for e in entries] == ["copied"] * len(tags)
     print(f"killed worker, a copy in place at the retry: {[(e['status'], e['retries']) for e in entries]}")
+
+
+def test_a_retry_that_finds_every_copy_in_place_ends_the_first_trys_pod(
+    throttled_lab: Lab, cluster: Cluster, db: Path, tmp_path: Path
+) -> None:
+    """With the worker's ECR check: the first try's pod finishes every copy after its worker was
+    killed, so the retry's check finds all of them in place and starts no pod. The first try's pod
+    ends as the task's own pod would (``on_finish_action``, here ``delete_pod``): it was left
+    behind before, as no KPO code ran to reattach to it or delete it."""
+    lab = throttled_lab
+    name, repo = "killed-all-in-place", "killed/all-in-place"
+    lab.create_repository(DEST_ACCOUNT, repo)
+    tags = [f"9.{i}.2" for i in range(3)]
+    expected = seeded_tags(lab, repo, tags, images=3, seed=2975)
+    kwargs = promotion(lab, repo, tags, name, deferrable=False)
+    kwargs.update(source_aws_conn_id=SOURCE_CONN_ID, dest_aws_conn_id=DEST_CONN_ID)
+    with lab_connections(lab):
+        for tag in tags:
+            wait_until_ecr_api_reports(SOURCE_CONN_ID, f"{SOURCE_HOST}/{repo}:{tag}", expected[tag])
+        connections = {k: os.environ[k] for k in os.environ if k.startswith("AIRFLOW_CONN_LAB_")}
+        connections["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
+    env = {**child_env(cluster, kwargs), **connections}
+    lab.set_throttle("ecr:PutImage", rate=0, burst=0, which=DEST_ACCOUNT)
+    with PodWatch(cluster, name) as pods:
+        first = kill_mid_copy(cluster, pods, db, tmp_path, env)
+        (killed_pod,) = pods.names
+        lab.reset_throttles()
+        wait_until("the first try's pod finishes", lambda: pods.phase() == "Succeeded", 240)
+        with lab_connections(lab):
+            for tag in tags:
+                wait_until_ecr_api_reports(DEST_CONN_ID, f"{DEST_HOST}/{repo}:{tag}", expected[tag])
+        retry = retry_killed_run(sys.executable, first.home, dag_id=DAG_ID, env=env)
+        # the retry deletes it before it ends: gone at the next look or two of the watch
+        wait_until("the first try's pod is gone", lambda: not pods.list(), 30)
+
+    entries = assert_promoted_once(lab, repo, tags, expected, retry)
+    output = retry["log"]
+    assert "All 3 images are already at their destination" in output, output[-6000:]
+    assert f"Pod {killed_pod}, started by an earlier try, is Succeeded" in output, output[-6000:]
+    assert f"Deleting pod: {killed_pod}" in output
+    assert pods.names == [killed_pod], "the retry started no pod"
+    assert [e["status"] for e in entries] == ["present"] * len(tags)
