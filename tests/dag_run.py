@@ -178,17 +178,7 @@ def start_dag_run(
     home = _new_home(db, workdir, dag_id, dag_files)
     spec = {"dag_id": dag_id, "conf": conf, "pods": pods, "lab_state": None, "mark_success": None,
             "run_consumers": False}  # fmt: skip
-    log = home / "first-try.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [python, "-m", "tests.dag_run", json.dumps(spec)],
-            env=_child_env(home, env),
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return DagRunProcess(process, home, log)
+    return _start_child(python, home, spec, env, home / "first-try.log")
 
 
 def retry_killed_run(
@@ -200,18 +190,29 @@ def retry_killed_run(
     the task runner in a new child process. Returns the child's report; its output is written to
     ``home/retry.log`` as it runs."""
     spec = {"dag_id": dag_id, "pods": pods, "retry_killed": True}
-    log = home / "retry.log"
+    child = _start_child(python, home, spec, env, home / "retry.log")
+    try:
+        returncode = child.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        raise
+    return _result(home / "retry-report.log", returncode, child.output(), "")
+
+
+def _start_child(
+    python: str, home: Path, spec: dict[str, Any], env: dict[str, str] | None, log: Path
+) -> DagRunProcess:
+    """``python -m tests.dag_run SPEC`` in a session of its own, its output going to ``log``."""
     with log.open("wb") as out:
-        done = subprocess.run(
+        process = subprocess.Popen(
             [python, "-m", "tests.dag_run", json.dumps(spec)],
             env=_child_env(home, env),
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=timeout,
+            start_new_session=True,
         )
-    output = log.read_text(errors="replace")
-    return _result(home / "retry-report.log", done.returncode, output, "")
+    return DagRunProcess(process, home, log)
 
 
 # ------------------------------------------------------------------------------------ child side

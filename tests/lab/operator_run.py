@@ -223,17 +223,10 @@ def _run_on_podman(
                 operator.log.info("[%s] %s", container.name, line)
         return outcome.as_v1pod(pod)
 
-    started = time.monotonic()
-    try:
+    with _recorded(run, context):
         with captured_task_log(run.log), kubernetes_stand_in(play, logs.get) as stand_in:
             run.log_reads = stand_in.log_reads
             run.result = operator.execute(context)
-    except Exception as error:  # the caller asserts on it
-        run.error = error
-        run.log.append(str(error))
-    finally:
-        run.seconds = time.monotonic() - started
-    run.pushed = dict(context["ti"].pushed)
     return run
 
 
@@ -259,15 +252,8 @@ def run_mapped_on_cluster(cluster: Cluster, task: Any, count: int, *, limit: int
         prepared.append((operator, context, run))
 
     def execute(operator: Any, context: dict[str, Any], run: TaskRun) -> None:
-        started = time.monotonic()
-        try:
+        with _recorded(run, context):
             run.result = operator.execute(context)
-        except Exception as error:  # the caller asserts on it
-            run.error = error
-            run.log.append(str(error))
-        finally:
-            run.seconds = time.monotonic() - started
-            run.pushed = dict(context["ti"].pushed)
 
     connection = {
         "AIRFLOW_CONN_KUBERNETES_DEFAULT": cluster.airflow_connection(),
@@ -304,8 +290,7 @@ def _run_on_cluster(
     run.rendered = {name: getattr(operator, name, None) for name in operator.template_fields}
     recorder = _PodRecorder(cluster, run, prepare)
     recorder.attach(operator)
-    started = time.monotonic()
-    try:
+    with _recorded(run, context):
         connection = {"AIRFLOW_CONN_KUBERNETES_DEFAULT": cluster.airflow_connection()}
         # The test run's KUBECONFIG names an unreachable dummy (tests/run_state.py). A worker or
         # triggerer that talks to one cluster names it there too; and KPO's async hook (provider
@@ -320,13 +305,22 @@ def _run_on_cluster(
                 trigger_timeout,
                 recorder.attach,
             )
-    except Exception as error:  # the caller asserts on it
+    return run
+
+
+@contextmanager
+def _recorded(run: TaskRun, context: dict[str, Any]) -> Iterator[None]:
+    """Around a task's execution: its time, its error (kept for the caller to assert on, not
+    raised) and what it pushed to XCom."""
+    started = time.monotonic()
+    try:
+        yield
+    except Exception as error:
         run.error = error
         run.log.append(str(error))
     finally:
         run.seconds = time.monotonic() - started
-    run.pushed = dict(context["ti"].pushed)
-    return run
+        run.pushed = dict(context["ti"].pushed)
 
 
 class _PodRecorder:

@@ -167,6 +167,27 @@ def child_env(cluster: Cluster, kwargs: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def checked_case(
+    lab: Lab, cluster: Cluster, case: str, patch: int, **kwargs: Any
+) -> tuple[str, str, list[str], dict[str, str], dict[str, str]]:
+    """A sync case with the worker's ECR check (``dest_aws_conn_id``): three source tags
+    ``9.<i>.<patch>`` in ``killed/<case>``. Returns the label's name, the repository, the tags,
+    their digests and the worker's environment: the cluster, the promotion, the AWS connections
+    (once the ECR API shows each source tag)."""
+    name, repo = f"killed-{case}", f"killed/{case}"
+    lab.create_repository(DEST_ACCOUNT, repo)
+    tags = [f"9.{i}.{patch}" for i in range(3)]
+    expected = seeded_tags(lab, repo, tags, images=3, seed=2950 + 25 * (patch - 1))
+    promoted = promotion(lab, repo, tags, name, deferrable=False)
+    promoted.update(kwargs, source_aws_conn_id=SOURCE_CONN_ID, dest_aws_conn_id=DEST_CONN_ID)
+    with lab_connections(lab):
+        for tag, digest in expected.items():
+            wait_until_ecr_api_reports(SOURCE_CONN_ID, f"{SOURCE_HOST}/{repo}:{tag}", digest)
+        connections = {k: os.environ[k] for k in os.environ if k.startswith("AIRFLOW_CONN_LAB_")}
+        connections["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
+    return name, repo, tags, expected, {**child_env(cluster, promoted), **connections}
+
+
 def kill_mid_copy(
     cluster: Cluster, pods: PodWatch, db: Path, tmp_path: Path, env: dict[str, str]
 ) -> DagRunProcess:
@@ -293,18 +314,7 @@ def test_a_retry_that_finds_a_copy_in_place_reads_the_reattached_pods_report_who
     no pod and started a second one beside the first); and the report was read against the
     retry's two copies (the pod's first line, the first tag's, became the second tag's entry)."""
     lab = throttled_lab
-    name, repo = "killed-in-place", "killed/in-place"
-    lab.create_repository(DEST_ACCOUNT, repo)
-    tags = [f"9.{i}.1" for i in range(3)]
-    expected = seeded_tags(lab, repo, tags, images=3, seed=2950)
-    kwargs = promotion(lab, repo, tags, name, deferrable=False)
-    kwargs.update(parallel=1, source_aws_conn_id=SOURCE_CONN_ID, dest_aws_conn_id=DEST_CONN_ID)
-    with lab_connections(lab):
-        for tag in tags:
-            wait_until_ecr_api_reports(SOURCE_CONN_ID, f"{SOURCE_HOST}/{repo}:{tag}", expected[tag])
-        connections = {k: os.environ[k] for k in os.environ if k.startswith("AIRFLOW_CONN_LAB_")}
-        connections["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
-    env = {**child_env(cluster, kwargs), **connections}
+    name, repo, tags, expected, env = checked_case(lab, cluster, "in-place", 1, parallel=1)
     # three manifest PUTs, then none: one copy at a time, skopeo writes the first tag whole (two
     # platform manifests and the index) and is throttled on the second
     lab.set_throttle("ecr:PutImage", rate=0, burst=3, start=3, which=DEST_ACCOUNT)
@@ -343,18 +353,7 @@ def test_a_retry_that_finds_every_copy_in_place_ends_the_first_trys_pod(
     ends as the task's own pod would (``on_finish_action``, here ``delete_pod``): it was left
     behind before, as no KPO code ran to reattach to it or delete it."""
     lab = throttled_lab
-    name, repo = "killed-all-in-place", "killed/all-in-place"
-    lab.create_repository(DEST_ACCOUNT, repo)
-    tags = [f"9.{i}.2" for i in range(3)]
-    expected = seeded_tags(lab, repo, tags, images=3, seed=2975)
-    kwargs = promotion(lab, repo, tags, name, deferrable=False)
-    kwargs.update(source_aws_conn_id=SOURCE_CONN_ID, dest_aws_conn_id=DEST_CONN_ID)
-    with lab_connections(lab):
-        for tag in tags:
-            wait_until_ecr_api_reports(SOURCE_CONN_ID, f"{SOURCE_HOST}/{repo}:{tag}", expected[tag])
-        connections = {k: os.environ[k] for k in os.environ if k.startswith("AIRFLOW_CONN_LAB_")}
-        connections["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
-    env = {**child_env(cluster, kwargs), **connections}
+    name, repo, tags, expected, env = checked_case(lab, cluster, "all-in-place", 2)
     lab.set_throttle("ecr:PutImage", rate=0, burst=0, which=DEST_ACCOUNT)
     with PodWatch(cluster, name) as pods:
         first = kill_mid_copy(cluster, pods, db, tmp_path, env)
