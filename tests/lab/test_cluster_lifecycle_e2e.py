@@ -1,7 +1,9 @@
 """The promotion pod's lifecycle on a real kubelet (issue 20, item 6), through KPO's own
 ``execute`` on the lab's real API server (tests/lab/cluster.py): what ``on_finish_action`` leaves
 behind, a pod deleted by someone else while its copier runs, a copier the kernel kills at its
-memory limit, and the copier's log reaching the task's log while the copier still runs.
+memory limit, a pod no node can take, and the copier's log reaching the task's log while the
+copier still runs. ``keep_pod`` and the deletion run in deferrable mode too: KPO's trigger polls
+the real API server and the resumed task reads what the kubelet left.
 
 A copier that waits: the destination registry is stopped, so the copier's first read of the
 destination fails with a transient error and the copy script waits ``RETRY_DELAY`` seconds
@@ -123,11 +125,17 @@ def test_on_finish_action_delete_pod_removes_the_pod(lab: Lab, cluster: Cluster)
     timed(run, f"delete_pod (pod gone {waited:.1f}s after the task)")
 
 
-def test_on_finish_action_keep_pod_leaves_the_succeeded_pod(lab: Lab, cluster: Cluster) -> None:
-    name, tag = "lifecycle-keep", "4.0.0-keep"
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_on_finish_action_keep_pod_leaves_the_succeeded_pod(
+    lab: Lab, cluster: Cluster, deferrable: bool
+) -> None:
+    """Deferrable: KPO's trigger polls the real API server, and the resumed task keeps the pod."""
+    mode = "deferrable" if deferrable else "sync"
+    name, tag = f"lifecycle-keep-{mode}", f"4.0.0-keep-{mode}"
     digest = lab.push_image(SOURCE_ACCOUNT, REPO, tag, seed=41)
     try:
-        run = run_task_on_cluster(cluster, task=operator(lab, name, tag, on_finish_action="keep_pod"))
+        task = operator(lab, name, tag, on_finish_action="keep_pod", deferrable=deferrable)
+        run = run_task_on_cluster(cluster, task=task)
         assert run.error is None, "\n".join(run.log[-40:])
         assert run.result["digest"] == digest
         (kept,) = pods(cluster, name)
@@ -142,7 +150,7 @@ def test_on_finish_action_keep_pod_leaves_the_succeeded_pod(lab: Lab, cluster: C
     finally:
         delete_pods(cluster, name)
     assert not pods(cluster, name)
-    timed(run, "keep_pod")
+    timed(run, f"keep_pod ({mode})")
 
 
 def test_on_finish_action_delete_succeeded_pod_keeps_only_the_failed_one(lab: Lab, cluster: Cluster) -> None:
@@ -179,8 +187,14 @@ def test_on_finish_action_delete_succeeded_pod_keeps_only_the_failed_one(lab: La
 # ------------------------------------------------------------- deleted mid-run
 
 
-def test_pod_deleted_by_someone_else_mid_run_fails_saying_so(lab: Lab, cluster: Cluster) -> None:
-    name, tag = "lifecycle-deleted", "4.1.0-deleted"
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_pod_deleted_by_someone_else_mid_run_fails_saying_so(
+    lab: Lab, cluster: Cluster, deferrable: bool
+) -> None:
+    """Deferrable: KPO's trigger, polling the real API server, is the one that sees the pod go;
+    the resumed task reads what is left and fails saying who deleted it."""
+    mode = "deferrable" if deferrable else "sync"
+    name, tag = f"lifecycle-deleted-{mode}", f"4.1.0-deleted-{mode}"
     lab.push_image(SOURCE_ACCOUNT, REPO, tag, seed=43)
     deleted: dict[str, Any] = {}
 
@@ -199,7 +213,7 @@ def test_pod_deleted_by_someone_else_mid_run_fails_saying_so(lab: Lab, cluster: 
                     deleted.update(name=pod_name, at=time.time())
             time.sleep(0.5)
 
-    task = operator(lab, name, tag, env_vars={"RETRY_DELAY": "60"})
+    task = operator(lab, name, tag, env_vars={"RETRY_DELAY": "60"}, deferrable=deferrable)
     with destination_down(lab), in_background(delete_while_copying):
         run = run_task_on_cluster(cluster, task=task)
     assert deleted, "the pod was deleted while its copier ran"
@@ -210,8 +224,11 @@ def test_pod_deleted_by_someone_else_mid_run_fails_saying_so(lab: Lab, cluster: 
     assert "not by this task" in message, message
     assert lab.digest(DEST_ACCOUNT, REPO, tag) is None
     wait_until("the deleted pod is gone", lambda: not pods(cluster, name))
-    print(f"deleted mid-run: task failed {time.time() - deleted['at']:.1f}s after the delete; {message!r}")
-    timed(run, "deleted mid-run")
+    print(
+        f"deleted mid-run ({mode}): task failed {time.time() - deleted['at']:.1f}s after the delete;",
+        repr(message),
+    )
+    timed(run, f"deleted mid-run ({mode})")
 
 
 # ---------------------------------------------------------------------- OOMKilled
