@@ -154,7 +154,9 @@ def test_login_logs_name_the_roles_and_never_the_password(
 
 
 def test_unreachable_sts_fails_with_the_role_and_registry_in_the_message(tmp_path: Path) -> None:
-    done = run_login(tmp_path, "http://127.0.0.1:9", init_env("skopeo"))
+    # two attempts, not the default ten: the message is the point, not the CLI's backoff (about
+    # 60 s of waiting for a refused connection)
+    done = run_login(tmp_path, "http://127.0.0.1:9", {**init_env("skopeo"), "AWS_MAX_ATTEMPTS": "2"})
     assert done.returncode == 1
     message = (tmp_path / "termination-log").read_text()
     # one CLI start assumes the role and asks for the password: a dropped connection cannot say
