@@ -81,8 +81,8 @@ lab-test-podman: venv lab-deps
 # ECR_PROMOTE_LAB_BIND: .1, .21, .41): a test mostly waits on pods and registries. One after the
 # other, 97 of these tests took 18 minutes; on three workers 137 took 24 (README: make test).
 cluster-test: venv venv-airflow2 lab-deps
-	$(PY) -m pytest -m cluster -q -p no:cacheprovider -n 3 --dist loadfile --durations=40
-	$(VENV2)/bin/python -m pytest -m cluster -q -p no:cacheprovider -n 2 --dist loadfile \
+	$(PY) -m pytest -m cluster -q -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder --durations=0 --durations-min=5
+	$(VENV2)/bin/python -m pytest -m cluster -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder \
 	  tests/lab/test_cluster_e2e.py tests/lab/test_airflow_native_e2e.py
 
 # Two builds run in the background. The lab's Kubernetes (tests/lab/kubebuild.py: 15 to 30

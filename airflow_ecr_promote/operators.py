@@ -9,6 +9,7 @@ fields before KPO builds the pod, so the cluster's ``pod_mutation_hook`` sees th
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -727,6 +728,48 @@ class EcrPromoteOperator(KubernetesPodOperator):
         finally:
             self.labels = labels
 
+    def await_init_containers_completion(self, pod: k8s.V1Pod) -> None:  # type: ignore[override]
+        """KPO's, one init container at a time and only for those that start. KPO waits for each
+        requested init container to start, with no end: when one fails (the signature gate
+        refusing, a login failing), those after it never start in the failed pod, and the task
+        hung until something killed it (900 s on the lab's real kubelet, cncf-kubernetes 10.1.0
+        and 10.25.0 alike). The task then reads the failed pod as it does any other."""
+        requested = self.init_container_logs
+        if not requested:
+            return
+        names = [c.name for c in (pod.spec.init_containers if pod.spec else None) or []]
+        wanted = (
+            set(names) if requested is True else {requested} if isinstance(requested, str) else set(requested)
+        )
+        try:
+            for name in (n for n in names if n in wanted):
+                if not self._init_container_started(pod, name):
+                    self.log.info("Init container %s did not start: the pod ended before it.", name)
+                    return
+                self.init_container_logs = [name]
+                super().await_init_containers_completion(pod)
+        finally:
+            self.init_container_logs = requested
+
+    def _init_container_started(self, pod: k8s.V1Pod, name: str) -> bool:
+        """Wait until the init container ``name`` has started (True), or the pod has ended or the
+        container is stuck waiting on an error without it (False)."""
+        while True:
+            remote = self.pod_manager.read_pod(pod)
+            status = remote.status
+            found = next(
+                (s for s in (status.init_container_statuses if status else None) or [] if s.name == name),
+                None,
+            )
+            waiting = found.state.waiting if found is not None and found.state else None
+            if found is not None and found.state is not None and waiting is None:
+                return True
+            if status is not None and status.phase in ("Succeeded", "Failed"):
+                return False
+            if waiting is not None and waiting.reason not in (None, "PodInitializing", "ContainerCreating"):
+                return False
+            time.sleep(1)
+
     def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Context) -> k8s.V1Pod:
         """KPO's, and then: a pod that an earlier try started and KPO reattached to
         (``reattach_on_restart``, after a worker was killed) carries what that try decided, not
@@ -829,7 +872,9 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 confirm=self._confirm_through_ecr() if self.dest_aws_conn_id is not None else None,
                 gone=self._pod_gone,
                 startup_timeout=getattr(self, "startup_timeout_seconds", None),
-                schedule_timeout=getattr(self, "schedule_timeout_seconds", None),  # not in cncf-kubernetes 10.1.0
+                schedule_timeout=getattr(
+                    self, "schedule_timeout_seconds", None
+                ),  # not in cncf-kubernetes 10.1.0
             )
             if (self._in_place or self._refused or self._verdicts) and outcome.result is not None:
                 decided = {**in_place_entries(self._promotion, self._in_place), **self._refused}

@@ -107,8 +107,10 @@ def captured_task_log(lines: list[str], stamped: list[tuple[float, str]] | None 
             return event
 
         with structlog.testing.capture_logs(processors=[stamp]) as events:
-            yield
-        lines.extend(_event_text(event) for event in events)
+            try:
+                yield
+            finally:  # a task that failed logged too
+                lines.extend(_event_text(event) for event in events)
     finally:
         root.removeHandler(handler)
 
@@ -316,11 +318,29 @@ def _recorded(run: TaskRun, context: dict[str, Any]) -> Iterator[None]:
     try:
         yield
     except Exception as error:
+        interrupted = _interrupted(error)
+        if interrupted is not None:
+            raise interrupted from error
         run.error = error
         run.log.append(str(error))
     finally:
         run.seconds = time.monotonic() - started
         run.pushed = dict(context["ti"].pushed)
+
+
+def _interrupted(error: BaseException) -> BaseException | None:
+    """A test's timeout (pytest-timeout's failure) or an interrupt that the task's own error
+    replaced: KPO's cleanup runs in a ``finally`` and raises the promotion's failure over it, so a
+    task that hung until the timeout looked like a task that failed as expected (a signature test
+    passed after 911 s)."""
+    seen: set[int] = set()
+    cause = error.__context__
+    while cause is not None and id(cause) not in seen:
+        if not isinstance(cause, Exception):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__context__
+    return None
 
 
 class _PodRecorder:

@@ -355,6 +355,9 @@ def test_a_refused_promotion_creates_no_repository_and_an_accepted_one_creates_i
     assert not exists(), "a refused promotion writes nothing, repositories included"
     assert writes(lab) == before
     assert not refused.outcomes[0].container(REPOSITORY_CONTAINER_NAME).terminated, "never started"
+    # KPO waited for it to start, with no end, until the test's timeout (911 s in a CI run)
+    ended = f"Init container {REPOSITORY_CONTAINER_NAME} did not start: the pod ended before it."
+    assert any(ended in line for line in refused.log), refused.log[-20:]
 
     accepted = promote(
         cluster,
