@@ -2,19 +2,21 @@
 
 Two shapes of one backfill, side by side (tests/lab/load.py; the load tests run smaller ones):
 
-- 50 mapped promotion tasks (one tag each), 16 at once (an Airflow pool of 16 slots, kept by 16
-  threads running KPO's own ``execute``, each task with a pod of its own);
+- 50 mapped promotion tasks (one tag each) in an Airflow pool of 16 slots, run by a real Airflow
+  deployment (tests/lab/deployment.py: ``airflow standalone``, its scheduler and LocalExecutor
+  worker processes; each task a pod of its own); with ``--threads``, the tests' lighter shape
+  instead: 16 threads of this process running KPO's own ``execute``;
 - one batch task of 1,000 tags, ``parallel=16``, in one pod.
 
 The destination is throttled at ECR's default registry quotas (PutImage and CompleteLayerUpload 10
 a second; GetAuthorizationToken 20 a second, 200 burst). Printed per shape: wall time, tags a
 second, failed tasks, retries in the return values, 429s the registry answered, PutImage let
 through, the most pods at once, and peak memory (the largest pod's and all pods' together, from
-the kubelet's cgroups; the worker process's VmHWM); then the batch's figures over the mapped
-tasks'. Checked: every tag promoted once with its digest, 0 failed. Times on these shared
-machines are noisy: read the ratios.
+the kubelet's cgroups; the worker's: the deployment's processes' PSS together, or this process's
+VmHWM); then the batch's figures over the mapped tasks'. Checked: every tag promoted once with its
+digest, 0 failed. Times on these shared machines are noisy: read the ratios.
 
-    python bench/load.py [--mapped 50] [--pool 16] [--tags 1000] [--parallel 16] [--engine skopeo]
+    python bench/load.py [--mapped 50] [--pool 16] [--threads] [--tags 1000] [--parallel 16] [--engine skopeo]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.lab.fixtures import missing_cluster_prerequisites, missing_prerequisites
 from tests.lab.lab import Lab
-from tests.lab.load import Load, lab_cluster, mapped_promotions, one_batch, problems
+from tests.lab.load import Load, lab_cluster, mapped_promotions, one_batch, pooled_promotions, problems
 
 COLUMNS = (
     ("seconds", "wall time (s)"),
@@ -41,6 +43,7 @@ COLUMNS = (
     ("throttled_tokens", "GetAuthorizationToken refused"),
     ("most_pods_at_once", "most pods at once"),
     ("most_running_at_once", "most Running at once"),
+    ("tasks_at_once", "most tasks running at once (metadata DB)"),
     ("pod_peak_mib", "largest pod's peak (MiB)"),
     ("pods_together_peak_mib", "all pods' peak (MiB)"),
     ("worker_peak_mib", "worker's peak (MiB)"),
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--mapped", type=int, default=50)
     parser.add_argument("--pool", type=int, default=16)
+    parser.add_argument("--threads", action="store_true", help="the mapped tasks as threads, no scheduler")
     parser.add_argument("--tags", type=int, default=1000)
     parser.add_argument("--parallel", type=int, default=16)
     parser.add_argument("--engine", default="skopeo", choices=("skopeo", "crane", "regctl"))
@@ -68,8 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         lab_cluster(lab) as cluster,
     ):
         if args.mapped:
-            repo = f"bench/load-mapped-{args.engine}"
-            load = mapped_promotions(lab, cluster, repo, args.mapped, limit=args.pool, engine=args.engine)
+            if args.threads:
+                repo = f"bench/load-mapped-{args.engine}"
+                load = mapped_promotions(lab, cluster, repo, args.mapped, limit=args.pool, engine=args.engine)
+            else:
+                repo, homes = f"bench/load-pool-{args.engine}", Path(state) / "airflow"
+                homes.mkdir()
+                load = pooled_promotions(
+                    lab, cluster, repo, args.mapped, slots=args.pool, workdir=homes, engine=args.engine
+                )
             loads.append((repo, load, problems(lab, repo, load)))
             print(f"{load.shape}: {load.figures()}", file=sys.stderr)
         if args.tags:

@@ -16,6 +16,7 @@ once, and peak memory: of the pods, from their cgroups, and of the worker proces
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -133,6 +134,7 @@ class Load:
     pods_peak: int | None
     worker_peak: int
     entries: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def retries(self) -> int:
@@ -163,6 +165,7 @@ class Load:
             "put_image_allowed": self.throttled.get("allowed", {}).get("ecr:PutImage", 0),
             "most_pods_at_once": self.most_pods,
             "most_running_at_once": self.most_running,
+            "tasks_at_once": self.extra.get("tasks_at_once"),
             "pod_peak_mib": round(max(pod_peaks) / MiB, 1) if pod_peaks else None,
             "pods_together_peak_mib": round(self.pods_peak / MiB, 1) if self.pods_peak else None,
             "worker_peak_mib": round(self.worker_peak / MiB, 1),
@@ -185,13 +188,34 @@ def _seed(lab: Lab, repo: str, count: int, seed: int) -> tuple[list[str], dict[s
     return tags, seeded_tags(lab, repo, tags, images=3, seed=seed)
 
 
+def _mapped_kwargs(
+    lab: Lab, repo: str, tags: list[str], engine: str
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """A mapped promotion of one tag per map index: its ``partial`` and ``expand_kwargs`` arguments."""
+    from .operator_run import PULL_ROLE, PUSH_ROLE
+
+    partial = {
+        "engine": engine,
+        "init_image": lab.init_image,
+        "copier_image": lab.copier_image_for(engine),
+        "source_role_arn": PULL_ROLE,
+        "dest_role_arn": PUSH_ROLE,
+        # 16 pods starting at once on one 2-core node shared with other labs stayed Pending past
+        # KPO's default 120 s; what is measured here is the promotions, not pod start
+        "startup_timeout_seconds": 600,
+    }
+    expand = [
+        {"source_image": f"{SOURCE_HOST}/{repo}:{t}", "dest_image": f"{DEST_HOST}/{repo}:{t}"} for t in tags
+    ]
+    return partial, expand
+
+
 def mapped_promotions(
     lab: Lab, cluster: Cluster, repo: str, count: int, *, limit: int, engine: str = "skopeo", seed: int = 4100
 ) -> Load:
-    """``count`` map indexes of one promotion task (one tag each), ``limit`` at once."""
+    """``count`` map indexes of one promotion task (one tag each), ``limit`` at once: threads of this
+    process, each running KPO's own ``execute`` (no scheduler)."""
     from airflow_ecr_promote.operators import EcrPromoteOperator
-
-    from .operator_run import PULL_ROLE, PUSH_ROLE
 
     try:
         from airflow.sdk import DAG
@@ -201,23 +225,9 @@ def mapped_promotions(
 
     tags, expected = _seed(lab, repo, count, seed)
     dag_id = "load_" + repo.replace("/", "_").replace("-", "_")
+    partial, expand = _mapped_kwargs(lab, repo, tags, engine)
     with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1)):
-        mapped = EcrPromoteOperator.partial(
-            task_id="promote",
-            engine=engine,
-            init_image=lab.init_image,
-            copier_image=lab.copier_image_for(engine),
-            source_role_arn=PULL_ROLE,
-            dest_role_arn=PUSH_ROLE,
-            # 16 pods starting at once on one 2-core node shared with other labs stayed Pending
-            # past KPO's default 120 s; what is measured here is the promotions, not pod start
-            startup_timeout_seconds=600,
-        ).expand_kwargs(
-            [
-                {"source_image": f"{SOURCE_HOST}/{repo}:{t}", "dest_image": f"{DEST_HOST}/{repo}:{t}"}
-                for t in tags
-            ]
-        )
+        mapped = EcrPromoteOperator.partial(task_id="promote", **partial).expand_kwargs(expand)
     ecr_default_quotas(lab)
     reset_memory_peaks(cluster)
     started = time.monotonic()
@@ -228,6 +238,60 @@ def mapped_promotions(
         f"{count} mapped tasks, {limit} at once", tags, expected, runs, seconds, lab, cluster, census
     )
     load.entries = [r.result or r.pushed.get("return_value") or {} for r in runs]
+    lab.reset_throttles()
+    return load
+
+
+def pooled_promotions(
+    lab: Lab,
+    cluster: Cluster,
+    repo: str,
+    count: int,
+    *,
+    slots: int,
+    workdir: Path,
+    engine: str = "skopeo",
+    seed: int = 4300,
+) -> Load:
+    """``count`` map indexes of one promotion task (one tag each) in an Airflow pool of ``slots``,
+    run by a real deployment (tests/lab/deployment.py): Airflow's scheduler, LocalExecutor worker
+    processes and API server. The worker's peak is the deployment's processes' together (their
+    proportional set sizes: what forked processes share counted once)."""
+    import sys
+
+    from tests.dag_run import migrated_db
+
+    from .deployment import Deployment
+
+    tags, expected = _seed(lab, repo, count, seed)
+    partial, expand = _mapped_kwargs(lab, repo, tags, engine)
+    env = {
+        "AIRFLOW_CONN_KUBERNETES_DEFAULT": cluster.airflow_connection(),
+        "KUBECONFIG": str(cluster.dir / "airflow.kubeconfig"),
+        "ECR_LAB_LOAD": json.dumps({"pool": "ecr_promote", "partial": partial, "expand": expand}),
+    }
+    db = migrated_db(sys.executable, workdir)
+    dag_file = Path(__file__).resolve().parent.parent / "dag_files" / "ecr_lab_load_pool.py"
+    ecr_default_quotas(lab)
+    reset_memory_peaks(cluster)
+    with Deployment(sys.executable, db, workdir, [dag_file], env, pool="ecr_promote", slots=slots) as airflow:
+        with PodCensus(cluster, "dag_id=ecr_lab_load_pool") as census:
+            outcome = airflow.run("ecr_lab_load_pool")
+    runs = [
+        TaskRun(
+            result=t.returned,
+            error=None if t.state == "success" else RuntimeError(f"map index {t.map_index}: {t.state}"),
+            seconds=(t.end - t.start).total_seconds() if t.start and t.end else 0.0,
+        )
+        for t in outcome.tasks
+    ]
+    shape = f"{count} mapped tasks, Airflow pool of {slots} (scheduler, LocalExecutor)"
+    load = Load(
+        shape, tags, expected, runs, outcome.seconds, lab.throttled(), census.most_alive,
+        census.most_running, pods_memory_peak(cluster), outcome.peak_pss,
+    )  # fmt: skip
+    load.entries = [r.result or {} for r in runs]
+    load.extra = {"tasks_at_once": outcome.most_at_once, "run_state": outcome.state, "log": str(outcome.log)}
     lab.reset_throttles()
     return load
 
