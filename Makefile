@@ -77,9 +77,10 @@ lab-test-podman: venv lab-deps
 # The lab tests that run pods on the lab's real Kubernetes (tests/lab/cluster.py), on both
 # supported Airflow versions: on 2.11, KPO's sync and deferrable paths and whole DAG runs
 # (mapping, assets, the deploy DAG) through its task runner.
-# Three workers (pytest-xdist, whole files each), each with a lab and cluster of its own (from
-# ECR_PROMOTE_LAB_BIND: .1, .21, .41): a test mostly waits on pods and registries. One after the
-# other, 97 of these tests took 18 minutes; on three workers 137 took 24 (README: make test).
+# Three workers (pytest-xdist, whole files each, longest first: tests/lab/conftest.py), each with a
+# lab and cluster of its own (from ECR_PROMOTE_LAB_BIND: .1, .21, .41): a test mostly waits on pods
+# and registries. One after the other, 97 of these tests took 18 minutes; on three workers 137 took
+# 24, 15 of them one test's hang, fixed since (README: make test).
 cluster-test: venv venv-airflow2 lab-deps
 	$(PY) -m pytest -m cluster -q -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder --durations=0 --durations-min=5
 	$(VENV2)/bin/python -m pytest -m cluster -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder \
