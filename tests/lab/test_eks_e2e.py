@@ -18,7 +18,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -45,22 +48,29 @@ MAPPED, NOT_ALLOWED, UNMAPPED = "lab_eks", "lab_eks_no_role", "lab_eks_unmapped"
 AIRFLOW_SESSION = f"arn:aws:sts::{SOURCE_ACCOUNT}:assumed-role/ecr-promote-airflow/"
 
 
-def boto3_as(lab: Lab, role_arn: str, service: str) -> Any:
-    """A boto3 client of ``service`` in moto, as the lab's base identity having assumed ``role_arn``."""
-    common = {"endpoint_url": lab.moto_endpoint, "region_name": REGION, "verify": str(lab.ca_bundle)}
+def session_as(lab: Lab, role_arn: str) -> boto3.Session:
+    """A boto3 session of the lab's base identity having assumed ``role_arn`` in moto."""
     sts = boto3.client(
         "sts",
         aws_access_key_id=moto_iam.BASE_ACCESS_KEY_ID,
         aws_secret_access_key=moto_iam.BASE_SECRET_ACCESS_KEY,
-        **common,
+        endpoint_url=lab.moto_endpoint,
+        region_name=REGION,
+        verify=str(lab.ca_bundle),
     )
     keys = sts.assume_role(RoleArn=role_arn, RoleSessionName="lab-eks-setup")["Credentials"]
-    return boto3.client(
-        service,
+    return boto3.Session(
         aws_access_key_id=keys["AccessKeyId"],
         aws_secret_access_key=keys["SecretAccessKey"],
         aws_session_token=keys["SessionToken"],
-        **common,
+        region_name=REGION,
+    )
+
+
+def boto3_as(lab: Lab, role_arn: str, service: str) -> Any:
+    """A boto3 client of ``service`` in moto, as the lab's base identity having assumed ``role_arn``."""
+    return session_as(lab, role_arn).client(
+        service, endpoint_url=lab.moto_endpoint, verify=str(lab.ca_bundle)
     )
 
 
@@ -138,6 +148,38 @@ def presigned_request(token: str) -> tuple[str, dict[str, list[str]]]:
     url = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
     parts = urlsplit(url)
     return parts.netloc, parse_qs(parts.query)
+
+
+def provider_token(lab: Lab, cluster_name: str) -> str:
+    """A ``k8s-aws-v1.`` token for ``cluster_name`` that the Amazon provider's own code signs as the
+    Airflow role (its token command's function; provider 9.0's hook method, by the connection)."""
+    try:
+        from airflow.providers.amazon.aws.utils.eks_get_token import fetch_access_token_for_cluster
+    except ImportError:  # provider 9.0
+        from airflow.providers.amazon.aws.hooks.eks import EksHook
+
+        return str(
+            EksHook(aws_conn_id=MAPPED, region_name=REGION).fetch_access_token_for_cluster(cluster_name)
+        )
+    sts_url = f"https://sts.{REGION}.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15"
+    session = session_as(lab, moto_iam.AIRFLOW_ROLE_ARN)
+    return str(fetch_access_token_for_cluster(cluster_name, sts_url, REGION, session=session))
+
+
+def who_am_i(cluster: Cluster, token: str) -> tuple[int, dict[str, Any]]:
+    """The API server's answer to a SelfSubjectReview made with ``token``: status and user info."""
+    context = ssl.create_default_context(cafile=str(cluster.dir / "pki" / "ca.crt"))
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    request = urllib.request.Request(
+        f"{cluster.server}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        data=json.dumps(review).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())["status"]["userInfo"]
+    except urllib.error.HTTPError as error:
+        return error.code, {}
 
 
 def authenticator_log(cluster: Cluster) -> str:
@@ -225,3 +267,18 @@ def test_token_of_a_role_the_cluster_does_not_map_is_refused(
     ]
     refused = [line for line in lines if "access denied" in line and moto_iam.EKS_ADMIN_ROLE_ARN in line]
     assert vouched and refused, lines[-10:]
+
+
+def test_token_signed_for_another_cluster_is_refused(
+    lab: Lab, cluster: Cluster, eks_cluster: dict[str, Any]
+) -> None:
+    """EKS's replay protection, checked by the lab's STS: a token signs ``x-k8s-aws-id: <cluster>``,
+    the authenticator sends its own cluster id in that header, and STS finds the signature wrong
+    for a token made for another cluster. The same role's token for this cluster is the mapped user."""
+    own, other = provider_token(lab, CLUSTER), provider_token(lab, "platform-other")
+    status, user = who_am_i(cluster, own)
+    assert (status, user["username"]) == (201, iam_authenticator.USERNAME)
+    assert AIRFLOW_GROUP in user["groups"]
+    assert who_am_i(cluster, other) == (401, {})
+    refused = [line for line in authenticator_log(cluster).splitlines() if "access denied" in line]
+    assert "SignatureDoesNotMatch" in refused[-1], refused[-1:]
