@@ -13,9 +13,16 @@ reaches ``<account>.dkr.ecr.<region>.amazonaws.com`` by its real name through cl
 pod on EKS does. dnsmasq is the kubelet's cluster DNS; podman's network setup is not touched.
 
 Lab images get into containerd with ``podman save`` + ``ctr images import``; the pause image is
-Kubernetes' own pause.c (kubebuild.py). Teardown removes every process, mount, link and folder
-the cluster made, including the host paths the kubelet and containerd create outside their
-configured roots (recorded at start when they did not exist yet).
+Kubernetes' own pause.c (kubebuild.py).
+
+Bearer tokens the API server does not know itself go to aws-iam-authenticator, its token webhook
+(tests/lab/iam_authenticator.py), as on EKS: the lab's EKS cluster in moto names this API server
+(``eks_tags()``), and a ``k8s-aws-v1.`` token of the Airflow role gets the README's Role. The API
+server's audit log records each request of that mapped user (``audit_events()``).
+
+Teardown removes every process, mount, link and folder the cluster made, including the host
+paths the kubelet and containerd create outside their configured roots (recorded at start when
+they did not exist yet).
 
 Several lab clusters may run on one machine at once (a CI run beside a developer's tests, each
 lab on its own bind address). Each kubelet has its own cgroup root (``/ecrlab<N>``, the
@@ -28,10 +35,12 @@ listed there, both read and written under an flock.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +50,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import procs, referrers
+from . import gotools, iam_authenticator, moto_iam, procs, referrers
 from .kubebuild import PAUSE_IMAGE, KubeBuild
 from .paths import ACCOUNTS, moto_hosts
 from .procs import LabError, Proc
@@ -68,7 +77,16 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # its state file), the host paths lab clusters created (created.json) and the lock of both.
 SHARED = Path("/run/ecr-promote-lab-clusters")
 START_TIMEOUT = 240.0  # seconds for the whole cluster to come up (about 10 s once built, unloaded)
-ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet")
+AUTHENTICATOR = "aws-iam-authenticator"
+ORDER = (
+    "etcd",
+    AUTHENTICATOR,
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+)
 
 
 def _openssl(*args: str) -> None:
@@ -180,7 +198,17 @@ class Cluster:
         return f"https://{self.lab.bind}:{self.ports['apiserver']}"
 
     def binaries(self) -> dict[str, Path]:
-        return KubeBuild(self.lab.cache_dir, self.log).all()
+        built = KubeBuild(self.lab.cache_dir, self.log).all()
+        built[AUTHENTICATOR] = gotools.build(gotools.AWS_IAM_AUTHENTICATOR, self.lab.cache_dir, self.log)
+        return built
+
+    def eks_tags(self) -> dict[str, str]:
+        """CreateCluster tags that make the lab's EKS cluster (moto) describe this API server's
+        endpoint and CA (tests/lab/moto_iam.py)."""
+        return {
+            moto_iam.EKS_ENDPOINT_TAG: self.server,
+            moto_iam.EKS_CA_FILE_TAG: str(self.dir / "pki" / "ca.crt"),
+        }
 
     # -------------------------------------------------------------- lifecycle
     def start(self, timeout: float = START_TIMEOUT) -> Cluster:
@@ -218,6 +246,7 @@ class Cluster:
             "controller-manager",
             "kubelet",
             "healthz",
+            "authenticator",
         ):
             self.ports[name] = procs.free_port(bind)
         self._network()
@@ -231,6 +260,7 @@ class Cluster:
             "--initial-cluster", f"lab={peer_url}", "--log-level", "warn",
             "--unsafe-no-fsync",  # a throwaway store: fsyncs only slow a loaded machine down
         ])  # fmt: skip
+        self._authenticator(bin[AUTHENTICATOR], deadline)
         pki = self.dir / "pki"
         self._spawn("kube-apiserver", [
             str(bin["kube-apiserver"]), f"--etcd-servers={etcd_url}",
@@ -246,6 +276,10 @@ class Cluster:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+            f"--authentication-token-webhook-config-file={iam_authenticator.webhook_kubeconfig(self._authn_dir)}",
+            "--authentication-token-webhook-version=v1beta1",  # the TokenReview it answers
+            f"--audit-policy-file={iam_authenticator.audit_policy(self.dir / 'audit-policy.yaml')}",
+            f"--audit-log-path={self.dir / 'logs' / 'audit.log'}", "--audit-log-format=json",
             "--profiling=false",
         ])  # fmt: skip
         self._wait("kube-apiserver /readyz", lambda: self._kubectl_ok("get", "--raw=/readyz"), deadline)
@@ -271,6 +305,26 @@ class Cluster:
         for proc in self.procs.values():
             proc.argv = proc.cmdline() or proc.argv
         self._save()
+
+    @property
+    def _authn_dir(self) -> Path:
+        return self.dir / "aws-iam-authenticator"
+
+    def _authenticator(self, binary: Path, deadline: float) -> None:
+        """aws-iam-authenticator, the API server's token webhook, in the lab's mount namespace;
+        ready once it listens (it has written the webhook's kubeconfig by then)."""
+        t0 = time.monotonic()
+        port = self.ports["authenticator"]
+        config = iam_authenticator.write_config(
+            self._authn_dir, address=self.lab.bind, port=port, group=AIRFLOW_GROUP
+        )
+        argv = iam_authenticator.command(binary, config, self.lab.procs["ns"].pid)
+        self._spawn(AUTHENTICATOR, argv, iam_authenticator.environment())
+        self._wait(AUTHENTICATOR, lambda: procs.port_in_use(self.lab.bind, port), deadline)
+        self.timings["authenticator_start"] = time.monotonic() - t0
+        self.log(
+            f"lab cluster: aws-iam-authenticator listening in {self.timings['authenticator_start']:.1f}s"
+        )
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         proc, popen = procs.spawn(name, argv, self.dir / "logs" / f"{name}.log", env)
@@ -548,6 +602,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         drained = time.monotonic()
         for name in ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             self._stop_proc(name, errors)
+        self._signal_authenticator()
         if "containerd" in self.procs:
             self._kill_tasks(errors)
         for name in [n for n in self.procs if n != "containerd"] + ["containerd"]:
@@ -582,6 +637,15 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                 self.log(f"lab cluster: {name} took {time.monotonic() - t0:.1f}s to stop")
         except OSError as exc:
             errors.append(f"{name}: {exc}")
+
+    def _signal_authenticator(self) -> None:
+        """aws-iam-authenticator takes a first SIGTERM as the signal to stop its mappers and goes on
+        serving; a second one ends it (its signal handler, k8s.io/sample-controller's): this is
+        the first, ``_stop_proc`` sends the second (it waited its whole timeout otherwise)."""
+        proc = self.procs.get(AUTHENTICATOR)
+        if proc is not None and proc.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
 
     def _drain(self, errors: list[str]) -> None:
         """Delete every pod and let the kubelet tear their sandboxes (network, mounts) down."""
@@ -744,6 +808,15 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             return int((folder / "memory.max_usage_in_bytes").read_text())
         except (OSError, ValueError):
             return None
+
+    def audit_events(self, username: str = iam_authenticator.USERNAME) -> list[dict[str, Any]]:
+        """The API server's audit events of ``username`` so far (the audit policy records only the
+        user aws-iam-authenticator maps the Airflow role to)."""
+        log = self.dir / "logs" / "audit.log"
+        if not log.exists():
+            return []
+        events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        return [e for e in events if e.get("user", {}).get("username") == username]
 
     def airflow_connection(self, namespace: str = NAMESPACE) -> str:
         """An Airflow Kubernetes connection (as ``AIRFLOW_CONN_...`` JSON) whose kubeconfig is

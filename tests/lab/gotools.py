@@ -1,8 +1,10 @@
-"""Build the Go tools the lab runs (kaniko, crane, regctl, cosign, helm) from their Go modules.
+"""Build the Go tools the lab runs (kaniko, crane, regctl, cosign, helm, aws-iam-authenticator)
+from their Go modules.
 
 The versions are those of the operator's pinned default images (``ENGINES[...].default_image``,
 and the signature gate's cosign image), so the lab runs exactly what a cluster pulls by default;
-helm, which only the lab runs (to push and pull charts as a user would), is pinned here.
+helm, which only the lab runs (to push and pull charts as a user would), and aws-iam-authenticator
+(the lab cluster's token webhook, as EKS authenticates its tokens) are pinned here.
 The lab's own Go programs (the referrers registry, under tests/lab/go/) build from their folder.
 Builds are static (CGO off) and the Go module and build caches live under the lab's cache folder:
 a second run finds the binary and builds nothing.
@@ -102,13 +104,25 @@ HELM = GoTool(
     pinned="v3.21.4",
     ldflags="-X helm.sh/helm/v3/internal/version.version={version}",
 )
+# EKS's token authenticator, the lab cluster's token webhook (tests/lab/iam_authenticator.py): the
+# newest version the module proxy serves (`go list -m -versions sigs.k8s.io/aws-iam-authenticator`).
+AWS_IAM_AUTHENTICATOR = GoTool(
+    name="aws-iam-authenticator",
+    module="sigs.k8s.io/aws-iam-authenticator",
+    package="cmd/aws-iam-authenticator",
+    pinned="v0.6.13",
+    ldflags="-X sigs.k8s.io/aws-iam-authenticator/pkg.Version={version}",
+)
 REFERRERS_REGISTRY = GoTool(
     name="referrers-registry",
     module=str(LOCAL_MODULES / "referrers-registry"),
     package=".",
     local=True,
 )
-TOOLS = {tool.name: tool for tool in (KANIKO, CRANE, REGCTL, COSIGN, HELM, REFERRERS_REGISTRY)}
+TOOLS = {
+    tool.name: tool
+    for tool in (KANIKO, CRANE, REGCTL, COSIGN, HELM, AWS_IAM_AUTHENTICATOR, REFERRERS_REGISTRY)
+}
 
 
 def build(tool: GoTool, cache_dir: Path, log: Callable[[str], None] = print) -> Path:

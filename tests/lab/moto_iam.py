@@ -29,7 +29,12 @@ the very first request (`INITIAL_NO_AUTH_ACTION_COUNT=0`):
   a policy file exactly, or one minus an action). They trust exactly the user's ARN.
 - role `ecr-promote-lab-admin` in each account (`ecr:*`, and setting the probe role's policy): the
   lab's own setup, e.g. creating the repositories a test pushes to, never a promotion's identity;
-  role `ecr-promote-eks-admin` may also create EKS clusters, for tests to set one up.
+  role `ecr-promote-eks-admin` may also create (and delete) EKS clusters, for tests to set one up.
+- an EKS cluster created with the tags `EKS_ENDPOINT_TAG` (a URL) and `EKS_CA_FILE_TAG` (a PEM
+  file on this machine) describes that endpoint and that CA (`certificateAuthority.data`, base64
+  of the PEM) instead of moto's made-up ones: the lab's own Kubernetes (tests/lab/cluster.py) is
+  then the cluster that `eks:DescribeCluster` names. The CA goes by file because an AWS tag value
+  is at most 256 characters and a PEM is longer.
 
 What is enforced (moto's access control, 5.x): every STS/ECR/EKS request must be SigV4-signed
 with a known key (an unknown key id -> `InvalidClientTokenId`, a wrong secret ->
@@ -60,8 +65,15 @@ applied only in this process, bring it closer to AWS:
 - an ECR request naming another account's `registryId` acts on that account's registry when its
   registry policy grants the caller's account (`REGISTRY_GRANTS`), and is refused otherwise (moto
   kept every repository in the caller's own account, whatever the registryId).
+- a request signed in its query string (SigV4 query authentication, a presigned URL) is routed,
+  signature-checked and answered as its signer, like one signed in its `Authorization` header: an
+  EKS `k8s-aws-v1.` token is a presigned STS `GetCallerIdentity`, which aws-iam-authenticator sends
+  on to STS (moto routed such a request by its path, to S3, checked no signature and answered an
+  unknown caller); and STS answers JSON to a request that accepts JSON (`Accept:
+  application/json`, as aws-iam-authenticator sends), as AWS's STS does (moto answered XML).
 Not enforced: other resource policies (repository policies), permission boundaries, conditions other
-than moto's trust policy ones; `/moto-api/` stays open (the lab reads `/moto-api/data.json`).
+than moto's trust policy ones, a presigned URL's expiry (the authenticator checks the token's);
+`/moto-api/` stays open (the lab reads `/moto-api/data.json`).
 """
 
 from __future__ import annotations
@@ -73,8 +85,9 @@ import re
 import secrets
 import sys
 import threading
+from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 SOURCE_ACCOUNT = "123456789012"
 DEST_ACCOUNT = "210987654321"
@@ -93,6 +106,9 @@ EKS_ADMIN_ROLE_ARN = f"arn:aws:iam::{SOURCE_ACCOUNT}:role/ecr-promote-eks-admin"
 REPOSITORY_EXAMPLE = "repository/team/*"  # how the package's policy files scope repositories
 EKS_EXAMPLE = ("111122223333", "cluster/platform-prod")  # and the EKS cluster
 LAB_EKS_CLUSTER = "platform-lab"  # tests/lab/test_eks_e2e.py's cluster, in the source account
+# CreateCluster tags naming the real cluster an EKS cluster of the lab stands for (see the docstring)
+EKS_ENDPOINT_TAG = "ecr-promote-lab:endpoint"
+EKS_CA_FILE_TAG = "ecr-promote-lab:certificate-authority-file"
 
 
 def policy(*names: str, repositories: str = "*", destination: str = DEST_ACCOUNT) -> dict[str, Any]:
@@ -214,7 +230,9 @@ ROLES: dict[str, dict[str, Any] | None] = {  # role ARN -> its inline policy (No
     **{arn: None for arn in PROBE_ROLE_ARNS.values()},
     **{arn: _lab_admin(account_id) for account_id, arn in LAB_ADMIN_ROLE_ARNS.items()},
     AIRFLOW_ROLE_ARN: policy("eks-describe-cluster"),
-    EKS_ADMIN_ROLE_ARN: _allow("eks:CreateCluster", "eks:DescribeCluster", "eks:ListClusters"),
+    EKS_ADMIN_ROLE_ARN: _allow(
+        "eks:CreateCluster", "eks:DescribeCluster", "eks:ListClusters", "eks:DeleteCluster"
+    ),
 }
 
 
@@ -275,11 +293,16 @@ def enforce() -> None:
 
     original_authorize = ActionAuthenticatorMixin._authenticate_and_authorize_action
 
+    presigned_request = _presigned_iam_request()
+
     def authorize(self: Any, iam_request_cls: type, resource: str = "*") -> None:
         try:
-            if "Authorization" not in self.headers:  # moto would fail with a KeyError (HTTP 500)
+            if "Authorization" in self.headers:
+                original_authorize(self, iam_request_cls, resource)
+            elif _presigned(self.querystring):
+                original_authorize(self, presigned_request, resource)
+            else:  # moto would fail with a KeyError (HTTP 500)
                 raise MissingAuthenticationToken()
-            original_authorize(self, iam_request_cls, resource)
             throttle(self)
         except _RESTError as error:
             if "X-Amz-Target" not in self.headers or isinstance(error, JsonRESTError):
@@ -343,6 +366,9 @@ def enforce() -> None:
         return original_request(self)
 
     base._create_aws_request = create_aws_request  # type: ignore[method-assign]
+    _route_presigned()
+    _sts_answers_json()
+    _eks_endpoints()
     _registry_ids()
     _scope_resources()
     _bind_registry_tokens()
@@ -350,6 +376,138 @@ def enforce() -> None:
     base._is_assuming_role_operation = is_assuming_role_operation  # type: ignore[method-assign]
     base._check_role_trust_relationship = check_role_trust_relationship  # type: ignore[method-assign]
     access_control.IAMRequest._raise_access_denied = raise_access_denied  # type: ignore[method-assign]
+
+
+def _presigned(query: Any) -> bool:
+    """Whether a request's query string (parsed, values in lists) carries a SigV4 signature and
+    credential scope (``<key id>/<date>/<region>/<service>/aws4_request``): a presigned URL."""
+    credential = query.get("X-Amz-Credential") or [""]
+    return bool(query.get("X-Amz-Signature")) and credential[0].count("/") == 4
+
+
+def _presigned_iam_request() -> type:
+    """moto's IAM check of a request, for one signed in its query string: the key, region and
+    service come from ``X-Amz-Credential``; the signature is computed over the query string without
+    ``X-Amz-Signature`` and the headers ``X-Amz-SignedHeaders`` names, with the hash of an empty
+    body (SigV4 query authentication); a session's token is ``X-Amz-Security-Token``."""
+    from botocore.awsrequest import AWSRequest
+    from moto.iam.access_control import CreateAccessKeyFailure, IAMRequest, create_access_key
+    from moto.utilities.utils import get_partition
+
+    class PresignedIAMRequest(IAMRequest):
+        def __init__(
+            self,
+            account_id: str,
+            method: str,
+            path: str,
+            data: dict[str, str],
+            body: bytes,
+            headers: dict[str, str],
+            action: str,
+        ) -> None:
+            self.account_id, self._method, self._path = account_id, method, path
+            self._data, self._body, self._headers = data, body, headers
+            self._query = dict(parse_qsl(urlsplit(path).query, keep_blank_values=True))
+            key_id, _, self._region, self._service, _ = self._query["X-Amz-Credential"].split("/")
+            self._action = f"{self._service}:{action[0] if isinstance(action, list) else action}"
+            token = (
+                {"X-Amz-Security-Token": self._query["X-Amz-Security-Token"]}
+                if "X-Amz-Security-Token" in self._query
+                else {}
+            )
+            try:
+                self._access_key = create_access_key(
+                    account_id=account_id,
+                    partition=get_partition(self._region),
+                    access_key_id=key_id,
+                    headers=token,
+                )
+            except CreateAccessKeyFailure as error:
+                self._raise_invalid_access_key(error.reason)
+
+        def check_signature(self) -> None:
+            if self._query.get("X-Amz-Signature") != self._calculate_signature():
+                self._raise_signature_does_not_match()
+
+        def _create_aws_request(self) -> Any:
+            signed = self._query.get("X-Amz-SignedHeaders", "").lower().split(";")
+            headers = {k: v for k, v in self._headers.items() if k.lower() in signed}
+            params = {k: v for k, v in self._query.items() if k != "X-Amz-Signature"}
+            request = AWSRequest(
+                method=self._method, url=urlsplit(self._path).path or "/", params=params, headers=headers
+            )
+            request.context["timestamp"] = self._query.get("X-Amz-Date", "")
+            return request
+
+    return PresignedIAMRequest
+
+
+def _route_presigned() -> None:
+    """Route a presigned request by its credential scope, as moto routes one signed in its
+    ``Authorization`` header (an unsigned-looking GET went to moto's default service, S3), and
+    take its caller's key from ``X-Amz-Credential`` (moto used a made-up key, so STS answered
+    ``GetCallerIdentity`` for no one the lab knows)."""
+    from moto.core.responses import BaseResponse
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original_infer = DomainDispatcherApplication.infer_service_region_host
+    original_key = BaseResponse.get_access_key
+
+    def infer_service_region_host(self: Any, environ: dict[str, Any], path: str) -> str | None:
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        if environ.get("HTTP_AUTHORIZATION") or not _presigned(query):
+            return original_infer(self, environ, path)
+        scope = query["X-Amz-Credential"][0]
+        as_signed = {
+            **environ,
+            "HTTP_AUTHORIZATION": f"AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host",
+        }
+        return original_infer(self, as_signed, path)
+
+    def get_access_key(self: Any) -> str:
+        if "Authorization" not in self.headers and _presigned(self.querystring):
+            return str(self.querystring["X-Amz-Credential"][0].split("/")[0])
+        return str(original_key(self))
+
+    DomainDispatcherApplication.infer_service_region_host = infer_service_region_host  # type: ignore[method-assign]
+    BaseResponse.get_access_key = get_access_key  # type: ignore[method-assign]
+
+
+def _sts_answers_json() -> None:
+    """STS answers JSON (``{"GetCallerIdentityResponse": {"GetCallerIdentityResult": ...}}``) to a
+    request whose ``Accept`` is ``application/json``, as AWS's STS does; moto answered XML, which
+    aws-iam-authenticator cannot read."""
+    from moto.sts.responses import TokenResponse
+
+    original = TokenResponse.determine_response_protocol
+
+    def determine_response_protocol(self: Any, service_model: Any) -> str:
+        protocol = str(original(self, service_model))
+        if protocol == "query" and "application/json" in str(self.headers.get("Accept", "")):
+            return "query-json"
+        return protocol
+
+    TokenResponse.determine_response_protocol = determine_response_protocol  # type: ignore[method-assign]
+
+
+def _eks_endpoints() -> None:
+    """A cluster created with ``EKS_ENDPOINT_TAG`` and ``EKS_CA_FILE_TAG`` describes that endpoint
+    and CA (moto made both up): the lab's EKS cluster is then the lab's real Kubernetes."""
+    from moto.eks.models import EKSBackend
+
+    original = EKSBackend.create_cluster
+
+    def create_cluster(self: Any, *args: Any, **kwargs: Any) -> Any:
+        cluster = original(self, *args, **kwargs)
+        tags = kwargs.get("tags") or {}
+        if EKS_ENDPOINT_TAG in tags:
+            cluster.endpoint = tags[EKS_ENDPOINT_TAG]
+        if EKS_CA_FILE_TAG in tags:
+            pem = Path(tags[EKS_CA_FILE_TAG]).read_bytes()
+            cluster.certificate_authority = {"data": base64.b64encode(pem).decode()}
+        return cluster
+
+    EKSBackend.create_cluster = create_cluster  # type: ignore[method-assign]
 
 
 def throttle(response: Any) -> None:
