@@ -75,8 +75,8 @@ lab-test-podman: venv lab-deps
 	$(PY) -m pytest -m "lab and not cluster" -q -p no:cacheprovider --durations=15
 
 # The lab tests that run pods on the lab's real Kubernetes (tests/lab/cluster.py), on both
-# supported Airflow versions: on 2.11, KPO's sync and deferrable paths and whole DAG runs
-# (mapping, assets, the deploy DAG) through its task runner.
+# supported Airflow versions: on 2.11, KPO's sync and deferrable paths, whole DAG runs (mapping,
+# assets, the deploy DAG) through its task runner, and EKS by name with that release's provider.
 # Three workers (pytest-xdist, whole files each, longest first: tests/lab/conftest.py), each with a
 # lab and cluster of its own (from ECR_PROMOTE_LAB_BIND: .1, .21, .41): a test mostly waits on pods
 # and registries. One after the other, 97 of these tests took 18 minutes; on three workers 137 took
@@ -84,7 +84,7 @@ lab-test-podman: venv lab-deps
 cluster-test: venv venv-airflow2 lab-deps
 	$(PY) -m pytest -m cluster -q -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder --durations=0 --durations-min=5
 	$(VENV2)/bin/python -m pytest -m cluster -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder \
-	  tests/lab/test_cluster_e2e.py tests/lab/test_airflow_native_e2e.py
+	  tests/lab/test_cluster_e2e.py tests/lab/test_airflow_native_e2e.py tests/lab/test_eks_e2e.py
 
 # Two builds run in the background. The lab's Kubernetes (tests/lab/kubebuild.py: 15 to 30
 # minutes on a fresh machine, the longest step) starts first, on the machine's python3, while pip

@@ -2,7 +2,8 @@
 
 `up` leaves the lab running (PIDs recorded in the state folder) and prints the
 values a shell needs; `down` stops exactly the recorded PIDs; `images` builds what the lab's
-pods run (Go tools included, and the helm the chart tests run) into the cache and starts
+pods run (Go tools included, the helm the chart tests run and the cluster's aws-iam-authenticator)
+into the cache and starts
 nothing, so `make test` can build them while the checks that need no lab run (with
 ECR_PROMOTE_LAB_CLUSTER=1, the cluster's programs too). `up --cluster` also starts the lab's
 real Kubernetes (tests/lab/cluster.py) with the lab's images in it; `cluster-build` builds its
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             images = ensure_images(cache, ensure_ca(cache)[0])
             gotools.build(gotools.REFERRERS_REGISTRY, cache)
             gotools.build(gotools.HELM, cache)  # the chart tests' helm (tests/lab/charts.py)
+            gotools.build(gotools.AWS_IAM_AUTHENTICATOR, cache)  # the lab cluster's token webhook
             if os.environ.get("ECR_PROMOTE_LAB_CLUSTER") == "1":
                 KubeBuild(cache).all()
             print(f"lab images ready in {time.monotonic() - t0:.0f}s: {images}")

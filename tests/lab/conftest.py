@@ -7,7 +7,8 @@ A lab test may run several pods, so it gets `LAB_TEST_TIMEOUT` instead of the pr
 (pyproject.toml). The lab's images and Go tools are built before the first lab test runs, so a
 cold build (minutes) does not count against any test's limit; so are helm, when a test marked `helm` is
 selected, and the cluster's programs
-(tests/lab/kubebuild.py, about 15 minutes cold) when a test marked `cluster` is selected.
+(tests/lab/kubebuild.py, about 15 minutes cold, and aws-iam-authenticator, its token webhook) when
+a test marked `cluster` is selected.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ FILE_SECONDS: dict[str, float] = {
     "test_airflow_native_e2e.py": 100,
     "test_promote_e2e.py": 90,
     "test_cluster_e2e.py": 60,
+    "test_eks_e2e.py": 45,
     "test_kaniko_e2e.py": 60,
     "test_precheck_e2e.py": 45,
     "test_faults.py": 35,
@@ -106,5 +108,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
         if not missing_cluster_prerequisites():
             KubeBuild(cache, lambda line: print(line, file=sys.stderr)).all()
+            gotools.build(gotools.AWS_IAM_AUTHENTICATOR, cache, lambda line: print(line, file=sys.stderr))
     if time.monotonic() - started > 5:
         print(f"lab: images ready in {time.monotonic() - started:.0f} s", file=sys.stderr)
