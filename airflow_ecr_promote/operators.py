@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.utils.pod_manager import PodNotFoundException
 from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -51,6 +52,7 @@ from airflow_ecr_promote.result import (
     entries_of,
     in_place_entries,
     merge_entries,
+    pod_gone_failure,
     present,
     read_pod,
     refused_entry,
@@ -795,7 +797,16 @@ class EcrPromoteOperator(KubernetesPodOperator):
             self._plan()
         self._gate = self._scan_gate()
         with self._kpo_without_xcom():
-            super().trigger_reentry(context, event)
+            try:
+                super().trigger_reentry(context, event)
+            except (PodNotFoundException, ApiException) as error:
+                # KPO reads the pod first: one deleted while the trigger polled is not there
+                if isinstance(error, ApiException) and error.status != 404:
+                    raise
+                if self._promotion is None:
+                    raise
+                name, namespace = str(event.get("name")), str(event.get("namespace"))
+                raise EcrPromoteError(pod_gone_failure(self._promotion, namespace, name)) from error
         return self._finish(context)
 
     def _in_place_before(self, pod: k8s.V1Pod, promotion: Promotion) -> dict[int, str | None]:

@@ -297,6 +297,19 @@ def deleted_by_others(pod: k8s.V1Pod, gone: bool) -> str | None:
     )
 
 
+def pod_gone_failure(promotion: Promotion, namespace: str, name: str) -> str:
+    """The failure of a resumed (deferred) task whose pod the API server no longer has: deleted
+    while it ran, before the task came back to read it."""
+    pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(namespace=namespace, name=name))
+    return f"Promotion {_images(promotion)} failed: {deleted_by_others(pod, gone=True)}"
+
+
+def _images(promotion: Promotion) -> str:
+    if len(promotion.copies) > 1:
+        return f"{len(promotion.copies)} images from {promotion.source.repository_url}"
+    return f"{promotion.source} -> {promotion.dest}"
+
+
 def _complete(
     entries: list[dict[str, Any]], promotion: Promotion, summary: Summary, confirm: Confirm
 ) -> None:
@@ -408,9 +421,7 @@ def read_pod(
     status = pod.status
     if status is None:
         return PodOutcome(None, f"the promotion pod of {promotion.dest} has no status")
-    images = f"{promotion.source} -> {promotion.dest}"
-    if len(promotion.copies) > 1:
-        images = f"{len(promotion.copies)} images from {promotion.source.repository_url}"
+    images = _images(promotion)
     login = _terminated(status.init_container_statuses, INIT_CONTAINER_NAME)
     if login is not None and login.exit_code != 0:
         reason = (login.message or f"exit code {login.exit_code}").strip()

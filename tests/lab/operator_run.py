@@ -333,10 +333,12 @@ def _interrupted(error: BaseException) -> BaseException | None:
     replaced: KPO's cleanup runs in a ``finally`` and raises the promotion's failure over it, so a
     task that hung until the timeout looked like a task that failed as expected (a signature test
     passed after 911 s)."""
+    from _pytest.outcomes import OutcomeException
+
     seen: set[int] = set()
     cause = error.__context__
     while cause is not None and id(cause) not in seen:
-        if not isinstance(cause, Exception):
+        if isinstance(cause, OutcomeException | KeyboardInterrupt):
             return cause
         seen.add(id(cause))
         cause = cause.__context__
