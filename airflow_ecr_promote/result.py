@@ -36,6 +36,7 @@ LOGIN_REFUSED_ARTIFACT = "ecr-promote login: engine="
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}", re.ASCII)
 _RETRIES = re.compile(r"retries=(\d{1,6})", re.ASCII)
+_REPORT_LINE = re.compile(r"[0-9]+ [a-z]+ ", re.ASCII)
 STATUSES = ("copied", "present", "skipped", "failed")
 _SUMMARY = re.compile(
     r"ecr-promote summary copies=(?P<copies>\d+) copied=(?P<copied>\d+) present=(?P<present>\d+) "
@@ -97,18 +98,27 @@ def report_matches(lines: list[str], summary: Summary) -> bool:
 def find_report(log: str, summary: Summary) -> list[str] | None:
     """The report lines framed in the copier's log whose sha256 is the summary's, if any.
 
-    Only a frame whose content hashes to the summary counts, so no text printed elsewhere in the
-    log (a registry's error quoted by a tool) can pass for the report.
+    Only report-shaped lines between the frame's begin and end count, and only when they hash to
+    the summary, so no text printed elsewhere in the log (a registry's error quoted by a tool) can
+    pass for the report. Other lines inside the frame are skipped: the container runtime copies
+    stdout (the report) and stderr (the script's messages) separately, and under load a message
+    written before the report can land in the log among its lines.
     """
+    begin, end = f"{REPORT_BEGIN}{summary.copies}", f"{REPORT_END}{summary.copies} sha256:{summary.sha256}"
     lines = log.split("\n")
     for start, line in enumerate(lines):
-        if line != f"{REPORT_BEGIN}{summary.copies}":
+        if line != begin:
             continue
-        end = start + 1 + summary.copies
-        if end < len(lines) and lines[end] == f"{REPORT_END}{summary.copies} sha256:{summary.sha256}":
-            report = lines[start + 1 : end]
-            if report_matches(report, summary):
-                return report
+        report: list[str] = []
+        for framed in lines[start + 1 :]:
+            if framed == end:
+                if report_matches(report, summary):
+                    return report
+                break
+            if framed == begin:
+                break
+            if _REPORT_LINE.match(framed):
+                report.append(framed)
     return None
 
 

@@ -384,6 +384,28 @@ def test_the_script_reports_every_copy_even_at_one_per_worker(tmp_path: Path) ->
     assert os.listdir(tmp_path / "scratch") == []
 
 
+def test_the_report_is_found_when_messages_land_among_its_lines(tmp_path: Path) -> None:
+    """The runtime copies stdout and stderr separately: the script's messages can land inside the
+    report's frame in the log. The report is still found, and only lines hashing to the summary
+    count."""
+    op = batch(["1.0", "1.1", "1.2"], parallel=2)
+    code, message, log = run_script(tmp_path, copier_env(op))
+    summary = parse_summary(message)
+    assert code == 0 and summary is not None
+    report = find_report(log, summary)
+    assert report is not None and len(report) == 3
+    lines = log.split("\n")
+    begin = lines.index(f"ecr-promote report begin {summary.copies}")
+    moved = "ecr-promote copy: copied 210987654321.dkr.ecr.us-east-1.amazonaws.com/app:1.2: " + DIGEST
+    interleaved = [*lines[: begin + 1], moved, lines[begin + 1], moved, *lines[begin + 2 :]]
+    assert find_report("\n".join(interleaved), summary) == report
+
+    forged = [*lines[: begin + 1], f"9 copied {DIGEST} {DIGEST}", *lines[begin + 1 :]]
+    assert find_report("\n".join(forged), summary) is None
+    cut = [line for line in lines if line != report[1]]
+    assert find_report("\n".join(cut), summary) is None
+
+
 def test_render_of_an_empty_list_prints_nothing_and_says_why(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
