@@ -86,3 +86,13 @@ def build_pod_offline(operator: KubernetesPodOperator) -> k8s.V1Pod:
         return operator.build_pod_request_obj(None, dry_run=True)
     vars(operator.hook)["_is_in_cluster"] = False
     return operator.build_pod_request_obj(None)
+
+
+KUBE_CONFIG_SOURCES = ("in_cluster", "kube_config", "kube_config_path")
+
+
+def names_kube_config(extras: dict[str, Any]) -> bool:
+    """Whether a Kubernetes connection's extras name where its cluster config comes from
+    (``in_cluster``, ``kube_config`` or ``kube_config_path``, with or without the
+    ``extra__kubernetes__`` prefix of connections made before Airflow 2.3)."""
+    return any(extras.get(name) or extras.get(f"extra__kubernetes__{name}") for name in KUBE_CONFIG_SOURCES)

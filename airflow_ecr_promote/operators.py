@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from airflow_ecr_promote import assets, defaults
 from airflow_ecr_promote.artifacts import artifact_engines, refused
-from airflow_ecr_promote.compat import AirflowException, AssetAlias, cleanup_kwargs
+from airflow_ecr_promote.compat import AirflowException, AssetAlias, cleanup_kwargs, names_kube_config
 from airflow_ecr_promote.discovery import EcrListTagsOperator
 from airflow_ecr_promote.eks import EksTarget, eks_kubeconfig, parse_eks_target
 from airflow_ecr_promote.engines import ENGINES, Engine
@@ -790,6 +790,29 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 )
             self._in_place, self._refused = {}, {}
         return pod
+
+    def convert_config_file_to_dict(self) -> None:
+        """The cluster config handed to KPO's trigger, chosen as the worker's hook chooses it.
+
+        Without ``config_file``, KPO gives the trigger the file ``KUBECONFIG`` names as a config
+        dict, even when the Kubernetes connection (or ``in_cluster``) names its own source. The
+        trigger's hook then refuses both ("kube_config_path, kube_config, in_cluster, and
+        config_dict are mutually exclusive"), so the deferred task never sees its pod. The worker's
+        hook uses the connection's source and ignores ``KUBECONFIG``; so does the trigger now.
+        """
+        super().convert_config_file_to_dict()  # type: ignore[no-untyped-call]
+        if self.config_file or self._config_dict is None:
+            return
+        if self.in_cluster:
+            self._config_dict = None
+            return
+        try:
+            extras = dict(getattr(self.hook, "conn_extras", None) or {})
+        except Exception as error:  # no such connection: the trigger resolves it as KPO does
+            self.log.debug("Kubernetes connection %r not read: %s", self.kubernetes_conn_id, error)
+            return
+        if names_kube_config(extras):
+            self._config_dict = None
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         self._context = context

@@ -6,6 +6,9 @@ ones a kubelet reports, with the termination messages the in-pod scripts write.
 
 from __future__ import annotations
 
+import inspect
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from airflow_ecr_promote.result import read_pod
 from tests.airflow_context import make_context
 from tests.conftest import DEST_HOST, SOURCE_HOST
 from tests.kube_stand_in import finished, kubernetes_stand_in, terminated
+from tests.run_state import UNREACHABLE_KUBECONFIG
 
 SOURCE = f"{SOURCE_HOST}/team/app:1.0"
 DEST = f"{DEST_HOST}/team/app:1.0"
@@ -188,6 +192,54 @@ def test_deferrable_mode_returns_the_same_result() -> None:
     assert result["digest"] == DIGEST
     assert result["digest_kept"] is True
     assert "return_value" not in context["ti"].pushed
+
+
+@pytest.mark.parametrize(
+    "extras",
+    [
+        {"kube_config_path": "CONNECTION_FILE"},
+        {"extra__kubernetes__kube_config_path": "CONNECTION_FILE"},
+        {},
+    ],
+    ids=["connection-path", "connection-path-prefixed", "no-connection-source"],
+)
+def test_the_trigger_loads_the_cluster_config_the_worker_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extras: dict[str, str]
+) -> None:
+    """With ``KUBECONFIG`` set and a connection naming its own kubeconfig, KPO handed the trigger
+    both, and the trigger's hook refused them as mutually exclusive: a deferred task never read
+    its pod again. The trigger built here is KPO's own, and its hook loads one config: the
+    connection's when it names one (as the worker's hook does), else ``KUBECONFIG``'s."""
+    import asyncio
+
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
+
+    from airflow_ecr_promote.compat import TaskDeferred
+
+    def kubeconfig(name: str, server: str) -> Path:
+        path = tmp_path / name
+        path.write_text(UNREACHABLE_KUBECONFIG.replace("https://127.0.0.1:1", server))
+        return path
+
+    env_file = kubeconfig("env-kubeconfig", "https://127.0.0.1:2")
+    conn_file = kubeconfig("conn-kubeconfig", "https://127.0.0.1:3")
+    monkeypatch.setenv("KUBECONFIG", str(env_file))
+    conn_extras = {key: str(conn_file) for key in extras}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps({"conn_type": "kubernetes", "extra": conn_extras})
+    )
+    op = operator(engine="skopeo", deferrable=True)
+    run = ends_with(0, None, terminated("base", 0, f"1 copied {DIGEST} {DIGEST}"))
+    with kubernetes_stand_in(run):
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(make_context(op))
+    hook = deferred.value.trigger.hook
+    assert isinstance(hook, AsyncKubernetesHook)
+    asyncio.run(hook._load_config())  # KPO 10.25 raised "... are mutually exclusive" here
+    assert (deferred.value.trigger.config_dict is None) == bool(extras)
+    if "connection_extras" in inspect.signature(AsyncKubernetesHook).parameters:  # 10.1 reads no path
+        expected = "https://127.0.0.1:3" if extras else "https://127.0.0.1:2"
+        assert hook.client_configuration.host == expected
 
 
 def test_reading_the_copiers_log_is_bounded_by_a_request_timeout() -> None:

@@ -251,21 +251,11 @@ def assert_promoted_once(
     return entries
 
 
-# A known defect, open in issue 22: the reattached deferrable retry's trigger cannot read the pod
-# (KPO 10.25's hook: "Options kube_config_path, kube_config, in_cluster, and config_dict are mutually
-# exclusive", in every run's retry log since at least f65e6ad); the case passes only when the pod
-# ends within KPO's three re-deferrals, and failed one CI run of three on 2026-12-07.
-TRIGGER_CONFIG_DEFECT = pytest.mark.xfail(
-    reason="the reattached deferrable retry's trigger fails on KPO's connection config (issue 22)",
-    strict=False,
-)
-
-
 @pytest.mark.parametrize(
     ("mode", "path"),
     [
         ("sync", "reattach"),
-        pytest.param("deferrable", "reattach", marks=TRIGGER_CONFIG_DEFECT),
+        ("deferrable", "reattach"),
         ("sync", "rerun"),
         ("deferrable", "rerun"),
     ],
@@ -300,6 +290,7 @@ def test_a_worker_killed_mid_copy_is_retried_without_writing_anything_twice(
     output = retry["log"]
     result = retry["xcoms"]["promote[-1].return_value"]
     assert pods.most_alive == 1, f"two pods of the task at once: {pods.names}"
+    assert "mutually exclusive" not in output, "the trigger refused its cluster config"
     if path == "reattach":
         assert f"Reusing existing pod '{killed_pod}'" in output, output[-6000:]
         assert pods.names == [killed_pod], "no second pod"
