@@ -497,6 +497,8 @@ def _resume_until_done(
             if remaining <= 0:
                 raise TimeoutError(f"the task still deferred after {timeout}s") from None
             event = asyncio.run(asyncio.wait_for(_first_event(deferred.trigger), remaining))
+            payload = event.payload if isinstance(event.payload, dict) else {}
+            log.append(f"trigger event: {payload.get('status')}: {str(payload.get('message'))[:300]}")
             resumed = context["task"] = original.prepare_for_execution()  # a new instance resumes
             resumed.render_template_fields(context)
             if attach is not None:
