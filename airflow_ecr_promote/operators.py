@@ -48,6 +48,7 @@ from airflow_ecr_promote.repository import parse_create_repository
 from airflow_ecr_promote.result import (
     Confirm,
     PodOutcome,
+    collected_pod_entries,
     describe_failures,
     entries_of,
     in_place_entries,
@@ -829,8 +830,33 @@ class EcrPromoteOperator(KubernetesPodOperator):
                 if self._promotion is None:
                     raise
                 name, namespace = str(event.get("name")), str(event.get("namespace"))
-                raise EcrPromoteError(pod_gone_failure(self._promotion, namespace, name)) from error
+                if event.get("status") != "success":
+                    raise EcrPromoteError(pod_gone_failure(self._promotion, namespace, name)) from error
+                self._read_a_collected_pod(context, namespace, name)  # KPO 10.1 raises here
+        if self._result is None and self._promotion is not None and event.get("status") == "success":
+            self._read_a_collected_pod(context, str(event.get("namespace")), str(event.get("name")))
         return self._finish(context)
+
+    def _read_a_collected_pod(self, context: Context, namespace: str, name: str) -> None:
+        """The trigger saw the pod succeed, and the pod was gone when the task resumed
+        (garbage-collected): the copier's report went with it, and KPO 10.25 returns without
+        reading anything (10.1 raises). Each copy is confirmed through the ECR API instead
+        (``dest_aws_conn_id``); a copy that is not fails the task, rather than a success that
+        returns nothing."""
+        assert self._promotion is not None
+        promotion = self._promotion
+        self.log.warning(
+            "Pod %s/%s succeeded and was deleted before the task read its report", namespace, name
+        )
+        confirmed = None
+        if self.dest_aws_conn_id is not None:
+            confirmed = self._confirm_through_ecr()(list(promotion.copies))
+        entries, failure = collected_pod_entries(promotion, confirmed, namespace, name)
+        self._result = self._summarize(entries)
+        if failure:
+            if self.push_result:
+                context["ti"].xcom_push(key="return_value", value=self._result)
+            raise EcrPromoteError(failure)
 
     def _in_place_before(self, pod: k8s.V1Pod, promotion: Promotion) -> dict[int, str | None]:
         """A resumed (deferred) task: the copies its pod's annotation says were in place before the

@@ -314,6 +314,31 @@ def pod_gone_failure(promotion: Promotion, namespace: str, name: str) -> str:
     return f"Promotion {_images(promotion)} failed: {deleted_by_others(pod, gone=True)}"
 
 
+def collected_pod_entries(
+    promotion: Promotion, confirmed: list[str | None] | None, namespace: str, name: str
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Entries of a resumed (deferred) task whose pod succeeded and was deleted before the task
+    read its report (garbage-collected): each copy the ECR API shows in place (``confirmed``: the
+    source's digest at the destination, or None; None for all: no API to ask) is ``present`` and
+    marked confirmed; any other is unknown, and the failure says why and what to do."""
+    lost = f"pod {namespace}/{name} succeeded and was deleted before the task read its report"
+    ask = "confirmed" if confirmed is not None else "set dest_aws_conn_id to have the ECR API confirm it"
+    entries = []
+    for copy, digest in zip(promotion.copies, confirmed or [None] * len(promotion.copies), strict=True):
+        if digest is None:
+            entries.append(_entry(copy.source, copy.dest, "unknown", None, None, f"{lost}; not {ask}"))
+        else:
+            entries.append(
+                {**_entry(copy.source, copy.dest, "present", digest, digest, None), "confirmed": CONFIRMED_BY}
+            )
+    if all(e["status"] == "present" for e in entries):
+        return entries, None
+    return entries, (
+        f"Promotion {_images(promotion)} failed: {describe_failures(entries)}. "
+        "A retry reads the destination again and finds the copies that are in place"
+    )
+
+
 def _images(promotion: Promotion) -> str:
     if len(promotion.copies) > 1:
         return f"{len(promotion.copies)} images from {promotion.source.repository_url}"

@@ -65,6 +65,7 @@ class StandIn:
         self.deleted: list[str] = []
         self.final: k8s.V1Pod | None = None
         self.error: Exception | None = None
+        self.collected: set[str] = set()  # pods the API server no longer has (garbage-collected)
 
     def create(self, operator: KubernetesPodOperator, pod_request_obj: k8s.V1Pod, context: Any) -> k8s.V1Pod:
         self.created.append(pod_request_obj)
@@ -84,6 +85,12 @@ class StandIn:
         if kwargs.get("_preload_content", True):
             return text
         return _Response(text.encode())
+
+    def get_pod(self, name: str) -> k8s.V1Pod | None:
+        """``KubernetesHook.get_pod``: 404 for a pod in ``collected``."""
+        if name in self.collected:
+            raise ApiException(status=404, reason=f"pods {name!r} not found")
+        return self.final
 
     def read(self, pod: k8s.V1Pod) -> k8s.V1Pod:
         if self.final is None:
@@ -125,7 +132,7 @@ def kubernetes_stand_in(run: RunPod, logs: ReadLog | None = None) -> Iterator[St
         (KubernetesPodOperator, "process_pod_deletion", delete),
         (PodManager, "await_pod_completion", lambda self, pod, *args, **kwargs: stand_in.read(pod)),
         (PodManager, "read_pod", lambda self, pod: stand_in.read(pod)),
-        (KubernetesHook, "get_pod", lambda self, name, namespace: stand_in.final),
+        (KubernetesHook, "get_pod", lambda self, name, namespace: stand_in.get_pod(name)),
         (
             CoreV1Api,
             "read_namespaced_pod_log",

@@ -388,3 +388,41 @@ def test_a_deferred_task_resumes_knowing_which_copies_its_pod_carried(
     last = "unknown" if deleted_meanwhile else "present"
     assert [e["status"] for e in entries] == ["present", "copied", "present", last]
     assert [e["digest"] for e in entries[:3]] == [digests[t] for t in tags[:3]]
+
+
+@pytest.mark.parametrize("deleted_meanwhile", [False, True])
+def test_a_deferred_task_whose_succeeded_pod_was_collected_confirms_every_copy(
+    ecr: Any, deleted_meanwhile: bool
+) -> None:
+    """The trigger saw the pod succeed; the pod was garbage-collected before the task resumed, and
+    its report with it (KPO 10.25 then returns nothing). The ECR API confirms every copy; one the
+    destination does not hold is unknown, and fails the task saying why."""
+    from airflow_ecr_promote.compat import TaskDeferred
+
+    source_repo, dest_repo = new_repository(ecr), new_repository(ecr, "prod/app")
+    tags = ["8.0", "8.1"]
+    digests = {tag: put(ecr, source_repo, tag, seed=tag) for tag in tags}
+    seen: list[list[str]] = []
+    context = make_context(batch(source_repo, dest_repo, tags, deferrable=True))
+    with kubernetes_stand_in(copier_copies(digests, seen)) as cluster:
+        with pytest.raises(TaskDeferred):
+            context["task"].execute(context)
+        name = cluster.created[0].metadata.name
+        for tag in tags[: 1 if deleted_meanwhile else 2]:  # what the pod copied
+            put(ecr, dest_repo, tag, seed=tag)
+        cluster.collected.add(name)
+        fresh = batch(source_repo, dest_repo, tags, deferrable=True)
+        event = {"status": "success", "name": name, "namespace": "ns"}
+        if deleted_meanwhile:
+            with pytest.raises(EcrPromoteError) as caught:
+                fresh.trigger_reentry(context, event)
+            assert f"pod ns/{name} succeeded and was deleted before the task read its report" in str(
+                caught.value
+            )
+            assert f"{dest_repo}:8.1" in str(caught.value)
+            result = context["ti"].pushed["return_value"]
+        else:
+            result = fresh.trigger_reentry(context, event)
+    entries = result["promotions"]
+    assert [e["status"] for e in entries] == ["present", "unknown" if deleted_meanwhile else "present"]
+    assert entries[0]["digest"] == digests["8.0"] and entries[0]["confirmed"] == "ECR API"

@@ -194,6 +194,26 @@ def test_deferrable_mode_returns_the_same_result() -> None:
     assert "return_value" not in context["ti"].pushed
 
 
+def test_a_collected_pod_without_an_ecr_connection_fails_saying_what_to_set() -> None:
+    """No ``dest_aws_conn_id``: nothing can confirm the copies of a pod collected after it
+    succeeded, so the task fails instead of succeeding with no return value."""
+    from airflow_ecr_promote.compat import TaskDeferred
+
+    op = operator(engine="skopeo", deferrable=True)
+    context = make_context(op)
+    run = ends_with(0, None, terminated("base", 0, f"1 copied {DIGEST} {DIGEST}"))
+    with kubernetes_stand_in(run) as cluster:
+        with pytest.raises(TaskDeferred):
+            op.execute(context)
+        name = cluster.created[0].metadata.name
+        cluster.collected.add(name)
+        fresh = operator(engine="skopeo", deferrable=True)
+        with pytest.raises(EcrPromoteError) as caught:
+            fresh.trigger_reentry(context, {"status": "success", "name": name, "namespace": "ns"})
+    assert "set dest_aws_conn_id to have the ECR API confirm it" in str(caught.value)
+    assert context["ti"].pushed["return_value"]["status"] == "unknown"
+
+
 @pytest.mark.parametrize(
     "extras",
     [
