@@ -91,8 +91,24 @@ def build_pod_offline(operator: KubernetesPodOperator) -> k8s.V1Pod:
 KUBE_CONFIG_SOURCES = ("in_cluster", "kube_config", "kube_config_path")
 
 
-def names_kube_config(extras: dict[str, Any]) -> bool:
-    """Whether a Kubernetes connection's extras name where its cluster config comes from
-    (``in_cluster``, ``kube_config`` or ``kube_config_path``, with or without the
-    ``extra__kubernetes__`` prefix of connections made before Airflow 2.3)."""
-    return any(extras.get(name) or extras.get(f"extra__kubernetes__{name}") for name in KUBE_CONFIG_SOURCES)
+def kube_config_source(extras: dict[str, Any]) -> tuple[str, Any] | None:
+    """Where a Kubernetes connection's extras say its cluster config comes from: the first of
+    ``in_cluster``, ``kube_config`` and ``kube_config_path`` set (with or without the
+    ``extra__kubernetes__`` prefix of connections made before Airflow 2.3), and its value."""
+    for name in KUBE_CONFIG_SOURCES:
+        value = extras.get(name) or extras.get(f"extra__kubernetes__{name}")
+        if value:
+            return name, value
+    return None
+
+
+def async_hook_reads_kube_config_path() -> bool:
+    """Whether the installed ``AsyncKubernetesHook`` (KPO's trigger) loads a connection's
+    ``kube_config_path`` (apache/airflow#45571); cncf-kubernetes 10.1.0's ignores it and loads
+    the default kubeconfig instead."""
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
+
+    try:
+        return '"kube_config_path"' in inspect.getsource(AsyncKubernetesHook._load_config)
+    except (OSError, TypeError):  # no source to read: the newer behaviour
+        return True

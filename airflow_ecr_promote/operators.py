@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.utils.pod_manager import PodNotFoundException
 from kubernetes.client import models as k8s
@@ -20,7 +21,13 @@ from kubernetes.client.exceptions import ApiException
 
 from airflow_ecr_promote import assets, defaults
 from airflow_ecr_promote.artifacts import artifact_engines, refused
-from airflow_ecr_promote.compat import AirflowException, AssetAlias, cleanup_kwargs, names_kube_config
+from airflow_ecr_promote.compat import (
+    AirflowException,
+    AssetAlias,
+    async_hook_reads_kube_config_path,
+    cleanup_kwargs,
+    kube_config_source,
+)
 from airflow_ecr_promote.discovery import EcrListTagsOperator
 from airflow_ecr_promote.eks import EksTarget, eks_kubeconfig, parse_eks_target
 from airflow_ecr_promote.engines import ENGINES, Engine
@@ -797,9 +804,11 @@ class EcrPromoteOperator(KubernetesPodOperator):
 
         Without ``config_file``, KPO gives the trigger the file ``KUBECONFIG`` names as a config
         dict, even when the Kubernetes connection (or ``in_cluster``) names its own source. The
-        trigger's hook then refuses both ("kube_config_path, kube_config, in_cluster, and
-        config_dict are mutually exclusive"), so the deferred task never sees its pod. The worker's
-        hook uses the connection's source and ignores ``KUBECONFIG``; so does the trigger now.
+        worker's hook uses the connection's source and ignores ``KUBECONFIG``; so does the trigger
+        now. cncf-kubernetes 10.25's trigger refused the pair ("kube_config_path, kube_config,
+        in_cluster, and config_dict are mutually exclusive"), so a deferred task never read its pod
+        again; 10.1's loaded ``KUBECONFIG``'s cluster, as its trigger does not read a connection's
+        ``kube_config_path``: it gets that file as the dict instead.
         """
         super().convert_config_file_to_dict()  # type: ignore[no-untyped-call]
         if self.config_file or self._config_dict is None:
@@ -808,12 +817,18 @@ class EcrPromoteOperator(KubernetesPodOperator):
             self._config_dict = None
             return
         try:
-            extras = dict(getattr(self.hook, "conn_extras", None) or {})
+            source = kube_config_source(dict(getattr(self.hook, "conn_extras", None) or {}))
         except Exception as error:  # no such connection: the trigger resolves it as KPO does
             self.log.debug("Kubernetes connection %r not read: %s", self.kubernetes_conn_id, error)
             return
-        if names_kube_config(extras):
+        if source is None:
+            return
+        name, value = source
+        if name != "kube_config_path" or async_hook_reads_kube_config_path():
             self._config_dict = None
+            return
+        with open(str(value)) as config:
+            self._config_dict = yaml.safe_load(config)
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         self._context = context

@@ -6,7 +6,6 @@ ones a kubelet reports, with the termination messages the in-pod scripts write.
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -227,14 +226,15 @@ def test_the_trigger_loads_the_cluster_config_the_worker_uses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extras: dict[str, str]
 ) -> None:
     """With ``KUBECONFIG`` set and a connection naming its own kubeconfig, KPO handed the trigger
-    both, and the trigger's hook refused them as mutually exclusive: a deferred task never read
-    its pod again. The trigger built here is KPO's own, and its hook loads one config: the
-    connection's when it names one (as the worker's hook does), else ``KUBECONFIG``'s."""
+    both: cncf-kubernetes 10.25's hook refused them as mutually exclusive (a deferred task never
+    read its pod again), and 10.1's loaded ``KUBECONFIG``'s cluster. The trigger built here is
+    KPO's own, and its hook loads one config: the connection's when it names one (as the worker's
+    hook does), else ``KUBECONFIG``'s."""
     import asyncio
 
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
 
-    from airflow_ecr_promote.compat import TaskDeferred
+    from airflow_ecr_promote.compat import TaskDeferred, async_hook_reads_kube_config_path
 
     def kubeconfig(name: str, server: str) -> Path:
         path = tmp_path / name
@@ -256,10 +256,13 @@ def test_the_trigger_loads_the_cluster_config_the_worker_uses(
     hook = deferred.value.trigger.hook
     assert isinstance(hook, AsyncKubernetesHook)
     asyncio.run(hook._load_config())  # KPO 10.25 raised "... are mutually exclusive" here
-    assert (deferred.value.trigger.config_dict is None) == bool(extras)
-    if "connection_extras" in inspect.signature(AsyncKubernetesHook).parameters:  # 10.1 reads no path
-        expected = "https://127.0.0.1:3" if extras else "https://127.0.0.1:2"
+    trigger = deferred.value.trigger
+    expected = "https://127.0.0.1:3" if extras else "https://127.0.0.1:2"
+    if async_hook_reads_kube_config_path():  # the trigger's hook loads the connection's path
+        assert (trigger.config_dict is None) == bool(extras)
         assert hook.client_configuration.host == expected
+    else:  # 10.1.0's reads no path: the trigger gets the connection's file as its dict
+        assert trigger.config_dict["clusters"][0]["cluster"]["server"] == expected
 
 
 def test_reading_the_copiers_log_is_bounded_by_a_request_timeout() -> None:
